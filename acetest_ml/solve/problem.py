@@ -1,0 +1,67 @@
+"""The interface between constraint sources and the sampler.
+
+A Problem is one conjunction of Z3 formulas for one API (one "constraint set";
+an API can have several alternative sets, e.g. ACETest's compute x constructor
+combinations) plus the knowledge needed to turn a Z3 model into an
+AbstractInput. Sources implement it:
+
+- ``acetest_ml.solve.registry``  formulas derived from an ApiSpec (+ YAML rules)
+- ``acetest_ml.solve.acetest``   ACETest's extracted .z3 files
+
+The sampler (``acetest_ml.solve.sampler``) only talks to this interface.
+"""
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import z3
+
+from ..model import AbstractInput, ApiSpec
+
+
+class Problem(ABC):
+    spec: ApiSpec
+    #: short identifier of this constraint set, recorded in AbstractInput.origin
+    set_id: str = "default"
+
+    @abstractmethod
+    def formulas(self) -> Sequence[z3.BoolRef]:
+        """Hard constraints (including default bounds)."""
+
+    @abstractmethod
+    def random_targets(self, rng: random.Random) -> list[z3.BoolRef]:
+        """Random equalities/inequalities over the decision variables; the
+        sampler tries them as assumptions to spread solutions out and drops
+        them (in part, then wholly) when they make the problem unsat."""
+
+    @abstractmethod
+    def block(self, model: z3.ModelRef) -> z3.BoolRef | None:
+        """A clause excluding this model's values of the variables that
+        matter for the input (so the next solution is distinct)."""
+
+    @abstractmethod
+    def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
+        """Turn a model into an AbstractInput, filling at random whatever the
+        model leaves open. ``rng`` is the only randomness allowed."""
+
+    def check_input(self, ai: AbstractInput) -> bool:  # pragma: no cover - optional
+        """Whether ``ai`` satisfies this problem (used by tests); sources that
+        can express it override this."""
+        raise NotImplementedError
+
+
+def model_int(model: z3.ModelRef, term: z3.ExprRef, default: int | None = None) -> int | None:
+    """Integer value of ``term`` in ``model`` (bit-vectors read as signed 64-bit).
+    Returns ``default`` when the model leaves the term open."""
+    v = model.eval(term, model_completion=False)
+    if z3.is_int_value(v):
+        return v.as_long()
+    if z3.is_bv_value(v):
+        return v.as_signed_long()
+    if z3.is_true(v):
+        return 1
+    if z3.is_false(v):
+        return 0
+    return default

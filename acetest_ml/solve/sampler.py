@@ -1,0 +1,123 @@
+"""Draw many distinct, seeded solutions from one or more Problems.
+
+For each draw the sampler picks one of the API's constraint sets, asks Z3 for
+a model under random target assumptions (dropping them in halves while they
+make the set unsat), blocks the model so the next draw differs, and decodes
+the model into an AbstractInput. When a set runs out of distinct models its
+blocking clauses are dropped and it starts over. Everything is driven by one
+``random.Random(seed)``: the same problems and seed give the same sequence.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import z3
+
+from ..model import AbstractInput
+from .problem import Problem
+
+
+@dataclass
+class _SetState:
+    problem: Problem
+    solver: z3.Solver
+    blocked: int = 0
+    exhausted_rounds: int = 0
+    unsat: bool = False
+
+
+@dataclass
+class SamplerStats:
+    draws: int = 0
+    solver_calls: int = 0
+    resets: int = 0
+    unsat_sets: list[str] = field(default_factory=list)
+
+
+class NoSolutionError(Exception):
+    """None of the API's constraint sets is satisfiable."""
+
+
+class Sampler:
+    def __init__(self, problems: Sequence[Problem], seed: int, *, timeout_ms: int = 2000,
+                 max_blocked: int = 5000):
+        if not problems:
+            raise NoSolutionError("no constraint sets")
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.timeout_ms = timeout_ms
+        self.max_blocked = max_blocked
+        self.stats = SamplerStats()
+        self._sets: list[_SetState] = []
+        for i, p in enumerate(problems):
+            s = z3.Solver()
+            s.set("random_seed", (seed * 7919 + i) % (2 ** 31))
+            s.set("timeout", timeout_ms)
+            s.add(*p.formulas())
+            self._sets.append(_SetState(p, s))
+        self.index = 0
+
+    def _live(self) -> list[_SetState]:
+        return [st for st in self._sets if not st.unsat]
+
+    def _solve(self, st: _SetState) -> z3.ModelRef | None:
+        targets = st.problem.random_targets(self.rng)
+        while True:
+            self.stats.solver_calls += 1
+            r = st.solver.check(*targets)
+            if r == z3.sat:
+                return st.solver.model()
+            if not targets:
+                return None
+            # drop half of the targets (a random half) and try again
+            self.rng.shuffle(targets)
+            targets = targets[: len(targets) // 2]
+
+    def next(self) -> AbstractInput:
+        while True:
+            live = self._live()
+            if not live:
+                raise NoSolutionError("no satisfiable constraint set: "
+                                      + ", ".join(self.stats.unsat_sets))
+            st = live[self.rng.randrange(len(live))]
+            model = self._solve(st)
+            if model is None:
+                if st.blocked == 0:
+                    st.unsat = True
+                    self.stats.unsat_sets.append(st.problem.set_id)
+                    continue
+                self._reset(st)
+                continue
+            blk = st.problem.block(model)
+            if blk is not None:
+                st.solver.add(blk)
+                st.blocked += 1
+                if st.blocked >= self.max_blocked:
+                    self._reset(st)
+            ai = st.problem.decode(model, self.rng)
+            ai.origin.setdefault("set", st.problem.set_id)
+            ai.origin["draw"] = self.index
+            ai.value_seed = self.rng.randrange(2 ** 31)
+            self.index += 1
+            self.stats.draws += 1
+            return ai
+
+    def _reset(self, st: _SetState) -> None:
+        """Forget the blocking clauses of a set (its distinct models ran out)."""
+        s = z3.Solver()
+        s.set("random_seed", self.rng.randrange(2 ** 31))
+        s.set("timeout", self.timeout_ms)
+        s.add(*st.problem.formulas())
+        st.solver = s
+        st.blocked = 0
+        st.exhausted_rounds += 1
+        self.stats.resets += 1
+
+    def take(self, n: int) -> list[AbstractInput]:
+        return [self.next() for _ in range(n)]
+
+    def __iter__(self) -> Iterator[AbstractInput]:
+        while True:
+            yield self.next()
