@@ -25,6 +25,10 @@ class Problem(ABC):
     spec: ApiSpec
     #: short identifier of this constraint set, recorded in AbstractInput.origin
     set_id: str = "default"
+    #: the Z3 context every term of this problem lives in. Give each problem
+    #: its own ``z3.Context()``: Z3's choices depend on the context's history,
+    #: so a private context is what makes sampling repeatable for a seed.
+    ctx: z3.Context = None  # type: ignore[assignment]
 
     @abstractmethod
     def formulas(self) -> Sequence[z3.BoolRef]:

@@ -52,7 +52,7 @@ class Sampler:
         self.stats = SamplerStats()
         self._sets: list[_SetState] = []
         for i, p in enumerate(problems):
-            s = z3.Solver()
+            s = z3.Solver(ctx=p.ctx or z3.main_ctx())
             s.set("random_seed", (seed * 7919 + i) % (2 ** 31))
             s.set("timeout", timeout_ms)
             s.add(*p.formulas())
@@ -63,17 +63,38 @@ class Sampler:
         return [st for st in self._sets if not st.unsat]
 
     def _solve(self, st: _SetState) -> z3.ModelRef | None:
+        """Solve under the problem's random targets. Each target is guarded by
+        a tracking literal; when the targets conflict with the constraints,
+        one member of the unsat core is dropped and the solver tries again,
+        so only conflicting targets are lost."""
         targets = st.problem.random_targets(self.rng)
-        while True:
-            self.stats.solver_calls += 1
-            r = st.solver.check(*targets)
-            if r == z3.sat:
-                return st.solver.model()
-            if not targets:
-                return None
-            # drop half of the targets (a random half) and try again
-            self.rng.shuffle(targets)
-            targets = targets[: len(targets) // 2]
+        solver = st.solver
+        solver.push()
+        try:
+            lits = []
+            for i, t in enumerate(targets):
+                lit = z3.Bool(f"__target{i}", solver.ctx)
+                solver.add(z3.Implies(lit, t))
+                lits.append(lit)
+            active = list(lits)
+            while True:
+                self.stats.solver_calls += 1
+                r = solver.check(*active)
+                if r == z3.sat:
+                    return solver.model()
+                if not active or r == z3.unknown:
+                    if r == z3.unknown and active:
+                        active = []
+                        continue
+                    return None
+                core = [c for c in solver.unsat_core() if any(c.eq(l) for l in active)]
+                if not core:
+                    active = []
+                    continue
+                drop = core[self.rng.randrange(len(core))]
+                active = [l for l in active if not l.eq(drop)]
+        finally:
+            solver.pop()
 
     def next(self) -> AbstractInput:
         while True:
@@ -106,7 +127,7 @@ class Sampler:
 
     def _reset(self, st: _SetState) -> None:
         """Forget the blocking clauses of a set (its distinct models ran out)."""
-        s = z3.Solver()
+        s = z3.Solver(ctx=st.problem.ctx or z3.main_ctx())
         s.set("random_seed", self.rng.randrange(2 ** 31))
         s.set("timeout", self.timeout_ms)
         s.add(*st.problem.formulas())

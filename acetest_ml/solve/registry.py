@@ -1,0 +1,443 @@
+"""Constraints derived from an ApiSpec (framework registry), plus YAML rules.
+
+Every decision the input needs becomes a Z3 integer (or boolean) variable:
+
+    <arg>.rank, <arg>.d0 .. <arg>.d5     tensors (and the item template of tensor lists)
+    <arg>.len, <arg>.i0 .. <arg>.i7      lists (ints / shapes), tensor-list lengths
+    <arg>.val                            ints, bools, enum / dtype choices (as codes)
+    <arg>.present                        optional arguments
+
+with ACETest-like default bounds (ranks 0..6, dimension sizes kept small so a
+tensor stays within a few thousand elements, small integer ranges). The
+sampler spreads solutions with random targets that also propose the
+equalities shapes usually need (equal ranks, equal dimensions across
+tensors, list length == rank, axis within rank); they are assumptions, so the
+solver drops them when the hard constraints disagree.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import z3
+
+from ..model import (BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT, INT_LIST, SCALAR,
+                     SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
+                     DTypeValue, TensorDesc, dtype_kind)
+from .problem import Problem, model_int
+from .rules import Terms, compile_rule
+
+MAX_RANK = 6
+MAX_LIST = 8
+DEFAULT_DTYPES = ["float32", "float64", "int32", "int64"]
+BUILDABLE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+             "uint16", "uint32", "uint64", "bool", "complex64", "complex128", "string"}
+
+# argument names whose integer items are window sizes / steps (>= 1)
+_POSITIVE_LIST_NAMES = {"strides", "stride", "dilations", "dilation", "ksize", "kernel_size",
+                        "window_strides", "window_dimensions", "rates", "block_shape", "sizes"}
+_AXIS_NAMES = {"axis", "dim", "dimension", "axes", "dims", "split_dim", "concat_dim", "start_dim",
+               "end_dim", "dim0", "dim1", "source", "destination"}
+_RANK_WEIGHTS = [(0, 4), (1, 14), (2, 22), (3, 20), (4, 24), (5, 10), (6, 6)]
+_DIM_WEIGHTS = [(0, 2), (1, 22), (2, 18), (3, 16), (4, 12), (5, 6), (6, 6), (7, 4), (8, 5), (12, 3),
+                (16, 3)]
+
+
+def _weighted(rng: random.Random, pairs: Sequence[tuple[int, int]]) -> int:
+    total = sum(w for _, w in pairs)
+    x = rng.randrange(total)
+    for v, w in pairs:
+        x -= w
+        if x < 0:
+            return v
+    return pairs[-1][0]
+
+
+def _dim_cap(rank_var: z3.ArithRef, d: z3.ArithRef) -> list[z3.BoolRef]:
+    """Keep a tensor within a few thousand elements: linear bounds per rank."""
+    return [d >= 0,
+            z3.Implies(rank_var <= 2, d <= 64),
+            z3.Implies(rank_var == 3, d <= 16),
+            z3.Implies(rank_var == 4, d <= 10),
+            z3.Implies(rank_var >= 5, d <= 5)]
+
+
+class RegistryProblem(Problem, Terms):
+    """Constraints for one ApiSpec. ``rules`` are extra expressions (rules.py)."""
+
+    def __init__(self, spec: ApiSpec, rules: Sequence[str] = (), *, rules_source: str = "rules"):
+        self.spec = spec
+        self.ctx = z3.Context()  # own context: sampling is deterministic per (problem, seed)
+        self.set_id = "registry" + ("+rules" if rules else "")
+        self.rules = list(rules)
+        self._vars: dict[str, z3.ExprRef] = {}
+        self._hard: list[z3.BoolRef] = []
+        self._dtype_sets: dict[str, list[str]] = {}   # dtype var name -> allowed list
+        self._tensor_dtype_var: dict[str, str] = {}   # tensor arg -> dtype var name
+        self._build()
+        for i, r in enumerate(self.rules):
+            self._hard.append(compile_rule(r, self, where=f"{rules_source}: {spec.name}[{i}]"))
+
+    # -- variables ------------------------------------------------------------
+    def _int(self, name: str) -> z3.ArithRef:
+        v = self._vars.get(name)
+        if v is None:
+            v = self._vars[name] = z3.Int(name, self.ctx)
+        return v
+
+    def _bool_var(self, name: str) -> z3.BoolRef:
+        v = self._vars.get(name)
+        if v is None:
+            v = self._vars[name] = z3.Bool(name, self.ctx)
+        return v
+
+    def _arg(self, name: str) -> ArgSpec:
+        return self.spec.arg(name)
+
+    def _build(self) -> None:
+        spec = self.spec
+        group = spec.notes.get("same_dtype_group") or []
+        group_set: list[str] | None = None
+        for a in spec.args:
+            if a.kind in (TENSOR, TENSOR_LIST) and a.name in group and a.dtypes:
+                group_set = [d for d in a.dtypes if d in BUILDABLE]
+                break
+        if group_set:
+            self._dtype_sets["__group__.val"] = group_set
+            v = self._int("__group__.val")
+            self._hard += [v >= 0, v < len(group_set)]
+        for a in spec.args:
+            if a.optional or a.has_default:
+                self._bool_var(f"{a.name}.present")
+            kind = a.kind
+            if kind in (TENSOR, TENSOR_LIST):
+                self._tensor_vars(a, a.name in group and group_set is not None)
+            elif kind in (INT,):
+                self._int_value(a)
+            elif kind == BOOL:
+                self._bool_var(f"{a.name}.val")
+            elif kind == STR and a.allowed:
+                v = self._int(f"{a.name}.val")
+                self._hard += [v >= 0, v < len(a.allowed)]
+            elif kind == DTYPE:
+                allowed = [d for d in (a.allowed or sorted(BUILDABLE - {"string"})) if d in BUILDABLE]
+                if not allowed:
+                    allowed = list(DEFAULT_DTYPES)
+                self._dtype_sets[f"{a.name}.val"] = allowed
+                v = self._int(f"{a.name}.val")
+                self._hard += [v >= 0, v < len(allowed)]
+            elif kind in (INT_LIST, SHAPE):
+                self._int_list(a)
+        # tensor-list lengths bound to an INT argument (TF number_attr)
+        for a in spec.args:
+            if a.kind == TENSOR_LIST and a.length_ref and spec.has_arg(a.length_ref):
+                self._hard.append(self._int(f"{a.name}.len") == self._int(f"{a.length_ref}.val"))
+
+    def _tensor_vars(self, a: ArgSpec, in_group: bool) -> None:
+        r = self._int(f"{a.name}.rank")
+        self._hard += [r >= max(0, a.min_rank), r <= min(MAX_RANK, a.max_rank)]
+        for i in range(MAX_RANK):
+            d = self._int(f"{a.name}.d{i}")
+            self._hard += _dim_cap(r, d)
+            self._hard += [d >= 1, z3.Implies(r <= i, d == 1)]
+        if a.kind == TENSOR_LIST:
+            n = self._int(f"{a.name}.len")
+            lo = max(a.min_length, 0)
+            if a.length is not None:
+                self._hard.append(n == a.length)
+            self._hard += [n >= lo, n <= 6]
+        if a.dtype_ref and self.spec.has_arg(a.dtype_ref):
+            self._tensor_dtype_var[a.name] = f"{a.dtype_ref}.val"
+        elif in_group:
+            self._tensor_dtype_var[a.name] = "__group__.val"
+        else:
+            allowed = [d for d in (a.dtypes or DEFAULT_DTYPES) if d in BUILDABLE] or list(DEFAULT_DTYPES)
+            key = f"{a.name}.dtype"
+            self._dtype_sets[key] = allowed
+            v = self._int(key)
+            self._hard += [v >= 0, v < len(allowed)]
+            self._tensor_dtype_var[a.name] = key
+
+    def _int_value(self, a: ArgSpec) -> None:
+        v = self._int(f"{a.name}.val")
+        lo, hi = self._int_bounds(a)
+        self._hard += [v >= lo, v <= hi]
+        if a.allowed:
+            self._hard.append(z3.Or(*[v == int(x) for x in a.allowed]))
+
+    def _int_bounds(self, a: ArgSpec) -> tuple[int, int]:
+        if a.name in _AXIS_NAMES:
+            lo, hi = -MAX_RANK, MAX_RANK - 1
+        else:
+            lo, hi = -4, 64
+        if a.minimum is not None:
+            lo = max(lo, int(a.minimum))
+            hi = max(hi, lo + 8)
+        if a.maximum is not None:
+            hi = min(hi, int(a.maximum))
+            lo = min(lo, hi)
+        return lo, hi
+
+    def _int_list(self, a: ArgSpec) -> None:
+        n = self._int(f"{a.name}.len")
+        if a.length is not None:
+            self._hard.append(n == a.length)
+        else:
+            self._hard += [n >= max(0, a.min_length), n <= MAX_LIST]
+        if a.name in _POSITIVE_LIST_NAMES:
+            lo, hi = 1, 4
+        elif a.kind == SHAPE:
+            lo, hi = -1, 8
+        elif a.name in _AXIS_NAMES:
+            lo, hi = -MAX_RANK, MAX_RANK - 1
+        else:
+            lo, hi = -2, 16
+            if a.minimum is not None:
+                lo = int(a.minimum)
+        for i in range(MAX_LIST):
+            x = self._int(f"{a.name}.i{i}")
+            self._hard += [z3.Implies(n > i, z3.And(x >= lo, x <= hi)), z3.Implies(n <= i, x == 0)]
+
+    # -- Problem interface ----------------------------------------------------
+    def formulas(self) -> Sequence[z3.BoolRef]:
+        return self._hard
+
+    def _tensor_args(self) -> list[ArgSpec]:
+        return [a for a in self.spec.args if a.kind in (TENSOR, TENSOR_LIST)]
+
+    def random_targets(self, rng: random.Random) -> list[z3.BoolRef]:
+        t: list[z3.BoolRef] = []
+        tensors = self._tensor_args()
+        for a in tensors:
+            if rng.random() < 0.8:
+                t.append(self._int(f"{a.name}.rank") == _weighted(rng, _RANK_WEIGHTS))
+            for i in range(MAX_RANK):
+                if rng.random() < 0.7:
+                    t.append(self._int(f"{a.name}.d{i}") == _weighted(rng, _DIM_WEIGHTS))
+            if a.kind == TENSOR_LIST and rng.random() < 0.8:
+                t.append(self._int(f"{a.name}.len") == rng.randint(1, 4))
+        if len(tensors) >= 2:
+            # shapes of related tensors usually agree somewhere
+            for _ in range(rng.randint(0, 2 * len(tensors))):
+                a, b = rng.sample(tensors, 2)
+                if rng.random() < 0.4:
+                    t.insert(0, self._int(f"{a.name}.rank") == self._int(f"{b.name}.rank"))
+                else:
+                    i, j = rng.randrange(MAX_RANK), rng.randrange(MAX_RANK)
+                    t.insert(0, self._int(f"{a.name}.d{i}") == self._int(f"{b.name}.d{j}"))
+        for a in self.spec.args:
+            name = a.name
+            if f"{name}.present" in self._vars and rng.random() < 0.9:
+                t.append(self._vars[f"{name}.present"] == (rng.random() < 0.5))
+            if a.kind == INT and rng.random() < 0.8:
+                v = self._int(f"{name}.val")
+                if a.name in _AXIS_NAMES and tensors:
+                    r = self._int(f"{rng.choice(tensors).name}.rank")
+                    t.append(z3.And(v >= -r, v < r))
+                else:
+                    t.append(v == rng.choice([0, 1, 1, 2, 2, 3, 4, rng.randint(-2, 16)]))
+            elif a.kind in (STR, DTYPE) and f"{name}.val" in self._vars:
+                size = len(a.allowed or []) if a.kind == STR else len(self._dtype_sets[f"{name}.val"])
+                if size:
+                    t.append(self._vars[f"{name}.val"] == rng.randrange(size))
+            elif a.kind == BOOL:
+                t.append(self._vars[f"{name}.val"] == (rng.random() < 0.5))
+            elif a.kind in (INT_LIST, SHAPE):
+                n = self._int(f"{name}.len")
+                if a.length is None and tensors and rng.random() < 0.6:
+                    t.insert(0, n == self._int(f"{rng.choice(tensors).name}.rank"))
+                elif a.length is None and rng.random() < 0.7:
+                    t.append(n == rng.randint(0, 4))
+                for i in range(MAX_LIST):
+                    if rng.random() < 0.6:
+                        t.append(self._int(f"{name}.i{i}") == rng.choice([0, 1, 1, 1, 2, 2, 3, 4]))
+            elif a.kind == TENSOR or a.kind == TENSOR_LIST:
+                key = self._tensor_dtype_var.get(name)
+                if key and key.endswith(".dtype") and rng.random() < 0.8:
+                    t.append(self._int(key) == rng.randrange(len(self._dtype_sets[key])))
+        for key, allowed in self._dtype_sets.items():
+            if key == "__group__.val" and rng.random() < 0.8:
+                t.append(self._int(key) == rng.randrange(len(allowed)))
+        return t
+
+    def block(self, model: z3.ModelRef) -> z3.BoolRef | None:
+        diffs = []
+        for name, v in self._vars.items():
+            val = model.eval(v, model_completion=True)
+            diffs.append(v != val)
+        return z3.Or(*diffs) if diffs else None
+
+    def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
+        def iv(name: str, default: int = 0) -> int:
+            v = self._vars.get(name)
+            if v is None:
+                return default
+            got = model_int(model, v)
+            return default if got is None else got
+
+        def bv(name: str) -> bool:
+            v = self._vars.get(name)
+            return bool(v is not None and z3.is_true(model.eval(v, model_completion=True)))
+
+        args: dict[str, Any] = {}
+        solved: list[str] = []
+        tensors_shapes: list[tuple] = []
+        for a in self.spec.args:
+            if a.kind in (TENSOR, TENSOR_LIST):
+                r = iv(f"{a.name}.rank")
+                tensors_shapes.append(tuple(iv(f"{a.name}.d{i}") for i in range(r)))
+        min_dim = min((d for s in tensors_shapes for d in s if d > 0), default=4)
+        for a in self.spec.args:
+            name = a.name
+            if f"{name}.present" in self._vars and not bv(f"{name}.present"):
+                continue
+            value = self._decode_arg(a, iv, bv, rng, min_dim)
+            if value is _OMIT:
+                continue
+            args[name] = value
+            if a.kind not in (FLOAT, FLOAT_LIST, SCALAR, STR_LIST, BOOL_LIST, DTYPE_LIST) and \
+                    not (a.kind == STR and not a.allowed):
+                solved.append(name)
+        return AbstractInput(api=self.spec.name, args=args, solved=solved,
+                             origin={"source": "registry", "set": self.set_id})
+
+    def _dtype_of(self, arg: str, iv) -> str:
+        key = self._tensor_dtype_var[arg]
+        allowed = self._dtype_sets[key]
+        return allowed[min(max(iv(key), 0), len(allowed) - 1)]
+
+    def _tensor(self, a: ArgSpec, dtype: str, shape: tuple, rng: random.Random, min_dim: int) -> TensorDesc:
+        k = dtype_kind(dtype)
+        if k in ("i", "u"):
+            choice = rng.random()
+            if choice < 0.6:
+                low, high = 0, max(min_dim - 1, 0)
+            elif choice < 0.85 or k == "u":
+                low, high = 0, 8
+            else:
+                low, high = -4, 4
+            return TensorDesc(dtype, shape, low, high)
+        if k in ("f", "c"):
+            low, high = rng.choice([(-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0)])
+            return TensorDesc(dtype, shape, low, high)
+        return TensorDesc(dtype, shape)
+
+    def _decode_arg(self, a: ArgSpec, iv, bv, rng: random.Random, min_dim: int):
+        name, kind = a.name, a.kind
+        if kind == TENSOR:
+            shape = tuple(iv(f"{name}.d{i}") for i in range(iv(f"{name}.rank")))
+            return self._tensor(a, self._dtype_of(name, iv), shape, rng, min_dim)
+        if kind == TENSOR_LIST:
+            shape = tuple(iv(f"{name}.d{i}") for i in range(iv(f"{name}.rank")))
+            n = iv(f"{name}.len")
+            if a.dtype_ref or self._tensor_dtype_var[name] == "__group__.val" or not a.dtypes:
+                dts = [self._dtype_of(name, iv)] * n
+            else:
+                allowed = [d for d in a.dtypes if d in BUILDABLE] or DEFAULT_DTYPES
+                dts = [rng.choice(allowed) for _ in range(n)]
+            return [self._tensor(a, dt, shape, rng, min_dim) for dt in dts]
+        if kind == INT:
+            return iv(f"{name}.val")
+        if kind == BOOL:
+            return bv(f"{name}.val")
+        if kind == STR:
+            if a.allowed:
+                return a.allowed[min(max(iv(f"{name}.val"), 0), len(a.allowed) - 1)]
+            if a.has_default:
+                return a.default
+            return rng.choice(["", "a", "abc"])
+        if kind == DTYPE:
+            key = f"{name}.val"
+            allowed = self._dtype_sets[key]
+            return DTypeValue(allowed[min(max(iv(key), 0), len(allowed) - 1)])
+        if kind in (INT_LIST, SHAPE):
+            return [iv(f"{name}.i{i}") for i in range(iv(f"{name}.len"))]
+        if kind == FLOAT:
+            if a.has_default and a.default is not None and rng.random() < 0.5:
+                return float(a.default)
+            return rng.choice([0.0, 0.5, 1.0, 1e-3, 2.0, -1.0, round(rng.uniform(-2, 2), 3)])
+        if kind == SCALAR:
+            return rng.choice([0, 1, 2, -1, 0.5, 1.0])
+        if kind == FLOAT_LIST:
+            n = a.length if a.length is not None else rng.randint(max(a.min_length, 0), 4)
+            return [rng.choice([0.0, 0.5, 1.0, 2.0]) for _ in range(n)]
+        if kind == BOOL_LIST:
+            n = a.length if a.length is not None else rng.randint(max(a.min_length, 0), 4)
+            return [rng.random() < 0.5 for _ in range(n)]
+        if kind == STR_LIST:
+            if a.has_default and a.default is not None:
+                return list(a.default)
+            return []
+        if kind == DTYPE_LIST:
+            if a.has_default and a.default is not None:
+                return [DTypeValue(d) for d in a.default]
+            n = max(a.min_length, 1)
+            return [DTypeValue(rng.choice(DEFAULT_DTYPES)) for _ in range(n)]
+        return _OMIT
+
+    # -- Terms (for YAML rules) ------------------------------------------------
+    def _need(self, name: str) -> z3.ExprRef:
+        if name not in self._vars:
+            raise KeyError(name.split(".")[0])
+        return self._vars[name]
+
+    def rank(self, arg):
+        return self._need(f"{arg}.rank")
+
+    def dim(self, arg, index):
+        r = self._need(f"{arg}.rank")
+        if index >= 0:
+            return self._need(f"{arg}.d{index}")
+        # negative: counts from the end (index + rank)
+        expr = z3.IntVal(-1, self.ctx)
+        for rr in range(MAX_RANK, 0, -1):
+            pos = rr + index
+            if pos >= 0:
+                expr = z3.If(r == rr, self._vars[f"{arg}.d{pos}"], expr)
+        return expr
+
+    def length(self, arg):
+        return self._need(f"{arg}.len")
+
+    def item(self, arg, index):
+        if index >= 0:
+            return self._need(f"{arg}.i{index}")
+        n = self._need(f"{arg}.len")
+        expr = z3.IntVal(0, self.ctx)
+        for ln in range(MAX_LIST, 0, -1):
+            pos = ln + index
+            if pos >= 0:
+                expr = z3.If(n == ln, self._vars[f"{arg}.i{pos}"], expr)
+        return expr
+
+    def value(self, arg):
+        return self._need(f"{arg}.val")
+
+    def enum_code(self, arg, literal):
+        a = self._arg(arg)
+        if a.kind == DTYPE:
+            allowed = self._dtype_sets[f"{arg}.val"]
+            return allowed.index(literal) if literal in allowed else None
+        if a.allowed and literal in a.allowed:
+            return a.allowed.index(literal)
+        return None
+
+    def dtype(self, arg):
+        return self._need(self._tensor_dtype_var[arg])
+
+    def dtype_code(self, arg, name):
+        allowed = self._dtype_sets[self._tensor_dtype_var[arg]]
+        return allowed.index(name) if name in allowed else None
+
+    def present(self, arg):
+        if f"{arg}.present" in self._vars:
+            return self._vars[f"{arg}.present"]
+        self._arg(arg)
+        return z3.BoolVal(True, self.ctx)
+
+
+class _Omit:
+    pass
+
+
+_OMIT = _Omit()
