@@ -660,8 +660,8 @@ def _tier1(b, spec, slots, tensors, int_lists, int_scalars, tensor_lists, dtype_
         b.add(f"{p}.rank_eq", "eq", c(A.rank), c(B.rank))
         b.add(f"{p}.dtype_eq", "eq", c(A.dtype), c(B.dtype))
         b.add(f"{p}.numel_eq", "eq", c(A.numel), c(B.numel))
-        b.add(f"{p}.same_shape", "same_shape", _tails(A), _tails(B), c(A.rank), c(B.rank))
-        b.add(f"{p}.broadcastable", "broadcast_all", _tails(A), _tails(B))
+        b.add(f"{p}.same_shape", "same_shape", c(A.t(1)), c(B.t(1)), c(A.rank), c(B.rank))
+        b.add(f"{p}.broadcastable", "broadcast_all", c(A.t(1)), c(B.t(1)))
         b.add(f"{p}.last_eq", "eq", c(A.t(1)), c(B.t(1)))
         b.add(f"{p}.first_eq", "eq", c(A.d(0)), c(B.d(0)))
         b.add(f"{p}.last_first_eq", "eq", c(A.t(1)), c(B.d(0)))
@@ -737,7 +737,7 @@ def _tier3(b, slots, tensors, int_lists) -> None:
         for i in range(A.ndims):
             for j in range(B.ndims):
                 b.add(f"{p}.d{i}%d{j}==0", "mod0", c(A.d(i)), c(B.d(j)))
-                b.add(f"{p}.d{j}%d{i}==0<", "mod0", c(B.d(j)), c(A.d(i)))
+                b.add(f"{p}.rev.d{j}%d{i}==0", "mod0", c(B.d(j)), c(A.d(i)))
     # list items vs dims: front-aligned and end-aligned (kernel sizes, paddings)
     for name, a in int_lists:
         for s in tensors:
@@ -752,26 +752,6 @@ def _pairs(slots: list[_Slot]):
     for i in range(len(slots)):
         for j in range(i + 1, len(slots)):
             yield slots[i], slots[j]
-
-
-class _Tails(tuple):
-    """Marker: a tuple of raw columns (t1..tk) used by shape-level ops."""
-
-
-def _tails(s: _Slot) -> int:
-    # index of t1; t2.. follow consecutively (see _TENSOR_RAW)
-    return s._t1_index  # type: ignore[attr-defined]
-
-
-# The raw column layout guarantees t1..t6 are consecutive, so the shape-level
-# ops receive the column of t1. _tails needs the builder; patch it in lazily.
-def _install_tails():
-    def tails(s: _Slot) -> int:
-        return _CURRENT_BUILDER.col(s.t(1))
-    return tails
-
-
-_CURRENT_BUILDER: Any = None
 
 
 # --------------------------------------------------------------------------- vectorised ops

@@ -65,6 +65,17 @@ INDEX_ARG_NAMES = frozenset({
     "cu_seqlens_q", "cu_seqlens_k", "seqused_k", "max_indices",
 })
 MASK_ARG_NAMES = frozenset({"mask", "condition"})
+# (operator name prefix, argument name) pairs whose tensor holds class indices.
+_INDEX_ARGS_BY_OP = (
+    ("nll_loss", "target"), ("cross_entropy_loss", "target"), ("multi_margin_loss", "target"),
+    ("multilabel_margin_loss", "target"), ("ctc_loss", "targets"), ("_ctc_loss", "targets"),
+)
+
+
+def _index_like(op: str, arg: str) -> bool:
+    """Whether tensor argument ``arg`` of ``op`` holds indices (int dtypes,
+    outside the op's shared dtype group)."""
+    return arg in INDEX_ARG_NAMES or any(op.startswith(p) and arg == a for p, a in _INDEX_ARGS_BY_OP)
 
 # Simple (non-list) schema type name -> argument kind.
 _SCALAR_KINDS = {
@@ -332,10 +343,11 @@ def spec_from_schema(schema: Any, opinfo: Optional[dict[str, list[str]]] = None)
     gap_before = False  # an omitted positional argument precedes the current one
     for a in schema.arguments:
         optional, is_list, item = _parse_type(str(a.real_type))
+        has_default = bool(a.has_default_value())
         if item in _OMITTABLE and not is_list:
-            if optional or a.has_default_value:
+            if optional or has_default:
                 omitted.append(a.name)
-                if not a.has_default_value:
+                if not has_default:
                     pass_none.append(a.name)
                 if not a.kwarg_only:
                     gap_before = True
@@ -347,9 +359,9 @@ def spec_from_schema(schema: Any, opinfo: Optional[dict[str, list[str]]] = None)
             reason = reason or f"{_type_label(item)}{'[]' if is_list else ''} arg"
             continue
         length = a.N if is_list and a.N is not None else None
-        default = _convert_default(kind, a.default_value, length) if a.has_default_value else None
+        default = _convert_default(kind, a.default_value, length) if has_default else None
         spec_arg = ArgSpec(name=a.name, kind=kind, optional=optional, length=length,
-                           has_default=bool(a.has_default_value), default=default,
+                           has_default=has_default, default=default,
                            keyword_only=bool(a.kwarg_only))
         if gap_before and not a.kwarg_only:
             spec_arg.keyword_only = True
@@ -357,7 +369,7 @@ def spec_from_schema(schema: Any, opinfo: Optional[dict[str, list[str]]] = None)
         if is_list and item == "Optional[Tensor]":
             none_items.append(a.name)
         if kind in (TENSOR, TENSOR_LIST):
-            if a.name in INDEX_ARG_NAMES:
+            if _index_like(op, a.name):
                 spec_arg.dtypes = list(INDEX_DTYPES)
             elif a.name in MASK_ARG_NAMES:
                 spec_arg.dtypes = list(MASK_DTYPES)
@@ -376,7 +388,7 @@ def spec_from_schema(schema: Any, opinfo: Optional[dict[str, list[str]]] = None)
             reason = "no tensor in or out"
 
     group = [x.name for x in spec.args if x.kind in (TENSOR, TENSOR_LIST)
-             and x.name not in INDEX_ARG_NAMES and x.name not in MASK_ARG_NAMES]
+             and not _index_like(op, x.name) and x.name not in MASK_ARG_NAMES]
     spec.notes["same_dtype_group"] = group
     if omitted:
         spec.notes["omitted"] = omitted

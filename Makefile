@@ -1,0 +1,25 @@
+PYTHON ?= python
+ACETEST_DATA ?= ../shared/acetest-data
+export OMP_NUM_THREADS=1
+export MKL_NUM_THREADS=1
+export TF_CPP_MIN_LOG_LEVEL=2
+
+.PHONY: install test test-fast bench bench-quick baseline clean
+
+install:
+	$(PYTHON) -m pip install -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+bench:
+	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA)
+
+bench-quick:
+	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --quick --acetest-data $(ACETEST_DATA)
+
+baseline:
+	$(PYTHON) benchmarks/engine_baseline.py
+
+clean:
+	rm -rf runs build *.egg-info

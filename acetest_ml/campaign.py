@@ -1,0 +1,315 @@
+"""The campaign loop: sample -> (score / filter) -> execute -> store.
+
+One ``ApiCampaign`` per API. Candidates come from a seeded Sampler in a fixed
+order; each gets an index, and every candidate (executed or discarded) is
+written to the store, so ``--resume`` replays the sampler up to the first
+unrecorded index and goes on from there. The budget counts executed inputs.
+Several APIs run at once on ``jobs`` threads, each with its own worker
+process (the framework work happens in the workers; Z3 releases the GIL).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, asdict
+from typing import Callable, Optional
+
+from .errors import UserError
+from .model import AbstractInput, ApiSpec
+from .store import Store
+
+CRASH_OUTCOMES = ("crash", "timeout")
+
+
+@dataclass
+class CampaignConfig:
+    apis: list[str]
+    out: str
+    budget: int = 200
+    seed: int = 0
+    framework: Optional[str] = None
+    constraints: str = "registry"          # registry | acetest
+    acetest_data: str = "third_party/ACETest/Tester/data"
+    rules: Optional[str] = None             # YAML rules file (registry constraints)
+    timeout: float = 10.0
+    jobs: int = 2
+    resume: bool = False
+    ml_filter: Optional[str] = None         # None | "offline" | "online"
+    models: str = "configs/models.yaml"
+    exploration: float = 0.05
+    batch: int = 16
+    max_candidates_per_exec: int = 50
+    warmup: int = 60
+    retrain_every: int = 50
+    mem_limit_mb: Optional[int] = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def api_seed(seed: int, api: str) -> int:
+    """The sampler seed of one API in a campaign: stable across runs."""
+    h = hashlib.sha256(f"{seed}:{api}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def safe_name(api: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in api)
+
+
+# --------------------------------------------------------------------------
+# resolving an API to a spec and its constraint sets
+
+def resolve(cfg: CampaignConfig, api: str):
+    """-> (spec, problems, notes). Raises UserError when the API cannot run."""
+    if cfg.constraints == "acetest":
+        from .spec.acetest_data import AcetestData
+        data = _acetest_data(cfg.acetest_data)
+        loaded = data.load(api)
+        spec, problems = loaded.spec, loaded.problems
+        notes = {"constraints": "acetest", "skipped_files": [list(x) for x in loaded.skipped]}
+    else:
+        from .spec import get_spec
+        from .solve.registry import RegistryProblem
+        from .solve.rules import load_rules_file
+        spec = get_spec(api, cfg.framework)
+        rules = load_rules_file(cfg.rules).get(spec.name, []) if cfg.rules else []
+        problems = [RegistryProblem(spec, rules, rules_source=cfg.rules or "rules")]
+        notes = {"constraints": "registry", "rules": len(rules)}
+    if spec.unsupported:
+        raise UserError(f"{spec.name} is not supported: {spec.unsupported}")
+    if not problems:
+        raise UserError(f"{spec.name}: no satisfiable constraint set")
+    return spec, problems, notes
+
+
+_DATA_CACHE: dict[str, object] = {}
+_DATA_LOCK = threading.Lock()
+
+
+def _acetest_data(path: str):
+    from .spec.acetest_data import AcetestData
+    with _DATA_LOCK:
+        d = _DATA_CACHE.get(path)
+        if d is None:
+            d = _DATA_CACHE[path] = AcetestData(path)
+        return d
+
+
+# --------------------------------------------------------------------------
+
+@dataclass
+class ApiResult:
+    api: str
+    status: str                 # done | skipped | error
+    reason: Optional[str] = None
+    summary: dict = field(default_factory=dict)
+
+
+class ApiCampaign:
+    def __init__(self, cfg: CampaignConfig, api: str, store: Store, executor_factory,
+                 progress: Callable[[str, int, int], None] | None = None):
+        self.cfg = cfg
+        self.api = api
+        self.store = store
+        self.executor_factory = executor_factory
+        self.progress = progress or (lambda api, done, total: None)
+
+    def run(self) -> ApiResult:
+        from .solve.sampler import NoSolutionError, Sampler
+        cfg = self.cfg
+        try:
+            spec, problems, notes = resolve(cfg, self.api)
+        except UserError as e:
+            self.store.set_api_status(self.api, "skipped", str(e))
+            return ApiResult(self.api, "skipped", str(e))
+        name = spec.name
+        seed = api_seed(cfg.seed, name)
+        sampler = Sampler(problems, seed)
+        start = self.store.next_index(name, seed)
+        executed = self.store.count_executed(name, seed)
+        prior = self.store.api_statuses().get(name, {}).get("info", {})
+        elapsed_before = float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0
+        # replay the deterministic candidate stream up to what is recorded
+        try:
+            for _ in range(start):
+                sampler.next()
+        except NoSolutionError as e:
+            self.store.set_api_status(name, "skipped", f"{name}: {e}")
+            return ApiResult(name, "skipped", str(e))
+        filt = self._make_filter(spec)
+        decide_rng = random.Random(seed ^ 0x5EED)
+        for _ in range(start):
+            decide_rng.random()
+        idx = start
+        t0 = time.time()
+        self.store.set_api_status(name, "running", None, {**notes, "elapsed": elapsed_before})
+        self.progress(name, executed, cfg.budget)
+        crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
+        cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
+        status, reason = "done", None
+        executor = self.executor_factory(spec.framework)
+        try:
+            while executed < cfg.budget:
+                if idx >= cap:
+                    status, reason = "done", f"candidate cap reached ({cap})"
+                    break
+                n = min(cfg.batch, cap - idx) if filt is not None else 1
+                try:
+                    batch = [sampler.next() for _ in range(n)]
+                except NoSolutionError as e:
+                    status, reason = "skipped", f"{name}: {e}"
+                    break
+                scores, decisions = self._decide(filt, batch, decide_rng)
+                rows = []
+                for ai, score, decision in zip(batch, scores, decisions):
+                    if decision == "discard" or executed >= cfg.budget:
+                        if executed >= cfg.budget:
+                            # generated beyond the budget: not recorded, so a
+                            # resumed campaign regenerates it identically
+                            break
+                        rows.append((name, seed, idx, ai.dumps(), score, decision, None, None, None,
+                                     None, None))
+                        idx += 1
+                        continue
+                    res = self._execute(executor, spec, ai)
+                    rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
+                                 res.exc_type, res.message, res.signature, res.duration))
+                    if res.outcome in CRASH_OUTCOMES:
+                        self._save_reproducer(crash_dir, spec, ai, idx, res)
+                    if res.outcome != "skipped":
+                        executed += 1
+                        if filt is not None:
+                            filt.observe(ai, res.outcome)
+                    idx += 1
+                    # each executed run is committed with the discards before it
+                    self.store.add_many(rows)
+                    rows = []
+                    self.progress(name, executed, cfg.budget)
+                self.store.add_many(rows)
+        finally:
+            executor.close()
+            info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
+            if filt is not None:
+                info["filter"] = filt.info()
+            self.store.set_api_status(name, status if status != "done" else "done", reason, info)
+        return ApiResult(name, status, reason)
+
+    # -- pieces ----------------------------------------------------------------
+    def _make_filter(self, spec: ApiSpec):
+        if not self.cfg.ml_filter:
+            return None
+        from .filter import make_filter
+        return make_filter(self.cfg, spec, self.store)
+
+    def _decide(self, filt, batch, rng: random.Random):
+        """-> (scores, decisions). decision: none (no filter) / warmup / accept /
+        explore (predicted invalid but run anyway) / discard."""
+        if filt is None:
+            return [None] * len(batch), ["none"] * len(batch)
+        scores = filt.scores(batch)
+        if scores is None:
+            return [None] * len(batch), ["warmup"] * len(batch)
+        decisions = []
+        for s in scores:
+            explore_draw = rng.random()
+            if s >= filt.threshold:
+                decisions.append("accept")
+            elif explore_draw < self.cfg.exploration:
+                decisions.append("explore")
+            else:
+                decisions.append("discard")
+        return [float(s) for s in scores], decisions
+
+    def _execute(self, executor, spec, ai):
+        from .execute.supervisor import RunResult
+        from .materialize import CapExceeded
+        try:
+            return executor.run(spec, ai)
+        except CapExceeded as e:
+            return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
+                             signature=None, duration=0.0, exit_code=None, signal_name=None)
+
+    def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
+        from .materialize import reproducer_script
+        os.makedirs(crash_dir, exist_ok=True)
+        base = os.path.join(crash_dir, f"{res.outcome}_{idx:06d}")
+        with open(base + ".py", "w") as f:
+            f.write(reproducer_script(spec, ai))
+        with open(base + ".json", "w") as f:
+            json.dump({"api": spec.name, "idx": idx, "outcome": res.outcome,
+                       "signature": res.signature, "message": res.message,
+                       "input": ai.to_json()}, f, indent=1)
+
+
+# --------------------------------------------------------------------------
+
+def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
+                 executor_factory=None) -> dict:
+    """Run every API of ``cfg``; returns the summary dict (also summary.json)."""
+    from .summary import summarize, write_summary
+    os.makedirs(cfg.out, exist_ok=True)
+    with Store(cfg.out) as store:
+        if store.apis() and not cfg.resume:
+            raise UserError(f"{cfg.out} already holds a campaign: pass --resume to continue it "
+                            "or choose another --out")
+        store.set_meta("config", cfg.to_json())
+    if executor_factory is None:
+        from .execute.supervisor import Executor
+
+        def executor_factory(framework):
+            kw = {"timeout": cfg.timeout, "log_dir": os.path.join(cfg.out, "logs")}
+            if cfg.mem_limit_mb is not None:
+                kw["mem_limit_mb"] = cfg.mem_limit_mb
+            return Executor(framework, **kw)
+
+    bar = _Progress(cfg, show_progress)
+    results: list[ApiResult] = []
+
+    def one(api: str) -> ApiResult:
+        with Store(cfg.out) as st:
+            return ApiCampaign(cfg, api, st, executor_factory, bar.update).run()
+
+    try:
+        if cfg.jobs <= 1 or len(cfg.apis) <= 1:
+            for api in cfg.apis:
+                results.append(one(api))
+        else:
+            with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+                results = list(pool.map(one, cfg.apis))
+    finally:
+        bar.close()
+    with Store(cfg.out) as store:
+        summary = summarize(store, cfg)
+    write_summary(cfg.out, summary)
+    return summary
+
+
+class _Progress:
+    """One progress bar over the whole campaign's execution budget."""
+
+    def __init__(self, cfg: CampaignConfig, enabled: bool):
+        self.lock = threading.Lock()
+        self.done: dict[str, int] = {}
+        self.total = cfg.budget * len(cfg.apis)
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, unit="run", dynamic_ncols=True, smoothing=0.05)
+
+    def update(self, api: str, done: int, total: int) -> None:
+        with self.lock:
+            prev = self.done.get(api, 0)
+            self.done[api] = done
+            if self.bar is not None:
+                self.bar.set_postfix_str(api.split(".")[-1][:28], refresh=False)
+                self.bar.update(done - prev)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,65 @@
+"""The one interface every classifier kind implements.
+
+A kind wraps one learning library. Instances are created empty, trained with
+:meth:`ClassifierKind.fit`, and persisted next to a JSON sidecar written by
+:class:`acetest_ml.classify.model.ValidityModel`; the kind only owns its model
+file (``<path_prefix><suffix>``). Labels are 1 = valid (the call returned),
+0 = invalid. Feature matrices may contain NaN.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import UserError
+
+
+class ModelFileError(UserError):
+    """A saved model file is missing, corrupt or of the wrong kind."""
+
+
+class ClassifierKind(ABC):
+    #: registry name used in models.yaml
+    name: ClassVar[str]
+    #: file name suffix of the saved model, appended to the path prefix
+    suffix: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+
+    # -- configuration -----------------------------------------------------
+    @classmethod
+    def default_params(cls) -> dict:
+        """Parameters used when the configuration gives none."""
+        return {}
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Raise ValueError (one line, naming the parameter) if ``params`` are
+        not acceptable for this kind. Called when configuration is loaded."""
+
+    # -- training / scoring ------------------------------------------------
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray, params: Mapping[str, Any] | None = None
+            ) -> "ClassifierKind":
+        """Train on X (n, d) float32 and y (n,) in {0, 1}; returns self."""
+
+    @abstractmethod
+    def predict_valid(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the valid class for each row, float64 (n,)."""
+
+    # -- persistence -------------------------------------------------------
+    def model_path(self, path_prefix: str | Path) -> Path:
+        return Path(str(path_prefix) + self.suffix)
+
+    @abstractmethod
+    def save(self, path_prefix: str | Path) -> Path:
+        """Write the model file; returns its path."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path_prefix: str | Path) -> "ClassifierKind":
+        """Read a model written by :meth:`save`; raises ModelFileError."""

@@ -1,0 +1,323 @@
+"""ValidityModel: feature schema + trained classifier + decision threshold.
+
+On disk a model is two files sharing a prefix ``<dir>/<safe api name>``:
+
+- ``<prefix>.model.txt`` (LightGBM text model) or ``<prefix>.model.pkl``
+  (sklearn kinds), written by the kind;
+- ``<prefix>.json``, the sidecar: format tag, kind, model file name and its
+  SHA-256, threshold, training counts, metrics, parameters and the feature
+  schema (which embeds the API spec the features were built from).
+
+Scoring takes AbstractInputs only, so the same object serves campaigns and the
+upstream ACETest hook.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..features import FeatureSchema, SchemaMismatchError
+from ..model import AbstractInput, ApiSpec
+from .base import ClassifierKind, ModelFileError
+from .kinds import get_kind
+from .metrics import classification_metrics
+
+SIDECAR_FORMAT = "acetest-ml-validity-model"
+SIDECAR_VERSION = 1
+
+Threshold = Union[float, str]
+
+
+class TooFewExamples(Exception):
+    """Not enough labelled examples of one class to train (a normal state
+    early in a campaign, not a user error)."""
+
+    def __init__(self, api: str, n_valid: int, n_invalid: int, min_per_class: int):
+        self.api = api
+        self.n_valid = n_valid
+        self.n_invalid = n_invalid
+        self.min_per_class = min_per_class
+        super().__init__(f"{api}: too few examples to train ({n_valid} valid, {n_invalid} invalid; "
+                         f"need {min_per_class} of each)")
+
+
+def safe_name(api: str) -> str:
+    """File-system-safe stem for an API name."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", api).strip("._")
+    return s or "api"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split_prefix(path: Union[str, Path]) -> Path:
+    s = str(path)
+    for suf in (".json", ".model.txt", ".model.pkl"):
+        if s.endswith(suf):
+            return Path(s[: -len(suf)])
+    return Path(s)
+
+
+class ValidityModel:
+    def __init__(self, schema: FeatureSchema, classifier: ClassifierKind, threshold: float,
+                 counts: Optional[dict] = None, metrics: Optional[dict] = None,
+                 params: Optional[dict] = None):
+        self.schema = schema
+        self.classifier = classifier
+        self.threshold = float(threshold)
+        self.counts = dict(counts or {})
+        self.metrics = dict(metrics or {})
+        self.params = dict(params or {})
+
+    @property
+    def api(self) -> str:
+        return self.schema.api
+
+    @property
+    def kind(self) -> str:
+        return self.classifier.name
+
+    # ------------------------------------------------------------------ scoring
+    def score_matrix(self, X: np.ndarray) -> np.ndarray:
+        return self.classifier.predict_valid(X)
+
+    def score_batch(self, inputs: Sequence[AbstractInput]) -> np.ndarray:
+        """Probability that each input is valid, float64 (len(inputs),)."""
+        if len(inputs) == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.classifier.predict_valid(self.schema.matrix(inputs))
+
+    def accept_mask(self, inputs: Sequence[AbstractInput],
+                    threshold: Optional[float] = None) -> np.ndarray:
+        """Boolean mask of inputs predicted valid (score >= threshold)."""
+        t = self.threshold if threshold is None else float(threshold)
+        return self.score_batch(inputs) >= t
+
+    def evaluate(self, inputs: Sequence[AbstractInput], labels: Sequence[Any]) -> dict:
+        """classification_metrics of this model on labelled inputs."""
+        return classification_metrics(_labels(labels), self.score_batch(inputs), self.threshold)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: Union[str, Path]) -> Path:
+        """Write ``<directory>/<safe api>.json`` and its model file; returns
+        the sidecar path."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        return self.save_prefix(d / safe_name(self.api))
+
+    def save_prefix(self, prefix: Union[str, Path]) -> Path:
+        prefix = _split_prefix(prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        model_path = self.classifier.save(prefix)
+        side = Path(str(prefix) + ".json")
+        doc = {
+            "format": SIDECAR_FORMAT,
+            "format_version": SIDECAR_VERSION,
+            "api": self.api,
+            "kind": self.kind,
+            "model_file": model_path.name,
+            "model_sha256": _sha256(model_path),
+            "threshold": self.threshold,
+            "counts": self.counts,
+            "metrics": self.metrics,
+            "params": self.params,
+            "schema": self.schema.to_json(),
+        }
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=_json_default))
+        tmp.replace(side)
+        return side
+
+    @classmethod
+    def load(cls, path: Union[str, Path], spec: Optional[ApiSpec] = None) -> "ValidityModel":
+        """Load from the sidecar, the model file or their common prefix. With
+        ``spec``, refuse the model unless its schema matches the features the
+        spec gives now. Every problem raises a UserError naming the file."""
+        prefix = _split_prefix(path)
+        side = Path(str(prefix) + ".json")
+        if not side.is_file():
+            raise ModelFileError(f"{side}: model sidecar not found")
+        try:
+            doc = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelFileError(f"{side}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
+            raise ModelFileError(f"{side}: not an acetest-ml model sidecar")
+        if doc.get("format_version") != SIDECAR_VERSION:
+            raise ModelFileError(f"{side}: sidecar format version {doc.get('format_version')!r} "
+                                 f"is not {SIDECAR_VERSION}")
+        try:
+            kind_cls = get_kind(doc["kind"])
+            model_file = prefix.parent / str(doc["model_file"])
+            expected_sha = str(doc["model_sha256"])
+            threshold = float(doc["threshold"])
+            schema_doc = doc["schema"]
+        except KeyError as e:
+            msg = e.args[0] if e.args and " " in str(e.args[0]) else f"missing key {e}"
+            raise ModelFileError(f"{side}: {msg}") from None
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{side}: malformed sidecar ({e})") from None
+        if not 0.0 <= threshold <= 1.0:
+            raise ModelFileError(f"{side}: threshold {threshold} is not in [0, 1]")
+        if model_file.name != str(prefix.name) + kind_cls.suffix:
+            raise ModelFileError(f"{side}: model file {model_file.name!r} does not match kind "
+                                 f"{kind_cls.name!r}")
+        if not model_file.is_file():
+            raise ModelFileError(f"{model_file}: model file not found")
+        if _sha256(model_file) != expected_sha:
+            raise ModelFileError(f"{model_file}: corrupt model file (checksum differs from {side.name})")
+        try:
+            stored = FeatureSchema.from_json(schema_doc)
+            if spec is not None:
+                FeatureSchema.for_spec(spec).check_compatible(stored)
+                if stored.spec is None:
+                    stored = FeatureSchema.for_spec(spec)
+        except SchemaMismatchError as e:
+            raise SchemaMismatchError(f"{side}: {e}") from None
+        if stored.spec is None:
+            raise SchemaMismatchError(f"{side}: feature schema version {stored.version} cannot be "
+                                      f"used by this version; retrain the model")
+        if stored.api != doc.get("api"):
+            raise ModelFileError(f"{side}: sidecar API {doc.get('api')!r} differs from its schema "
+                                 f"({stored.api!r})")
+        classifier = kind_cls.load(prefix)
+        return cls(stored, classifier, threshold, counts=doc.get("counts"),
+                   metrics=doc.get("metrics"), params=doc.get("params"))
+
+    def __repr__(self) -> str:
+        return (f"ValidityModel(api={self.api!r}, kind={self.kind!r}, threshold={self.threshold}, "
+                f"counts={self.counts})")
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return repr(o)
+
+
+def _labels(labels: Sequence[Any]) -> np.ndarray:
+    y = np.asarray([1 if bool(v) else 0 for v in labels], dtype=np.int64)
+    return y
+
+
+# --------------------------------------------------------------------------- training
+
+def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """Threshold maximising balanced accuracy on (y, p); among equally good
+    thresholds the middle of the widest-scoring interval closest to 0.5."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    # accept the top k (k = 0..n): threshold between ps[k-1] and ps[k]
+    tp = np.concatenate(([0], np.cumsum(ys)))
+    fp = np.concatenate(([0], np.cumsum(~ys)))
+    ba = 0.5 * (tp / n_pos + (n_neg - fp) / n_neg)
+    # only cut between distinct scores
+    valid = np.ones(len(ba), dtype=bool)
+    valid[1:-1] = ps[:-1] != ps[1:]
+    ba = np.where(valid, ba, -1.0)
+    best = ba.max()
+    cands = []
+    for k in np.flatnonzero(ba >= best - 1e-12):
+        hi = 1.0 if k == 0 else ps[k - 1]
+        lo = 0.0 if k == len(ps) else ps[k]
+        if k == 0:
+            t = (1.0 + ps[0]) / 2 if ps[0] < 1.0 else 1.0
+        elif k == len(ps):
+            t = ps[-1] / 2
+        else:
+            t = (hi + lo) / 2
+        cands.append(float(t))
+    return min(cands, key=lambda t: abs(t - 0.5))
+
+
+def _split(keys: list[str], y: np.ndarray, fraction: float, seed: int):
+    """Train/validation index split that keeps identical inputs on one side
+    and both classes on both sides; None when that is impossible."""
+    rng = np.random.RandomState(seed)
+    n = len(y)
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    glist = list(groups.values())
+    perm = rng.permutation(len(glist))
+    target = max(1, int(round(fraction * n)))
+    val: list[int] = []
+    for gi in perm:
+        if len(val) >= target:
+            break
+        val.extend(glist[gi])
+    val_idx = np.array(sorted(val), dtype=np.int64)
+    mask = np.zeros(n, dtype=bool)
+    mask[val_idx] = True
+    tr_idx = np.flatnonzero(~mask)
+    for part in (val_idx, tr_idx):
+        if len(np.unique(y[part])) < 2:
+            return None
+    return tr_idx, val_idx
+
+
+def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence[Any],
+                kind: str = "lightgbm", params: Optional[Mapping[str, Any]] = None,
+                threshold: Threshold = 0.5, min_per_class: int = 10, *,
+                validation_fraction: float = 0.2, seed: int = 0) -> ValidityModel:
+    """Train a ValidityModel for ``spec`` on labelled inputs (label truthy =
+    valid). A held-out share (``validation_fraction``, split so identical
+    inputs stay together) measures the model and, with ``threshold="auto"``,
+    picks the threshold maximising balanced accuracy; the final classifier is
+    then refitted on all examples. Raises TooFewExamples when either class
+    has fewer than ``min_per_class`` examples."""
+    if len(inputs) != len(labels):
+        raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+    y = _labels(labels)
+    n_valid = int(y.sum())
+    n_invalid = int(len(y) - n_valid)
+    if n_valid < min_per_class or n_invalid < min_per_class:
+        raise TooFewExamples(spec.name, n_valid, n_invalid, min_per_class)
+    auto = isinstance(threshold, str)
+    if auto and threshold != "auto":
+        raise ValueError(f"threshold must be a number in [0, 1] or 'auto', not {threshold!r}")
+    if not auto and not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold {threshold} is not in [0, 1]")
+    kind_cls = get_kind(kind)
+    params = dict(params or {})
+    schema = FeatureSchema.for_spec(spec)
+    X = schema.matrix(inputs)
+
+    metrics: dict = {"validation": None}
+    thr = 0.5 if auto else float(threshold)
+    split = None
+    if validation_fraction and validation_fraction > 0:
+        split = _split([ai.key() for ai in inputs], y, validation_fraction, seed)
+    if split is not None:
+        tr, va = split
+        probe = kind_cls().fit(X[tr], y[tr], params)
+        p_va = probe.predict_valid(X[va])
+        if auto:
+            thr = best_threshold(y[va], p_va)
+        metrics["validation"] = classification_metrics(y[va], p_va, thr)
+    clf = kind_cls().fit(X, y, params)
+    metrics["train"] = classification_metrics(y, clf.predict_valid(X), thr)
+    counts = {"n": int(len(y)), "valid": n_valid, "invalid": n_invalid,
+              "distinct": len({ai.key() for ai in inputs})}
+    stored_params = {"kind_params": params, "threshold": threshold,
+                     "validation_fraction": validation_fraction, "seed": seed}
+    return ValidityModel(schema, clf, thr, counts=counts, metrics=metrics, params=stored_params)

@@ -1,0 +1,156 @@
+"""The campaign side of ``--ml-filter``: offline (a trained model from the
+YAML registry) and online (learn from the campaign's own runs).
+
+A filter exposes ``scores(batch) -> array | None`` (None while it is still
+warming up: run everything), ``threshold``, ``observe(ai, outcome)`` and
+``info()`` (what the summary reports). Decisions (accept / explore /
+discard) are taken by the campaign loop, so the filters stay free of
+campaign logic and the scoring model itself is reusable elsewhere (the
+upstream ACETest hook uses the same ValidityModel).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from .model import AbstractInput, ApiSpec
+
+LABELS = {"pass": 1, "invalid": 0}
+
+
+def check_models_config(path: str) -> None:
+    """Load the model registry once so a broken YAML stops the CLI early."""
+    from .classify import ModelRegistry
+    ModelRegistry.load(path)
+
+
+class _Timing:
+    def __init__(self):
+        self.score_s = 0.0
+        self.scored = 0
+
+    def timed(self, fn, batch):
+        t = time.perf_counter()
+        out = fn(batch)
+        self.score_s += time.perf_counter() - t
+        self.scored += len(batch)
+        return out
+
+    @property
+    def us_per_candidate(self) -> Optional[float]:
+        return 1e6 * self.score_s / self.scored if self.scored else None
+
+
+class OfflineFilter:
+    mode = "offline"
+
+    def __init__(self, model, source: str):
+        self.model = model
+        self.source = source
+        self.threshold = float(model.threshold)
+        self.timing = _Timing()
+
+    def scores(self, batch: list[AbstractInput]):
+        return self.timing.timed(self.model.score_batch, batch)
+
+    def observe(self, ai: AbstractInput, outcome: str) -> None:
+        pass
+
+    def info(self) -> dict:
+        return {"mode": self.mode, "model": self.source,
+                "score_us_per_candidate": self.timing.us_per_candidate}
+
+
+class OnlineFilter:
+    """Runs unfiltered for ``warmup`` labelled runs, then trains a model of
+    the registry's configured kind and filters, retraining every
+    ``retrain_every`` new labels."""
+
+    mode = "online"
+
+    def __init__(self, spec: ApiSpec, config: dict, *, warmup: int = 60, retrain_every: int = 50,
+                 min_per_class: int = 5, note: str | None = None):
+        self.spec = spec
+        self.config = config
+        self.warmup = warmup
+        self.retrain_every = retrain_every
+        self.min_per_class = min_per_class
+        self.inputs: list[AbstractInput] = []
+        self.labels: list[int] = []
+        self.model = None
+        self.trained_at = 0
+        self.retrains = 0
+        self.note = note
+        self.timing = _Timing()
+
+    @property
+    def threshold(self) -> float:
+        return float(self.model.threshold) if self.model is not None else 0.5
+
+    def scores(self, batch: list[AbstractInput]):
+        if self.model is None:
+            return None
+        return self.timing.timed(self.model.score_batch, batch)
+
+    def observe(self, ai: AbstractInput, outcome: str) -> None:
+        y = LABELS.get(outcome)
+        if y is None:
+            return
+        self.inputs.append(ai)
+        self.labels.append(y)
+        n = len(self.labels)
+        if self.model is None and n < self.warmup:
+            return
+        if self.model is not None and n - self.trained_at < self.retrain_every:
+            return
+        self._train()
+
+    def _train(self) -> None:
+        from .classify import TooFewExamples, train_model
+        n = len(self.labels)
+        pos = sum(self.labels)
+        if min(pos, n - pos) < self.min_per_class:
+            self.trained_at = n  # try again after retrain_every more labels
+            return
+        try:
+            self.model = train_model(self.spec, self.inputs, self.labels,
+                                     kind=self.config["kind"], params=self.config.get("params", {}),
+                                     threshold=self.config.get("threshold", 0.5),
+                                     min_per_class=self.min_per_class)
+            self.retrains += 1
+        except TooFewExamples:
+            pass
+        self.trained_at = n
+
+    def info(self) -> dict:
+        return {"mode": self.mode, "model": "online", "note": self.note,
+                "score_us_per_candidate": self.timing.us_per_candidate,
+                "retrains": self.retrains, "labels": len(self.labels)}
+
+
+def make_filter(cfg, spec: ApiSpec, store):
+    """The filter for one API of a campaign (offline model, or online when
+    the registry has none / ``--ml-filter online``)."""
+    from .classify import ModelRegistry
+    registry = ModelRegistry.load(cfg.models)
+    note = None
+    if cfg.ml_filter == "offline":
+        model = registry.model_for(spec.name, spec)
+        if model is not None:
+            return OfflineFilter(model, registry.model_path_for(spec.name))
+        note = "no model in registry: online mode"
+    f = OnlineFilter(spec, registry.config_for(spec.name), warmup=cfg.warmup,
+                     retrain_every=cfg.retrain_every, note=note)
+    # a resumed campaign learns again from what it recorded
+    from .campaign import api_seed
+    recs = [r for r in store.records(spec.name, executed_only=True, seed=api_seed(cfg.seed, spec.name))]
+    for r in recs:
+        y = LABELS.get(r.outcome)
+        if y is not None:
+            f.inputs.append(r.input)
+            f.labels.append(y)
+    if len(f.labels) >= cfg.warmup:
+        f._train()
+    return f

@@ -1,0 +1,158 @@
+"""Per-API figures of a campaign, computed from its store (so a resumed
+campaign reports its whole history), printed as a table and written to
+``summary.json``."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+from .store import Store
+
+
+def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
+    counts = store.outcome_counts(api)
+    executed = sum(counts[k] for k in ("pass", "invalid", "crash", "timeout"))
+    sigs: Counter = Counter()
+    top_errors: Counter = Counter()
+    decisions: Counter = Counter()
+    by_decision: dict[str, Counter] = {}
+    score_known = 0
+    candidates = 0
+    for row in store.db.execute(
+            "SELECT decision, outcome, signature, exc_type, message, score FROM candidates WHERE api = ?",
+            (api,)):
+        decision, outcome, signature, exc_type, message, score = row
+        candidates += 1
+        decisions[decision] += 1
+        by_decision.setdefault(decision, Counter())[outcome] += 1
+        if score is not None:
+            score_known += 1
+        if outcome in ("crash", "timeout") and signature:
+            sigs[signature] += 1
+        elif outcome == "crash":
+            sigs["crash (no signature)"] += 1
+        if outcome == "invalid":
+            top_errors[_short_error(exc_type, message)] += 1
+    status = status or {}
+    info = status.get("info", {})
+    elapsed = float(info.get("elapsed") or 0.0)
+    out = {
+        "status": status.get("status", "done"),
+        "executed": executed,
+        "passed": counts["pass"],
+        "invalid": counts["invalid"],
+        "crash": counts["crash"],
+        "timeout": counts["timeout"],
+        "skipped_inputs": counts["skipped"],
+        "pass_rate": counts["pass"] / executed if executed else 0.0,
+        "exec_per_s": executed / elapsed if elapsed > 0 else 0.0,
+        "valid_exec_per_s": counts["pass"] / elapsed if elapsed > 0 else 0.0,
+        "elapsed_s": elapsed,
+        "crash_signatures": sorted(sigs),
+        "top_errors": [[m, n] for m, n in top_errors.most_common(3)],
+    }
+    if status.get("reason"):
+        out["reason"] = status["reason"]
+    if info.get("constraints"):
+        out["constraints"] = info["constraints"]
+    if "filter" in info or score_known:
+        f = info.get("filter", {})
+        accepted = by_decision.get("accept", Counter())
+        explored = by_decision.get("explore", Counter())
+        acc_exec = sum(accepted[k] for k in ("pass", "invalid", "crash", "timeout"))
+        exp_exec = sum(explored[k] for k in ("pass", "invalid", "crash", "timeout"))
+        out["filter"] = {
+            "mode": f.get("mode"),
+            "model": f.get("model"),
+            "note": f.get("note"),
+            "candidates": candidates,
+            "discarded": decisions.get("discard", 0),
+            "explored": decisions.get("explore", 0),
+            "accepted": decisions.get("accept", 0),
+            "warmup": decisions.get("warmup", 0),
+            "candidates_per_exec": candidates / executed if executed else 0.0,
+            "accepted_pass_rate": accepted["pass"] / acc_exec if acc_exec else None,
+            # share of predicted-invalid inputs that would have passed: measured
+            # on the exploration runs, the unbiased sample of the discards
+            "est_false_discard_rate": explored["pass"] / exp_exec if exp_exec else None,
+            "score_us_per_candidate": f.get("score_us_per_candidate"),
+            "retrains": f.get("retrains"),
+        }
+    return out
+
+
+def _short_error(exc_type, message) -> str:
+    first = (message or "").strip().splitlines()[0] if message else ""
+    first = first.strip()[:160]
+    t = (exc_type or "").split(".")[-1]
+    return f"{t}: {first}" if t else first
+
+
+def summarize(store: Store, cfg=None) -> dict:
+    statuses = store.api_statuses()
+    apis = sorted(set(store.apis()) | set(statuses))
+    out = {"apis": {}}
+    for api in apis:
+        st = statuses.get(api, {})
+        if st.get("status") == "skipped" and not store.count_executed(api):
+            out["apis"][api] = {"status": "skipped", "reason": st.get("reason"), "executed": 0,
+                                "passed": 0, "invalid": 0, "crash": 0, "timeout": 0,
+                                "pass_rate": 0.0, "exec_per_s": 0.0, "crash_signatures": []}
+            continue
+        out["apis"][api] = api_summary(store, api, st)
+    ran = [v for v in out["apis"].values() if v.get("executed")]
+    total = sum(v["executed"] for v in ran)
+    passed = sum(v["passed"] for v in ran)
+    out["overall"] = {
+        "apis_run": len(ran),
+        "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == "skipped"),
+        "executed": total,
+        "passed": passed,
+        "pooled_pass_rate": passed / total if total else 0.0,
+        "mean_pass_rate": sum(v["pass_rate"] for v in ran) / len(ran) if ran else 0.0,
+        "crash_signatures": sorted({s for v in ran for s in v["crash_signatures"]}),
+    }
+    if cfg is not None:
+        out["config"] = cfg.to_json()
+    return out
+
+
+def write_summary(out_dir: str, summary: dict) -> str:
+    path = os.path.join(out_dir, "summary.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=False)
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(summary: dict) -> str:
+    rows = [("API", "exec", "pass%", "invalid", "crash", "timeout", "sigs", "exec/s", "note")]
+    for api, v in summary["apis"].items():
+        if v.get("status") == "skipped" and not v.get("executed"):
+            rows.append((api, "-", "-", "-", "-", "-", "-", "-", "skipped: " + (v.get("reason") or "")[:70]))
+            continue
+        note = ""
+        f = v.get("filter")
+        if f:
+            apr = f.get("accepted_pass_rate")
+            note = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
+            if apr is not None:
+                note += f", accepted pass {apr:.0%}"
+            if f.get("note"):
+                note += f" ({f['note']})"
+        rows.append((api, str(v["executed"]), f"{v['pass_rate']:.1%}", str(v["invalid"]),
+                     str(v["crash"]), str(v["timeout"]), str(len(v["crash_signatures"])),
+                     f"{v['exec_per_s']:.1f}", note))
+    o = summary["overall"]
+    rows.append(("overall (pooled)", str(o["executed"]), f"{o['pooled_pass_rate']:.1%}", "", "", "",
+                 str(len(o["crash_signatures"])), "", f"mean pass rate {o['mean_pass_rate']:.1%}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 8) else c.rjust(widths[i])
+                               for i, c in enumerate(r)).rstrip())
+        if j == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)

@@ -1,0 +1,442 @@
+"""Install the validity filter into the original ACETest Tester at run time.
+
+Seams in upstream's code (the original Tester and the ncsu-swat fork alike):
+
+- ``APIManager.APIManager.generate_random_args(self)`` draws the values of one
+  run into ``self.arg_list``; ``Runner.Runner.run(self, manager, times)`` calls
+  it once per run and then executes and labels that run. We wrap it: generate,
+  convert (``convert.to_abstract_input``), score, and generate again while the
+  scorer predicts the input invalid (at most ``max_tries`` candidates; then the
+  best-scoring one runs). A share ``exploration`` of predicted-invalid
+  candidates runs anyway.
+- Upstream labels a run by bumping the runner's counters (``invalid``,
+  ``crash``, ``timeout``, ``OOM``); a run that bumps none passed. We wrap
+  ``Runner.run`` and ``Runner.terminate`` and read the counters after each run,
+  which gives every executed input its outcome: for the statistics, and in
+  online mode as training data.
+
+Statistics are written as JSON beside upstream's per-API outputs
+(``<output_path>/<api>/acetest_ml_filter.json``), every time a runner finishes
+a sample, so they survive upstream's worker processes (the ncsu-swat fork's
+``--api_workers``) and an interrupted campaign.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..errors import ConfigError, UserError
+from ..model import AbstractInput, ApiSpec
+from . import convert
+
+STATS_FILE = "acetest_ml_filter.json"
+MODES = ("models", "online")
+OUTCOMES = ("pass", "invalid", "crash", "timeout", "oom", "unsupported", "unknown")
+DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
+_COUNTERS = ("invalid", "crash", "timeout", "OOM")
+
+
+class UpstreamError(UserError):
+    """The upstream checkout cannot be used (missing, not importable, failed)."""
+
+
+@dataclass
+class FilterConfig:
+    """How the hook filters. ``mode``: ``"models"`` (scorers from the model
+    registry YAML ``models``) or ``"online"`` (train per API from upstream's
+    own outcomes after ``warmup`` labelled runs with both classes present,
+    retrain each time the labelled data grew by ``retrain_factor``)."""
+
+    mode: str = "models"
+    models: Optional[str] = None
+    exploration: float = 0.05
+    max_tries: int = 20
+    seed: int = 0
+    warmup: int = 100
+    retrain_factor: float = 2.0
+    kind: str = "lightgbm"
+    params: dict = field(default_factory=dict)
+    threshold: float = 0.5
+
+    def validate(self) -> "FilterConfig":
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown filter mode {self.mode!r} (use one of {', '.join(MODES)})")
+        if not (0.0 <= float(self.exploration) <= 1.0) or math.isnan(float(self.exploration)):
+            raise ConfigError(f"exploration must be between 0 and 1, got {self.exploration!r}")
+        if int(self.max_tries) < 1:
+            raise ConfigError(f"max_tries must be at least 1, got {self.max_tries!r}")
+        if int(self.warmup) < 2:
+            raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
+        if self.mode == "models" and not self.models:
+            raise ConfigError("the models filter needs a model registry file (--models)")
+        if self.mode == "models" and not os.path.isfile(self.models):
+            raise ConfigError(f"model registry file not found: {self.models}")
+        return self
+
+
+# ------------------------------------------------------------ adapters to classify
+# The classify package is written alongside; everything this module needs from
+# it goes through these two functions.
+
+_REGISTRIES: dict[str, Any] = {}
+
+
+def load_registry(models_yaml: str):
+    """The model registry loaded from ``models_yaml`` (cached per path)."""
+    path = os.path.abspath(models_yaml)
+    if path not in _REGISTRIES:
+        from ..classify import ModelRegistry
+        _REGISTRIES[path] = ModelRegistry.load(path)
+    return _REGISTRIES[path]
+
+
+def load_scorer(models_yaml: str, api: str, spec: ApiSpec):
+    """The scorer for ``api`` from the registry, or None when it has none.
+    A scorer has ``score_batch(list[AbstractInput]) -> array of P(valid)`` and
+    ``threshold``."""
+    registry = load_registry(models_yaml)
+    try:
+        return registry.model_for(api, spec)
+    except (KeyError, LookupError):
+        return None
+
+
+def train_scorer(spec: ApiSpec, inputs: list[AbstractInput], labels: list[int], config: FilterConfig):
+    """Train a scorer on labelled inputs (label 1 = valid)."""
+    from ..classify import train_model
+    return train_model(spec, inputs, labels, config.kind, dict(config.params), config.threshold)
+
+
+def resolve_spec(api: str, framework: str, arg_list, prefer_upstream: bool) -> ApiSpec:
+    """The spec to score ``api`` with: our own spec sources unless
+    ``prefer_upstream`` (online mode, where a spec built from upstream's own
+    argument list matches the converted inputs by construction), falling back
+    to the upstream-derived one when our sources do not know the API."""
+    if not prefer_upstream:
+        try:
+            from ..spec import get_spec
+            return get_spec(convert.api_name(api, framework), framework)
+        except Exception:  # unknown to our sources or source unavailable: fall back
+            pass
+    return convert.spec_from_upstream(api, arg_list, framework)
+
+
+# ------------------------------------------------------------ per-API state
+
+@dataclass
+class _Pending:
+    ai: Optional[AbstractInput]
+    decision: str
+    counters: Optional[dict] = None
+
+
+class ApiFilter:
+    """Filter state of one API: scorer, statistics, online training data."""
+
+    def __init__(self, api: str, framework: str, hook: "FilterHook"):
+        self.api = api
+        self.framework = framework
+        self.hook = hook
+        self.config = hook.config
+        self.rng = random.Random(f"{self.config.seed}|{api}")
+        self.spec: Optional[ApiSpec] = None
+        self.scorer = None
+        self.scorer_source = "none"
+        self.pending: Optional[_Pending] = None
+        self.inputs: list[AbstractInput] = []
+        self.labels: list[int] = []
+        self.next_train_at = int(self.config.warmup)
+        self.warned = False
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS}
+        self.outcomes: dict[str, dict[str, int]] = {}
+        self.score_time = 0.0
+        self.online = {"labelled": 0, "valid": 0, "invalid": 0, "trainings": 0,
+                       "trained_at": [], "train_errors": 0, "last_error": None}
+        self.modes: list[str] = []
+
+    # -- setup
+    def prepare(self, arg_list) -> None:
+        if self.spec is not None:
+            return
+        online = self.config.mode == "online"
+        self.spec = resolve_spec(self.api, self.framework, arg_list, prefer_upstream=online)
+        if not online:
+            self.scorer = self.hook.scorer_factory(self.config.models, self.spec.name, self.spec)
+            self.scorer_source = "registry" if self.scorer is not None else "none"
+
+    def convert(self, arg_list) -> Optional[AbstractInput]:
+        try:
+            return convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
+        except (ValueError, KeyError, TypeError) as e:
+            self.warn(f"cannot convert a generated input ({e}); it runs unfiltered")
+            return None
+
+    def warn(self, msg: str) -> None:
+        if not self.warned:
+            self.warned = True
+            print(f"[acetest-ml] {self.api}: {msg}", file=sys.stderr, flush=True)
+
+    # -- the regenerate loop
+    def next_input(self, manager, original: Callable[[Any], Any]):
+        runner = getattr(manager, "_acetest_ml_runner", None)
+        if runner is not None:
+            self.settle(runner)
+        self.prepare(manager.arg_list)
+        result = None
+        if self.scorer is None:
+            result = original(manager)
+            self.counts["generated"] += 1
+            ai = self.convert(manager.arg_list)
+            decision = "unfiltered" if ai is not None else "unconvertible"
+        else:
+            threshold = float(getattr(self.scorer, "threshold", 0.5))
+            best: Optional[tuple[float, list, AbstractInput]] = None
+            decision = ""
+            ai = None
+            for _ in range(int(self.config.max_tries)):
+                result = original(manager)
+                self.counts["generated"] += 1
+                ai = self.convert(manager.arg_list)
+                if ai is None:
+                    decision = "unconvertible"
+                    break
+                t0 = time.perf_counter()
+                p = float(self.scorer.score_batch([ai])[0])
+                self.score_time += time.perf_counter() - t0
+                self.counts["scored"] += 1
+                if p >= threshold:
+                    decision = "accepted"
+                    break
+                if self.config.exploration > 0 and self.rng.random() < self.config.exploration:
+                    decision = "explored"
+                    break
+                self.counts["discarded"] += 1
+                if best is None or p > best[0]:
+                    best = (p, [a.arg_value for a in manager.arg_list], ai)
+            if not decision:
+                # Every candidate was predicted invalid: run the most plausible one.
+                assert best is not None
+                for a, v in zip(manager.arg_list, best[1]):
+                    a.arg_value = v
+                ai = best[2]
+                self.counts["discarded"] -= 1
+                decision = "forced"
+        self.counts[decision] += 1
+        counters = ({k: getattr(runner, k, 0) for k in _COUNTERS} if runner is not None else None)
+        self.pending = _Pending(ai, decision, counters)
+        return result
+
+    # -- outcomes
+    @staticmethod
+    def outcome_of(runner, counters: dict) -> str:
+        delta = {k: getattr(runner, k, 0) - counters[k] for k in _COUNTERS}
+        if delta["invalid"] > 0:
+            return "invalid"
+        if delta["crash"] > 0:
+            return "crash"
+        if delta["timeout"] > 0:
+            return "timeout"
+        if delta["OOM"] > 0:
+            return "oom"
+        proc = getattr(runner, "runner_p", None)
+        if proc is None or proc.is_alive():
+            return "pass"
+        return "unknown"  # the worker died but upstream stopped before counting it
+
+    def settle(self, runner, forced_outcome: Optional[str] = None) -> Optional[str]:
+        """Label the pending input (the one that ran last) from the runner's
+        counters. Returns the outcome, or None when nothing was pending."""
+        p = self.pending
+        if p is None or p.counters is None:
+            return None
+        self.pending = None
+        outcome = forced_outcome or self.outcome_of(runner, p.counters)
+        by = self.outcomes.setdefault(p.decision, {})
+        by[outcome] = by.get(outcome, 0) + 1
+        if self.config.mode == "online" and p.ai is not None and outcome in ("pass", "invalid", "crash", "timeout"):
+            # valid = the input got past the API's validation (it did not raise)
+            label = 0 if outcome == "invalid" else 1
+            self.inputs.append(p.ai)
+            self.labels.append(label)
+            self.online["labelled"] += 1
+            self.online["valid" if label else "invalid"] += 1
+            self.maybe_train()
+        return outcome
+
+    def maybe_train(self) -> None:
+        n = len(self.labels)
+        if n < self.next_train_at or len(set(self.labels)) < 2:
+            return
+        self.next_train_at = max(n + 1, int(math.ceil(n * float(self.config.retrain_factor))))
+        try:
+            scorer = self.hook.trainer(self.spec, list(self.inputs), list(self.labels), self.config)
+        except Exception as e:  # keep the campaign going unfiltered, but say so
+            self.online["train_errors"] += 1
+            self.online["last_error"] = f"{type(e).__name__}: {e}"
+            self.warn(f"online training failed ({type(e).__name__}: {e}); running unfiltered")
+            return
+        self.scorer = scorer
+        self.scorer_source = "online"
+        self.online["trainings"] += 1
+        self.online["trained_at"].append(n)
+
+    # -- report
+    def stats(self) -> dict:
+        c = self.counts
+        runs = sum(c[d] for d in DECISIONS)
+        out = {
+            "api": self.api,
+            "framework": self.framework,
+            "filter": self.config.mode,
+            "scorer": self.scorer_source,
+            "threshold": (float(getattr(self.scorer, "threshold", 0.5)) if self.scorer is not None else None),
+            "exploration": self.config.exploration,
+            "max_tries": self.config.max_tries,
+            "modes": list(self.modes),
+            **c,
+            "runs": runs,
+            "score_time_s": round(self.score_time, 6),
+            "score_us_per_candidate": (round(1e6 * self.score_time / c["scored"], 2) if c["scored"] else None),
+            "candidates_per_run": (round(c["generated"] / runs, 4) if runs else None),
+            "outcomes": self.outcomes,
+        }
+        if self.config.mode == "online":
+            out["online"] = dict(self.online, warmup=self.config.warmup)
+        return out
+
+    def write_stats(self, directory: str) -> Optional[str]:
+        if not directory or not os.path.isdir(directory):
+            return None
+        path = os.path.join(directory, STATS_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.stats(), f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+        return path
+
+
+# ------------------------------------------------------------ the hook
+
+class FilterHook:
+    """Patches upstream's ``APIManager`` and ``Runner`` classes (given, or
+    imported by their upstream module names) and keeps per-API state.
+    ``scorer_factory(models_yaml, api, spec)`` and ``trainer(spec, inputs,
+    labels, config)`` default to the classify package."""
+
+    def __init__(self, config: FilterConfig, *, scorer_factory=None, trainer=None):
+        self.config = config.validate()
+        self.scorer_factory = scorer_factory or load_scorer
+        self.trainer = trainer or train_scorer
+        self.filters: dict[str, ApiFilter] = {}
+        self._patched: list[tuple[type, str, Any]] = []
+
+    def filter_for(self, api: str, framework: str) -> ApiFilter:
+        f = self.filters.get(api)
+        if f is None:
+            f = self.filters[api] = ApiFilter(api, framework, self)
+        return f
+
+    @staticmethod
+    def _framework(obj) -> str:
+        opt = getattr(obj, "test_option", None)
+        return getattr(opt, "fw", None) or "tf"
+
+    def install(self, manager_cls=None, runner_cls=None) -> "FilterHook":
+        if self._patched:
+            return self
+        if manager_cls is None or runner_cls is None:
+            try:
+                manager_cls = manager_cls or importlib.import_module("APIManager").APIManager
+                runner_cls = runner_cls or importlib.import_module("Runner").Runner
+            except ImportError as e:
+                raise UpstreamError(f"cannot import upstream ACETest modules: {e} "
+                                    "(install upstream's requirements: z3-solver, sysv_ipc, termcolor)") from e
+            except AttributeError as e:
+                raise UpstreamError(f"upstream ACETest layout not recognised: {e}") from e
+        for cls, name in ((manager_cls, "generate_random_args"), (runner_cls, "run"),
+                          (runner_cls, "terminate")):
+            if not callable(getattr(cls, name, None)):
+                raise UpstreamError(f"upstream ACETest layout not recognised: {cls.__name__}.{name} is missing")
+        hook = self
+        gen_orig = manager_cls.generate_random_args
+        run_orig = runner_cls.run
+        term_orig = runner_cls.terminate
+
+        def generate_random_args(manager, *args, **kwargs):
+            flt = hook.filter_for(manager.api_name, hook._framework(manager))
+            return flt.next_input(manager, lambda m: gen_orig(m, *args, **kwargs))
+
+        def run(runner, manager, *args, **kwargs):
+            flt = hook.filter_for(runner.api_name, hook._framework(runner))
+            mode = getattr(runner, "mode", None)
+            if mode and mode not in flt.modes:
+                flt.modes.append(mode)
+            manager._acetest_ml_runner = runner
+            try:
+                return run_orig(runner, manager, *args, **kwargs)
+            finally:
+                flt.settle(runner)
+                manager._acetest_ml_runner = None
+                flt.write_stats(getattr(runner, "output_dir", None))
+
+        def terminate(runner, msg=None, *args, **kwargs):
+            flt = hook.filter_for(runner.api_name, hook._framework(runner))
+            # A message means upstream gave up on the API after the last run
+            # raised an "unsupported" error, which it does not count.
+            flt.settle(runner, forced_outcome="unsupported" if msg is not None else None)
+            try:
+                return term_orig(runner, msg, *args, **kwargs)
+            finally:
+                flt.write_stats(getattr(runner, "output_dir", None))
+
+        for cls, name, fn in ((manager_cls, "generate_random_args", generate_random_args),
+                              (runner_cls, "run", run), (runner_cls, "terminate", terminate)):
+            self._patched.append((cls, name, cls.__dict__.get(name)))
+            fn.__wrapped__ = getattr(cls, name)
+            setattr(cls, name, fn)
+        return self
+
+    def uninstall(self) -> None:
+        for cls, name, orig in reversed(self._patched):
+            if orig is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, orig)
+        self._patched.clear()
+
+    def stats(self) -> dict[str, dict]:
+        return {api: f.stats() for api, f in self.filters.items()}
+
+
+def install(config: FilterConfig, **kwargs) -> FilterHook:
+    """Create a FilterHook and patch upstream's modules (which must be
+    importable: upstream's ``Tester/src`` on ``sys.path``). In models mode the
+    registry is loaded now, so a broken YAML fails before upstream starts."""
+    hook = FilterHook(config, **kwargs)
+    if config.mode == "models" and "scorer_factory" not in kwargs:
+        load_registry(config.models)
+    return hook.install()
+
+
+def read_stats(output_root: str) -> dict[str, dict]:
+    """Every per-API stats file under ``output_root`` (an upstream
+    ``output_<fw>_<round>`` folder), keyed by API."""
+    out: dict[str, dict] = {}
+    if not os.path.isdir(output_root):
+        return out
+    for name in sorted(os.listdir(output_root)):
+        path = os.path.join(output_root, name, STATS_FILE)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    out[name] = json.load(f)
+            except (OSError, ValueError):
+                continue
+    return out
