@@ -47,6 +47,9 @@ class CampaignConfig:
     warmup: int = 60
     retrain_every: int = 50
     mem_limit_mb: Optional[int] = None
+    #: per-API constraint source overriding ``constraints`` (the benchmark
+    #: mixes ACETest-data APIs and registry APIs in one campaign)
+    constraints_by_api: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,7 +70,7 @@ def safe_name(api: str) -> str:
 
 def resolve(cfg: CampaignConfig, api: str):
     """-> (spec, problems, notes). Raises UserError when the API cannot run."""
-    if cfg.constraints == "acetest":
+    if cfg.constraints_by_api.get(api, cfg.constraints) == "acetest":
         from .spec.acetest_data import AcetestData
         data = _acetest_data(cfg.acetest_data)
         loaded = data.load(api)
@@ -129,6 +132,7 @@ class ApiCampaign:
             self.store.set_api_status(self.api, "skipped", str(e))
             return ApiResult(self.api, "skipped", str(e))
         name = spec.name
+        notes["spec"] = spec.to_dict()  # training reads the spec the runs were made with
         seed = api_seed(cfg.seed, name)
         sampler = Sampler(problems, seed)
         start = self.store.next_index(name, seed)

@@ -155,10 +155,16 @@ class _SklearnKind(ClassifierKind):
     def __init__(self) -> None:
         super().__init__()
         self.estimator = None
+        #: columns used by the estimator (all-NaN training columns are dropped:
+        #: they carry no information and some sklearn versions reject them)
+        self.keep: np.ndarray | None = None
 
     @classmethod
     def _estimator_cls(cls):
         raise NotImplementedError
+
+    def _cols(self, X: np.ndarray) -> np.ndarray:
+        return X if self.keep is None else X[:, self.keep]
 
     @classmethod
     def check_params(cls, params):
@@ -181,8 +187,11 @@ class _SklearnKind(ClassifierKind):
         from threadpoolctl import threadpool_limits
         self.params = dict(params or {})
         est = self._estimator_cls()(**{**self.default_params(), **self.params})
+        X = np.asarray(X, dtype=np.float32)
+        all_nan = np.isnan(X).all(axis=0) if len(X) else np.zeros(X.shape[1], dtype=bool)
+        self.keep = np.flatnonzero(~all_nan) if all_nan.any() else None
         with threadpool_limits(limits=1):
-            est.fit(np.asarray(X, dtype=np.float32), np.asarray(y).astype(np.int64))
+            est.fit(self._cols(X), np.asarray(y).astype(np.int64))
         self.estimator = est
         return self
 
@@ -195,14 +204,14 @@ class _SklearnKind(ClassifierKind):
         classes = list(self.estimator.classes_)
         if 1 not in classes:
             return np.zeros(len(X))
-        proba = self.estimator.predict_proba(X)
+        proba = self.estimator.predict_proba(self._cols(X))
         return np.asarray(proba[:, classes.index(1)], dtype=np.float64)
 
     def save(self, path_prefix):
         path = self.model_path(path_prefix)
         with open(path, "wb") as f:
             pickle.dump({"format": _PICKLE_FORMAT, "kind": self.name, "params": self.params,
-                         "estimator": self.estimator}, f, protocol=pickle.HIGHEST_PROTOCOL)
+                         "keep": self.keep, "estimator": self.estimator}, f, protocol=pickle.HIGHEST_PROTOCOL)
         return path
 
     @classmethod
@@ -224,6 +233,7 @@ class _SklearnKind(ClassifierKind):
         k = cls()
         k.estimator = obj["estimator"]
         k.params = dict(obj.get("params") or {})
+        k.keep = obj.get("keep")
         return k
 
 

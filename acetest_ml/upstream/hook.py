@@ -109,9 +109,14 @@ def load_scorer(models_yaml: str, api: str, spec: ApiSpec):
 
 
 def train_scorer(spec: ApiSpec, inputs: list[AbstractInput], labels: list[int], config: FilterConfig):
-    """Train a scorer on labelled inputs (label 1 = valid)."""
+    """Train a scorer on labelled inputs (label 1 = valid), with the kind,
+    parameters and threshold the registry YAML configures for the API when
+    ``config.models`` names one, else ``config``'s."""
     from ..classify import train_model
-    return train_model(spec, inputs, labels, config.kind, dict(config.params), config.threshold)
+    if config.models and os.path.isfile(config.models):
+        cfg = load_registry(config.models).config_for(spec.name)
+        return train_model(spec, inputs, labels, cfg.kind, dict(cfg.params), cfg.threshold)
+    return train_model(spec, inputs, labels, config.kind, dict(config.params) or None, config.threshold)
 
 
 def resolve_spec(api: str, framework: str, arg_list, prefer_upstream: bool) -> ApiSpec:
@@ -278,6 +283,9 @@ class ApiFilter:
         try:
             scorer = self.hook.trainer(self.spec, list(self.inputs), list(self.labels), self.config)
         except Exception as e:  # keep the campaign going unfiltered, but say so
+            if type(e).__name__ == "TooFewExamples":  # a normal state: try again with more data
+                self.next_train_at = n + max(10, int(self.config.warmup) // 10)
+                return
             self.online["train_errors"] += 1
             self.online["last_error"] = f"{type(e).__name__}: {e}"
             self.warn(f"online training failed ({type(e).__name__}: {e}); running unfiltered")

@@ -1,0 +1,53 @@
+"""``python -m acetest_ml.bench``: run the benchmark protocol and write the report.
+
+    python -m acetest_ml.bench --config benchmarks/apis.yaml [--quick] [--out DIR | --resume DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from ..errors import UserError
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m acetest_ml.bench")
+    ap.add_argument("--config", default="benchmarks/apis.yaml")
+    ap.add_argument("--quick", action="store_true", help="the fixed quick subset with small budgets")
+    ap.add_argument("--out", default=None, help="output folder (default benchmarks/results/<timestamp>)")
+    ap.add_argument("--resume", default=None, help="continue a killed bench in this folder")
+    ap.add_argument("--acetest-data", default=os.environ.get("ACETEST_DATA", "../shared/acetest-data"))
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--publish", action="store_true",
+                    help="copy the report to benchmarks/RESULTS.md (full runs only)")
+    args = ap.parse_args(argv)
+    from .protocol import default_out_dir, load_bench_config, run_bench
+    try:
+        cfg = load_bench_config(args.config, quick=args.quick)
+        if cfg.acetest_apis:
+            from ..campaign import _acetest_data
+            _acetest_data(args.acetest_data)
+        out = args.resume or args.out or default_out_dir()
+        if args.resume and not os.path.isdir(args.resume):
+            raise UserError(f"nothing to resume at {args.resume}")
+        results = run_bench(cfg, out, args.acetest_data, progress=not args.no_progress)
+    except UserError as e:
+        print(f"acetest-ml bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench interrupted: rerun with --resume <out> to continue", file=sys.stderr)
+        return 130
+    from .report import overall_table
+    print(overall_table(results))
+    if args.publish and not cfg.quick:
+        here = os.path.dirname(os.path.abspath(args.config))
+        shutil.copy(os.path.join(out, "report.md"), os.path.join(here, "RESULTS.md"))
+        for png in ("pass_rate_per_api.png", "overall.png"):
+            shutil.copy(os.path.join(out, png), os.path.join(here, png))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The benchmark protocol (DESIGN.md, "make bench").
+
+For the APIs of ``benchmarks/apis.yaml``:
+1. train arm: unfiltered campaign, seed A, N_train executions; train a model per API;
+2. baseline arm: unfiltered, seed B, N_eval; its labels also score the classifiers;
+3. filtered arm: seed B, N_eval, ``--ml-filter`` with the models of step 1;
+4. online arm: seed B, N_eval, ``--ml-filter online`` (no prior training).
+Each arm is a campaign folder under ``<out>/work``; a killed bench reruns
+with ``--resume <out>`` and every campaign continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from ..campaign import CampaignConfig, run_campaign
+from ..errors import ConfigError
+
+ARMS = ("baseline", "filtered", "online")
+
+
+@dataclass
+class BenchConfig:
+    path: str
+    acetest_apis: list[str]
+    registry_apis: list[str]
+    seed_train: int = 1
+    seed_eval: int = 2
+    budget_train: int = 300
+    budget_eval: int = 200
+    timeout: float = 10.0
+    jobs: int = 2
+    exploration: float = 0.05
+    rules: Optional[str] = None
+    models: str = "configs/models.yaml"
+    min_per_class: int = 10
+    quick: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def apis(self) -> list[str]:
+        return list(self.acetest_apis) + list(self.registry_apis)
+
+    def constraints_by_api(self) -> dict[str, str]:
+        return {a: "acetest" for a in self.acetest_apis}
+
+
+def load_bench_config(path: str, quick: bool = False) -> BenchConfig:
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: benchmark list not found")
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+
+    def get(d, key, typ, default):
+        v = d.get(key, default)
+        if not isinstance(v, typ):
+            raise ConfigError(f"{path}: key {key!r} must be {typ.__name__ if isinstance(typ, type) else typ}")
+        return v
+
+    seeds = get(doc, "seeds", dict, {})
+    budget = get(doc, "budget", dict, {})
+    acetest_apis = get(doc, "acetest_apis", list, [])
+    registry_apis = get(doc, "registry_apis", list, [])
+    cfg = BenchConfig(path=path, acetest_apis=acetest_apis, registry_apis=registry_apis,
+                      seed_train=int(seeds.get("train", 1)), seed_eval=int(seeds.get("eval", 2)),
+                      budget_train=int(budget.get("train", 300)), budget_eval=int(budget.get("eval", 200)),
+                      timeout=float(doc.get("timeout", 10.0)), jobs=int(doc.get("jobs", 2)),
+                      exploration=float(doc.get("exploration", 0.05)), rules=doc.get("rules"),
+                      models=doc.get("models", "configs/models.yaml"),
+                      min_per_class=int(doc.get("min_per_class", 10)))
+    if quick:
+        q = get(doc, "quick", dict, {})
+        qapis = set(get(q, "apis", list, []))
+        if not qapis:
+            raise ConfigError(f"{path}: quick.apis must list the quick subset")
+        unknown = qapis - set(cfg.apis)
+        if unknown:
+            raise ConfigError(f"{path}: quick.apis names {sorted(unknown)[0]!r}, which is not in the lists")
+        cfg.acetest_apis = [a for a in cfg.acetest_apis if a in qapis]
+        cfg.registry_apis = [a for a in cfg.registry_apis if a in qapis]
+        qb = get(q, "budget", dict, {})
+        cfg.budget_train = int(qb.get("train", 60))
+        cfg.budget_eval = int(qb.get("eval", 40))
+        cfg.quick = True
+    if not cfg.apis:
+        raise ConfigError(f"{path}: no APIs listed (acetest_apis / registry_apis)")
+    if cfg.rules:
+        base = os.path.dirname(os.path.abspath(path))
+        if not os.path.isabs(cfg.rules) and not os.path.exists(cfg.rules):
+            cfg.rules = os.path.join(base, cfg.rules)
+    return cfg
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_data: str,
+              ml_filter: str | None = None, models: str | None = None, progress: bool = True) -> dict:
+    resume = os.path.exists(os.path.join(out, "runs.sqlite"))
+    done_marker = os.path.join(out, "summary.json")
+    ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=seed, constraints="registry",
+                          acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
+                          resume=resume, ml_filter=ml_filter, models=models or cfg.models,
+                          exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api())
+    if resume and os.path.exists(done_marker):
+        with open(done_marker) as f:
+            prev = json.load(f)
+        # finished earlier: every API reached its budget or was skipped
+        if all(v.get("executed", 0) >= budget or v.get("status") in ("skipped", "done")
+               for v in prev.get("apis", {}).values()) and len(prev.get("apis", {})) >= len(cfg.apis):
+            return prev
+    return run_campaign(ccfg, show_progress=progress)
+
+
+def _models_yaml(cfg: BenchConfig, work: str) -> str:
+    """A copy of the model registry whose models_dir is the bench's own."""
+    with open(cfg.models) as f:
+        doc = yaml.safe_load(f) or {}
+    doc["models_dir"] = os.path.abspath(os.path.join(work, "models"))
+    doc["apis"] = {}
+    path = os.path.join(work, "models.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return path
+
+
+def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = True) -> dict:
+    from ..train import train_all, evaluate_all
+    from .report import build_results, write_outputs
+    work = os.path.join(out, "work")
+    os.makedirs(work, exist_ok=True)
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    _log(f"{len(cfg.apis)} APIs ({len(cfg.acetest_apis)} on ACETest constraints, "
+         f"{len(cfg.registry_apis)} on registry constraints); train {cfg.budget_train}, "
+         f"eval {cfg.budget_eval} executions per API and arm; output {out}")
+
+    t = time.time()
+    _log("arm 1/4: training campaign (unfiltered, seed A)")
+    train_sum = _campaign(cfg, os.path.join(work, "train"), seed=cfg.seed_train,
+                          budget=cfg.budget_train, acetest_data=acetest_data, progress=progress)
+    timings["train_campaign_s"] = time.time() - t
+
+    t = time.time()
+    models_yaml = _models_yaml(cfg, work)
+    _log("training one model per API")
+    train_rep = train_all(os.path.join(work, "train"), models_yaml,
+                          [a for a, v in train_sum["apis"].items() if v.get("executed")],
+                          os.path.join(work, "models"), min_per_class=cfg.min_per_class)
+    timings["training_s"] = time.time() - t
+
+    arms: dict[str, dict] = {}
+    for i, (arm, filt) in enumerate((("baseline", None), ("filtered", "offline"), ("online", "online")), 2):
+        t = time.time()
+        _log(f"arm {i}/4: {arm} campaign (seed B)")
+        arms[arm] = _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,
+                              acetest_data=acetest_data, ml_filter=filt, models=models_yaml,
+                              progress=progress)
+        timings[f"{arm}_campaign_s"] = time.time() - t
+
+    _log("scoring the classifiers on the baseline arm's labels")
+    trained = [a for a, r in train_rep.items() if r.get("status") == "trained"]
+    clf = evaluate_all(os.path.join(work, "baseline"), models_yaml, [], trained) if trained else {}
+    timings["total_s"] = time.time() - t_start
+    results = build_results(cfg, train_sum, train_rep, arms, clf, timings)
+    write_outputs(results, out)
+    _log(f"done in {timings['total_s']:.0f} s: {os.path.join(out, 'report.md')}")
+    return results
+
+
+def default_out_dir(root: str = "benchmarks/results") -> str:
+    return os.path.join(root, time.strftime("%Y%m%d-%H%M%S"))

@@ -1,0 +1,147 @@
+"""The worker: ``python -m acetest_ml.execute.worker <framework>``.
+
+A persistent child process that imports one framework once, limits it to one
+thread and then serves requests until its stdin closes.
+
+Protocol (both directions): a 4-byte big-endian length, then that many bytes
+of UTF-8 JSON.
+
+- after start-up the worker sends ``{"ready": true, "framework", "version", "pid"}``
+- request:  ``{"id": n, "ai": <AbstractInput JSON>, "plan": <plan_call dict>}``
+- reply:    ``{"id": n, "outcome": "pass", "duration": s}`` or
+  ``{"id": n, "outcome": "invalid", "exc_type": "<module.Class>",
+  "message": "<first 2000 chars>", "stage": "materialize"|"call", "duration": s}``
+
+Replies go to a private duplicate of the original stdout; fd 1 is pointed at
+stderr before the framework is imported, so anything the framework prints
+cannot corrupt the protocol. Calls are built from the structured request
+(attribute lookup from a whitelisted root, then a normal call); nothing is
+exec'd or eval'd.
+"""
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import struct
+import sys
+import time
+from typing import Any
+
+HEADER = struct.Struct(">I")
+MAX_MESSAGE = 1 << 30
+MESSAGE_CHARS = 2000
+
+
+def encode_message(obj: Any) -> bytes:
+    data = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    return HEADER.pack(len(data)) + data
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``, or None on end of file."""
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(fd: int) -> Any:
+    head = read_exact(fd, HEADER.size)
+    if head is None:
+        return None
+    (length,) = HEADER.unpack(head)
+    if length > MAX_MESSAGE:
+        raise ValueError(f"message of {length} bytes is too large")
+    body = read_exact(fd, length)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def exception_type(e: BaseException) -> str:
+    return f"{type(e).__module__}.{type(e).__qualname__}"
+
+
+def exception_message(e: BaseException) -> str:
+    try:
+        return str(e)[:MESSAGE_CHARS]
+    except Exception:  # a broken __str__ must not kill the worker
+        return f"<unprintable {type(e).__name__}>"
+
+
+def handle(adapter, request: dict) -> dict:
+    """Run one request; returns the reply (without the id)."""
+    from ..model import AbstractInput
+
+    stage = "materialize"
+    start = time.perf_counter()
+    duration = 0.0
+    try:
+        ai = AbstractInput.from_json(request["ai"])
+        plan = request["plan"]
+        fn = adapter.resolve(plan["target"])
+        args = [adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["positional"]]
+        kwargs = {n: adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["keyword"]}
+        stage = "call"
+        start = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+            adapter.force(result)
+        finally:
+            duration = time.perf_counter() - start
+        del result, args, kwargs
+    except Exception as e:
+        if stage == "materialize":
+            duration = time.perf_counter() - start
+        return {"outcome": "invalid", "exc_type": exception_type(e),
+                "message": exception_message(e), "stage": stage, "duration": duration}
+    return {"outcome": "pass", "duration": duration}
+
+
+def serve(framework: str) -> int:
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # framework prints now land in stderr
+    sys.stdout = sys.stderr
+    faulthandler.enable(file=sys.stderr, all_threads=False)
+
+    from .frameworks import get_adapter
+
+    adapter = get_adapter(framework)
+    version = adapter.setup()
+    write_all(reply_fd, encode_message({"ready": True, "framework": framework,
+                                        "version": version, "pid": os.getpid()}))
+    while True:
+        request = read_message(0)
+        if request is None or request.get("op") == "exit":
+            return 0
+        rid = request.get("id")
+        sys.stderr.write(f"--- acetest-ml run {rid} {request.get('plan', {}).get('target')}\n")
+        sys.stderr.flush()
+        reply = handle(adapter, request)
+        reply["id"] = rid
+        sys.stderr.flush()
+        write_all(reply_fd, encode_message(reply))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m acetest_ml.execute.worker <framework>\n")
+        return 2
+    return serve(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1019 @@
+"""ACETest's extracted constraint files as a :class:`Problem`.
+
+One :class:`AcetestProblem` is one constraint set of one API: the conjunction
+of one ``compute_*.z3`` and one ``constructor_*.z3`` file of its kernel (or of
+one of them, or of none for an API that only has an op_json).  It follows the
+semantics of the upstream ACETest Tester:
+
+* the SMT-LIB2 files are parsed as they are (64-bit bit-vectors and
+  bit-vector arrays); ``model-add`` / ``model-del`` forms are dropped first;
+* assertions that are not connected (through shared variables) to any
+  ``ARGNAME_<arg>_NAMEEND...`` variable are dropped;
+* variables are bound to arguments by their suffix (rank, dimension array,
+  element count, list length, item array, value, data-format code, ...);
+* default bounds are added for what the formulas leave open: ranks 0..6, list
+  lengths 0..10 (0..6 when only the items are used), ints ``|x| < 1024`` or
+  ``< 65536`` (chosen per draw), ``dim``/``dimension`` 0..6, every referenced
+  dimension size in ``[m, 16]`` with a minimum ``m`` of 0 or 1 and every
+  referenced list item in ``[m, 128]`` (chosen per draw, the four upstream
+  variants), element counts 0..5;
+* a model is applied to the argument properties the way upstream's
+  ``apply_sample`` does and everything else is filled at random (upstream's
+  ranges, including its rare huge values) by :meth:`AcetestProblem.decode`.
+
+Where we deviate from upstream (documented in the class): solved values are
+never overwritten by the random huge/zero mutations (so every input satisfies
+its formulas), a ``padding``/enum string code is bound to the enum's codes,
+negative dimension indices are resolved as ``index + rank`` (upstream ignores
+them), an element count of 1 on a tensor whose rank is not 1 gives all-ones
+dims of the solved rank (upstream sets the shape to ``[1]``), and quantized
+dtypes are dropped (the data model has none).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import z3
+
+from ..model import (
+    ALL_DTYPES, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT, INT_LIST, LIST_KINDS,
+    SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
+    DTypeValue, TensorDesc,
+)
+from .problem import Problem
+
+BV_WIDTH = 64
+
+# ---- upstream's default bounds and random ranges -------------------------------------------
+RANK_MAX = 6
+SOLVED_DIM_MAX = 16       # bound on every referenced dimension size
+HOLE_DIM_MAX = 32         # a dimension a solved shape leaves open
+FREE_DIM_MAX = 16         # dimensions of a shape nothing decided
+LEN_MAX = 10              # list length when the length is referenced
+ITEMS_ONLY_LEN_MAX = 6    # list length when only the items are referenced
+RANDOM_LEN_MAX = 6        # list length filled at random
+NUMEL_LIMIT = 6           # element counts are in [0, 6)
+ITEM_MAX = 128            # list items
+SMALL_INT = 1024
+LARGE_INT = 2 ** 16
+BIG_RANK = 2 ** 16        # upstream's rare "rank > 65536" bound (clipped to 6 when applied)
+BIG_RANK_PROB = 0.2
+HUGE_VALUE = 2 ** 64 - 1
+TENSOR_VALUE_RANGE = 2 ** 10
+INT8_VALUE_RANGE = 2 ** 7
+ZERO_PROB = 0.01
+EDGE_PROB = 0.1
+MIN_ONE_ARGS = ("ksize", "strides")   # items / dims of these start at 1
+DIM_VALUE_ARGS = ("dim", "dimension")  # ints bounded to 0..6
+BLOCK_INDEX_LIMIT = 20                 # array entries upstream reads and blocks
+
+# data_format codes and padding codes used by the extracted formulas
+FMT_CODES = {"NHWC": 0, "NDHWC": 0, "NCHW": 1, "NCDHW": 1, "NCHW_VECT_C": 2,
+             "NHWC_VECT_W": 3, "HWNC": 4, "HWCN": 5}
+CODE_FMTS = {0: ("NHWC", "NDHWC"), 1: ("NCHW", "NCDHW"), 2: ("NCHW_VECT_C",),
+             3: ("NHWC_VECT_W",), 4: ("HWNC",), 5: ("HWCN",)}
+PADDING_CODES = {"VALID": 1, "SAME": 2, "EXPLICIT": 3}
+CODE_PADDINGS = {v: k for k, v in PADDING_CODES.items()}
+
+# ACETest dtype spellings -> canonical names (None: no counterpart in the data model)
+_DTYPE_ALIASES = {
+    "half": "float16", "float": "float32", "double": "float64", "int": "int32",
+    "uint": "uint32", "complex": "complex64",
+}
+QUANTIZED = ("qint8", "qint16", "qint32", "quint8", "quint16")
+# upstream draws "any dtype" from its table of spellings (aliases weigh double)
+_ANY_DTYPE_SPELLINGS = (
+    "int8", "int16", "int", "int32", "int64", "half", "uint8", "uint16", "uint", "uint32",
+    "uint64", "bfloat16", "float16", "float32", "float64", "double", "float", "complex64",
+    "complex128", "complex", "string", "bool",
+)
+_STRING_CHARS = string.ascii_letters + string.digits + " \t'!@#$^&*-+/,.<>?;:|`~"
+
+
+def canonical_dtype(name: Any) -> Optional[str]:
+    """ACETest / TF dtype spelling -> canonical name, None when unknown or quantized."""
+    if not isinstance(name, str):
+        return None
+    n = name.strip()
+    if n.startswith("tf."):
+        n = n[3:]
+    n = _DTYPE_ALIASES.get(n, n)
+    return n if n in ALL_DTYPES else None
+
+
+ANY_DTYPES = tuple(canonical_dtype(s) for s in _ANY_DTYPE_SPELLINGS)
+
+# ---- variable names ------------------------------------------------------------------------
+_VAR_RE = re.compile(r"^ARGNAME_(.*)_NAMEEND(.*)$")
+KNOWN_SUFFIXES = ("", "_DIM", "_DIMSIZE", "_NUMELEMENT", "_MINDIM", "_LEN", "_VAL", "_LIST_MIN",
+                  "_LIST_MAX", "_ITERATOR_VAL", "_STRFMT", "_SCALAR", "_SHAPE")
+
+
+def split_var(name: str) -> Optional[tuple[str, str]]:
+    """``ARGNAME_<arg>_NAMEEND<suffix>`` -> (arg, suffix); None for internal names."""
+    m = _VAR_RE.match(name)
+    if m is None:
+        return None
+    return m.group(1), m.group(2)
+
+
+# what each suffix means for each kind of argument (part names used below)
+_TENSOR_PARTS = {"_DIM": "rank", "_DIMSIZE": "dims", "_NUMELEMENT": "numel", "_MINDIM": "mindim"}
+_LIST_PARTS = {"_LEN": "len", "_NUMELEMENT": "len", "_VAL": "items", "_ITERATOR_VAL": "iter",
+               "_LIST_MIN": "lmin", "_LIST_MAX": "lmax"}
+_VALUE_PARTS = {"": "value", "_SCALAR": "value"}
+_STR_PARTS = {"": "value", "_STRFMT": "fmt"}
+
+
+def parts_for_kind(kind: str) -> dict[str, str]:
+    if kind == TENSOR:
+        return _TENSOR_PARTS
+    if kind in LIST_KINDS:
+        return _LIST_PARTS
+    if kind == STR:
+        return _STR_PARTS
+    if kind in (INT, FLOAT, BOOL, DTYPE, SCALAR):
+        return _VALUE_PARTS
+    return {}
+
+
+# ---- reading .z3 files ---------------------------------------------------------------------
+class ConstraintFileError(Exception):
+    """A constraint file that cannot be used (the message is the reason)."""
+
+
+def clean_smt2(text: str) -> str:
+    """The file's top-level forms without ``model-add`` / ``model-del`` ones."""
+    forms: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c == ";":
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if c != "(":
+            raise ConstraintFileError(f"unexpected text {text[i:i + 20]!r} at offset {i}")
+        depth, j = 0, i
+        while True:
+            if j >= n:
+                raise ConstraintFileError(f"unbalanced parentheses in the form at offset {i}")
+            ch = text[j]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif ch == '"':
+                k = j + 1
+                while k < n and not (text[k] == '"' and (k + 1 >= n or text[k + 1] != '"')):
+                    k += 2 if text[k] == '"' else 1
+                j = k
+            elif ch == "|":
+                k = text.find("|", j + 1)
+                j = n if k < 0 else k
+            elif ch == ";":
+                k = text.find("\n", j)
+                j = n - 1 if k < 0 else k
+            j += 1
+        form = text[i:j + 1]
+        head = form[1:].lstrip()
+        if not (head.startswith("model-add") or head.startswith("model-del")):
+            forms.append(form)
+        i = j + 1
+    return "\n".join(forms)
+
+
+@dataclass
+class ConstraintFile:
+    name: str            # file stem, e.g. "compute_1"
+    kind: str            # "compute" | "constructor" | "other"
+    path: str
+    digest: str          # sha256 of the cleaned text
+    assertions: list
+
+
+def file_kind(stem: str) -> str:
+    if "compute" in stem:
+        return "compute"
+    if "constructor" in stem:
+        return "constructor"
+    return "other"
+
+
+def read_constraint_file(path: str) -> ConstraintFile:
+    """Parse one ACETest .z3 file. Raises ConstraintFileError with the reason."""
+    import os
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConstraintFileError(f"cannot read: {e}") from None
+    cleaned = clean_smt2(text)
+    digest = hashlib.sha256(cleaned.encode("utf-8")).hexdigest()
+    try:
+        vec = z3.parse_smt2_string(cleaned)
+    except z3.Z3Exception as e:
+        msg = str(e.value if hasattr(e, "value") else e).strip().splitlines()
+        raise ConstraintFileError("z3 cannot parse it: " + (msg[0] if msg else "parse error")) from None
+    assertions = [a for a in vec]
+    if not assertions:
+        raise ConstraintFileError("no assertions")
+    return ConstraintFile(stem, file_kind(stem), path, digest, assertions)
+
+
+# ---- z3 helpers ----------------------------------------------------------------------------
+def _is_var(e: z3.ExprRef) -> bool:
+    return z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED
+
+
+def _collect(assertions: Sequence[z3.ExprRef]):
+    """Per assertion its variables (names); all variables (name -> const) and all
+    ``select`` terms on variable arrays, in a deterministic order."""
+    var_cache: dict[int, frozenset] = {}
+    consts: dict[str, z3.ExprRef] = {}
+    selects: list[z3.ExprRef] = []
+    seen_sel: set[int] = set()
+
+    def visit(e: z3.ExprRef) -> frozenset:
+        key = e.get_id()
+        got = var_cache.get(key)
+        if got is not None:
+            return got
+        if _is_var(e):
+            name = e.decl().name()
+            consts.setdefault(name, e)
+            res = frozenset((name,))
+        else:
+            acc: set = set()
+            for c in e.children():
+                acc |= visit(c)
+            res = frozenset(acc)
+            if z3.is_select(e) and _is_var(e.arg(0)) and key not in seen_sel:
+                seen_sel.add(key)
+                selects.append(e)
+        var_cache[key] = res
+        return res
+
+    per_assertion = [visit(a) for a in assertions]
+    return per_assertion, consts, selects
+
+
+def keep_interesting(assertions: Sequence[z3.BoolRef]) -> list[z3.BoolRef]:
+    """Assertions connected through shared variables to an argument variable."""
+    per, _, _ = _collect(assertions)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for vs in per:
+        it = iter(vs)
+        first = next(it, None)
+        if first is None:
+            continue
+        r = find(first)
+        for v in it:
+            rv = find(v)
+            if rv != r:
+                parent[rv] = r
+    good_roots = {find(v) for vs in per for v in vs if v.startswith("ARGNAME_")}
+    return [a for a, vs in zip(assertions, per) if vs and find(next(iter(vs))) in good_roots]
+
+
+def _bv(v: int) -> z3.BitVecNumRef:
+    return z3.BitVecVal(v, BV_WIDTH)
+
+
+def _signed(v: z3.ExprRef) -> Optional[int]:
+    if z3.is_bv_value(v):
+        return v.as_signed_long()
+    if z3.is_int_value(v):
+        return v.as_long()
+    if z3.is_true(v):
+        return 1
+    if z3.is_false(v):
+        return 0
+    return None
+
+
+# ---- per-argument properties beyond ArgSpec --------------------------------------------------
+@dataclass
+class ArgExtra:
+    """op_json properties that ArgSpec has no field for."""
+
+    shape: Optional[list] = None        # tensor: fixed shape (items may be None)
+    ndim: Optional[int] = None          # tensor: fixed rank
+    value: Any = None                   # fixed value (tensor elements, list items, scalar)
+    max_len: Optional[int] = None       # list: upper bound of a random length
+    child_type: Optional[str] = None    # list: op_json type of the items
+    str_length: Optional[int] = None    # string: fixed length
+    dtype_choices: Optional[list] = None  # dtype choices with upstream weights (any dtype)
+
+
+@dataclass
+class _Binding:
+    arg: str
+    part: str
+    const: z3.ExprRef
+
+
+@dataclass
+class _Select:
+    arg: Optional[str]      # bound argument (None for arrays of unknown arguments)
+    part: str               # "dims" | "items"
+    term: z3.ExprRef        # (select A idx)
+    index: z3.ExprRef
+
+
+class AcetestProblem(Problem):
+    """One ACETest constraint set of one API (see the module docstring).
+
+    ``parts`` is a list of (file stem, assertions); ``extras`` maps argument
+    names to their :class:`ArgExtra`; ``aliases`` maps names used in the
+    formulas (``input_0``) to argument names.
+    """
+
+    def __init__(self, spec: ApiSpec, parts: Sequence[tuple[str, Sequence[z3.BoolRef]]] = (), *,
+                 extras: Optional[dict[str, ArgExtra]] = None,
+                 aliases: Optional[dict[str, str]] = None,
+                 set_id: Optional[str] = None, analyse_timeout_ms: int = 3000):
+        self.spec = spec
+        self.extras = dict(extras or {})
+        self.aliases = dict(aliases or {})
+        self.files = [name for name, _ in parts]
+        self.set_id = set_id or ("+".join(self.files) if self.files else "op_json")
+        self._args = {a.name: a for a in spec.args}
+        raw = [a for _, asserts in parts for a in asserts]
+        self._core = keep_interesting(raw) if raw else []
+        self._ext: list[z3.BoolRef] = []
+        self.constrained = bool(self._core)
+        self.created: set[tuple[str, str]] = set()
+        self.list_min_fixed: dict[str, int] = {}
+        self.list_max_fixed: dict[str, int] = {}
+        self.min_dim_fixed: dict[str, int] = {}
+        self.int_selectors: dict[str, z3.BoolRef] = {}
+        self.bigrank_selectors: dict[str, z3.BoolRef] = {}
+        self.target_ranges: list[tuple[z3.ExprRef, list[int]]] = []
+        self._bind()
+        if self.constrained:
+            self._extend(analyse_timeout_ms)
+
+    # ---- binding variables to arguments ----
+    def _arg_of(self, name: str) -> Optional[str]:
+        name = self.aliases.get(name, name)
+        return name if name in self._args else None
+
+    def _bind(self) -> None:
+        _, consts, selects = _collect(self._core)
+        self._consts = consts
+        self.scalars: dict[tuple[str, str], z3.ExprRef] = {}
+        extra_eqs: list[z3.BoolRef] = []
+        arrays: dict[str, tuple[Optional[str], str]] = {}
+        for name in sorted(consts):
+            c = consts[name]
+            sp = split_var(name)
+            if sp is None:
+                continue
+            raw_arg, suffix = sp
+            arg = self._arg_of(raw_arg)
+            if arg is None:
+                # arrays of unknown arguments still get upstream's bounds
+                if suffix == "_DIMSIZE":
+                    arrays[name] = (None, "dims")
+                elif suffix == "_VAL":
+                    arrays[name] = (None, "items")
+                continue
+            part = parts_for_kind(self._args[arg].kind).get(suffix)
+            if part is None:
+                continue
+            if part in ("dims", "items"):
+                if z3.is_array(c):
+                    arrays[name] = (arg, part)
+                continue
+            if z3.is_array(c) or not z3.is_bv(c):
+                continue
+            key = (arg, part)
+            if key in self.scalars:
+                extra_eqs.append(self.scalars[key] == c)
+            else:
+                self.scalars[key] = c
+        self._core = self._core + extra_eqs
+        self.selects: list[_Select] = []
+        for t in selects:
+            aname = t.arg(0).decl().name()
+            if aname in arrays:
+                arg, part = arrays[aname]
+                self.selects.append(_Select(arg, part, t, t.arg(1)))
+        self.arrays = {arg_part for arg_part in arrays.values() if arg_part[0] is not None}
+
+    def _var(self, arg: str, suffix: str) -> z3.ExprRef:
+        return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH)
+
+    # ---- upstream's default bounds ----
+    def _extend(self, analyse_timeout_ms: int) -> None:
+        ext: list[z3.BoolRef] = []
+        self.sel_mindim1 = z3.Bool("__acetest_min_dim_1")
+        self.sel_listmin1 = z3.Bool("__acetest_list_min_1")
+        S = self.scalars
+        arrays_with = {a for a, p in self.arrays}
+        # 1. ranks, lengths, formats, values, element counts
+        for (arg, part), c in list(S.items()):
+            spec = self._args[arg]
+            if part == "rank":
+                ext += [c >= 0, c <= RANK_MAX]
+                self.target_ranges.append((c, list(range(RANK_MAX + 1))))
+            elif part == "len":
+                ext += [c >= 0, c <= LEN_MAX]
+                self.target_ranges.append((c, list(range(LEN_MAX + 1))))
+            elif part == "fmt":
+                codes = sorted({FMT_CODES[v] for v in (spec.allowed or []) if v in FMT_CODES})
+                if codes:
+                    ext.append(z3.Or([c == _bv(k) for k in codes]))
+                    self.target_ranges.append((c, codes))
+            elif part == "value":
+                if spec.kind == STR:
+                    codes = self._string_codes(spec)
+                    if codes:
+                        ext.append(z3.Or([c == _bv(k) for k in codes]))
+                        self.target_ranges.append((c, codes))
+                elif spec.kind == BOOL:
+                    ext.append(z3.Or(c == _bv(0), c == _bv(1)))
+                    self.target_ranges.append((c, [0, 1]))
+                elif spec.kind == INT:
+                    if arg in DIM_VALUE_ARGS:
+                        ext += [c >= 0, c <= RANK_MAX]
+                        self.target_ranges.append((c, list(range(RANK_MAX + 1))))
+                    else:
+                        sel = z3.Bool(f"__acetest_small_int_{arg}")
+                        self.int_selectors[arg] = sel
+                        ext.append(z3.If(sel, z3.And(c < SMALL_INT, c > -SMALL_INT),
+                                         z3.And(c < LARGE_INT, c > -LARGE_INT)))
+                        self.target_ranges.append((c, list(range(-2, 17)) + [32, 64, 100, 128]))
+            elif part == "numel":
+                ext += [c >= 0, c < NUMEL_LIMIT]
+        # a dimension array without a rank variable: upstream adds one
+        for arg in sorted(arrays_with):
+            spec = self._args[arg]
+            if spec.kind == TENSOR and (arg, "rank") not in S:
+                d = self._var(arg, "_DIM")
+                S[(arg, "rank")] = d
+                self.created.add((arg, "rank"))
+                sel = z3.Bool(f"__acetest_big_rank_{arg}")
+                self.bigrank_selectors[arg] = sel
+                ext += [d >= 0, z3.If(sel, d > BIG_RANK, d <= RANK_MAX)]
+            elif spec.kind in LIST_KINDS and (arg, "len") not in S:
+                ln = self._var(arg, "_LEN")
+                S[(arg, "len")] = ln
+                self.created.add((arg, "len"))
+                ext += [ln >= 0, ln <= ITEMS_ONLY_LEN_MAX]
+                self.target_ranges.append((ln, list(range(ITEMS_ONLY_LEN_MAX + 1))))
+        # 2. what upstream derives with an optimiser before bounding dims and items
+        for (arg, part), c in S.items():
+            if part not in ("iter", "numel"):
+                continue
+            lo, hi = self._optimise(ext, c, want_max=(part == "iter"), timeout_ms=analyse_timeout_ms)
+            if part == "iter":
+                if lo is not None and lo > -ITEM_MAX:
+                    self.list_min_fixed[arg] = lo
+                if hi is not None and hi < ITEM_MAX:
+                    self.list_max_fixed[arg] = hi
+            elif lo is not None and lo > 0:
+                self.min_dim_fixed[arg] = lo
+        # 3. dimension sizes and list items (four upstream variants through two selectors)
+        ext.append(z3.Implies(self.sel_listmin1, self.sel_mindim1))
+        for s in self.selects:
+            t = s.term
+            if s.part == "dims":
+                if s.arg is not None and s.arg in self.min_dim_fixed:
+                    lo = _bv(self.min_dim_fixed[s.arg])
+                elif s.arg in MIN_ONE_ARGS:
+                    lo = _bv(1)
+                else:
+                    lo = z3.If(self.sel_mindim1, _bv(1), _bv(0))
+                ext += [t >= lo, t <= SOLVED_DIM_MAX]
+            else:
+                hi = self.list_max_fixed.get(s.arg, ITEM_MAX) if s.arg else ITEM_MAX
+                if s.arg is not None and s.arg in self.list_min_fixed:
+                    lo = _bv(self.list_min_fixed[s.arg])
+                elif s.arg in MIN_ONE_ARGS:
+                    lo = _bv(1)
+                else:
+                    lo = z3.If(self.sel_listmin1, _bv(1), _bv(0))
+                ext += [t >= lo, t <= hi]
+        # 4. negative dimension indices count from the end: tie A[-k] to A[rank-k]
+        for arg in sorted(arrays_with):
+            if self._args[arg].kind != TENSOR:
+                continue
+            arr = z3.Array(f"ARGNAME_{arg}_NAMEEND_DIMSIZE", z3.BitVecSort(BV_WIDTH),
+                           z3.BitVecSort(BV_WIDTH))
+            r = S[(arg, "rank")]
+            for k in range(1, RANK_MAX + 1):
+                ext.append(z3.Implies(r >= k, arr[_bv(-k)] == arr[r - k]))
+        self._ext = ext
+
+    def _string_codes(self, spec: ArgSpec) -> list[int]:
+        allowed = [v for v in (spec.allowed or []) if isinstance(v, str)]
+        if spec.name == "padding":
+            return sorted({PADDING_CODES[v] for v in allowed if v in PADDING_CODES})
+        return list(range(1, len(allowed) + 1))
+
+    def _optimise(self, ext, c, *, want_max: bool, timeout_ms: int):
+        opt = z3.Optimize()
+        opt.set("timeout", timeout_ms)
+        opt.set("priority", "box")
+        opt.add(self._core)
+        opt.add(ext)
+        lo_h = opt.minimize(c)
+        hi_h = opt.maximize(c) if want_max else None
+        try:
+            if opt.check() != z3.sat:
+                return None, None
+            lo = lo_h.value()
+            hi = hi_h.value() if hi_h is not None else None
+        except z3.Z3Exception:
+            return None, None
+        # upstream reads the optimum as an unsigned number
+        lo_v = lo.as_long() if z3.is_bv_value(lo) else None
+        hi_v = hi.as_long() if hi is not None and z3.is_bv_value(hi) else None
+        return lo_v, hi_v
+
+    # ---- Problem interface ----
+    def formulas(self) -> list[z3.BoolRef]:
+        return list(self._core) + list(self._ext)
+
+    def core_formulas(self) -> list[z3.BoolRef]:
+        """The extracted formulas alone (no default bounds)."""
+        return list(self._core)
+
+    def random_targets(self, rng: random.Random) -> list[z3.BoolRef]:
+        if not self.constrained:
+            return []
+        out: list[z3.BoolRef] = []
+        variant = rng.randrange(4)   # upstream's four (min dim, list min) variants
+        out.append(self.sel_mindim1 == z3.BoolVal(variant > 0))
+        out.append(self.sel_listmin1 == z3.BoolVal(variant >= 2))
+        for arg in sorted(self.int_selectors):
+            out.append(self.int_selectors[arg] == z3.BoolVal(rng.random() < 0.5))
+        for arg in sorted(self.bigrank_selectors):
+            out.append(self.bigrank_selectors[arg] == z3.BoolVal(rng.random() < BIG_RANK_PROB))
+        spread: list[z3.BoolRef] = []
+        for c, values in self.target_ranges:
+            if rng.random() < 0.5:
+                spread.append(c == _bv(rng.choice(values)))
+        for s in self.selects:
+            if s.arg is not None and rng.random() < 0.3:
+                hi = SOLVED_DIM_MAX if s.part == "dims" else 16
+                spread.append(s.term == _bv(rng.randint(1, hi)))
+        rng.shuffle(spread)
+        return out + spread[:12]
+
+    def _solved(self, model: z3.ModelRef):
+        vals = {}
+        for key, c in self.scalars.items():
+            vals[key] = _signed(model.eval(c, model_completion=True))
+        entries: dict[tuple[str, str], dict[int, int]] = {}
+        for s in self.selects:
+            if s.arg is None:
+                continue
+            idx = _signed(model.eval(s.index, model_completion=True))
+            val = _signed(model.eval(s.term, model_completion=True))
+            if idx is None or val is None:
+                continue
+            entries.setdefault((s.arg, s.part), {}).setdefault(idx, val)
+        return vals, entries
+
+    def block(self, model: z3.ModelRef) -> Optional[z3.BoolRef]:
+        if not self.constrained:
+            return None
+        lits: list[z3.BoolRef] = []
+        for key in sorted(self.scalars):
+            c = self.scalars[key]
+            lits.append(c != model.eval(c, model_completion=True))
+        seen: set[tuple[str, int]] = set()
+        for s in self.selects:
+            if s.arg is None:
+                continue
+            idx = _signed(model.eval(s.index, model_completion=True))
+            if idx is None or abs(idx) > BLOCK_INDEX_LIMIT:
+                continue
+            arr = s.term.arg(0)
+            k = (arr.decl().name(), idx)
+            if k in seen:
+                continue
+            seen.add(k)
+            lits.append(arr[_bv(idx)] != model.eval(arr[_bv(idx)], model_completion=True))
+        return z3.Or(lits) if lits else None
+
+    def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
+        if self.constrained:
+            vals, entries = self._solved(model)
+            variant_md1 = z3.is_true(model.eval(self.sel_mindim1, model_completion=True))
+            variant_lm1 = z3.is_true(model.eval(self.sel_listmin1, model_completion=True))
+            variant = f"min_dim={int(variant_md1)},list_min={int(variant_lm1)}"
+        else:
+            vals, entries, variant_lm1, variant = {}, {}, False, None
+        filler = _Filler(self, rng, vals, entries, variant_lm1)
+        args = filler.build()
+        origin: dict[str, Any] = {"set": self.set_id}
+        if variant:
+            origin["variant"] = variant
+        return AbstractInput(api=self.spec.name, args=args, solved=filler.solved, origin=origin)
+
+    # ---- checking an input against the formulas ----
+    def input_constraints(self, ai: AbstractInput) -> list[z3.BoolRef]:
+        """Equalities fixing the formula variables to what ``ai`` holds."""
+        eqs: list[z3.BoolRef] = []
+        for (arg, part), c in self.scalars.items():
+            if (arg, part) in self.created or arg not in ai.args:
+                continue
+            v = ai.args[arg]
+            spec = self._args[arg]
+            code: Optional[int] = None
+            if part == "rank" and isinstance(v, TensorDesc):
+                code = v.rank
+            elif part == "len" and isinstance(v, list):
+                code = len(v)
+            elif part == "fmt" and isinstance(v, str) and v in FMT_CODES:
+                code = FMT_CODES[v]
+            elif part == "value":
+                if spec.kind == STR and isinstance(v, str):
+                    if spec.name == "padding":
+                        code = PADDING_CODES.get(v)
+                    elif spec.allowed and v in spec.allowed:
+                        code = spec.allowed.index(v) + 1
+                elif isinstance(v, bool):
+                    code = int(v)
+                elif isinstance(v, int):
+                    code = v
+            if code is not None:
+                eqs.append(c == _bv(code))
+        for arg, part in sorted(self.arrays):
+            v = ai.args.get(arg)
+            arr = z3.Array(f"ARGNAME_{arg}_NAMEEND{'_DIMSIZE' if part == 'dims' else '_VAL'}",
+                           z3.BitVecSort(BV_WIDTH), z3.BitVecSort(BV_WIDTH))
+            if part == "dims" and isinstance(v, TensorDesc):
+                r = v.rank
+                for i, d in enumerate(v.shape):
+                    eqs.append(arr[_bv(i)] == _bv(int(d)))
+                    eqs.append(arr[_bv(i - r)] == _bv(int(d)))
+            elif part == "items" and isinstance(v, list):
+                for i, x in enumerate(v):
+                    if isinstance(x, bool):
+                        eqs.append(arr[_bv(i)] == _bv(int(x)))
+                    elif isinstance(x, int):
+                        eqs.append(arr[_bv(i)] == _bv(x))
+        return eqs
+
+    def check_input(self, ai: AbstractInput, timeout_ms: int = 20000) -> bool:
+        """Whether ``ai``'s ranks, dims, lengths, items and values satisfy the
+        extracted formulas (element counts, list item bounds and internal
+        variables stay existential, as upstream never ties them to the input)."""
+        if not self._core:
+            return True
+        s = z3.Solver()
+        s.set("timeout", timeout_ms)
+        s.add(self._core)
+        s.add(self.input_constraints(ai))
+        return s.check() == z3.sat
+
+
+# ---- filling an input ------------------------------------------------------------------------
+class _Filler:
+    """Applies solved values to the argument properties and draws the rest the
+    way upstream's ArgumentValue classes do. All randomness comes from ``rng``."""
+
+    def __init__(self, problem: AcetestProblem, rng: random.Random, vals: dict, entries: dict,
+                 list_min_1: bool):
+        self.p = problem
+        self.rng = rng
+        self.vals = vals
+        self.entries = entries
+        self.list_min_1 = list_min_1
+        self.solved: list[str] = []
+        self.out: dict[str, Any] = {}
+        # upstream: 1% of the runs draw everything open with huge values
+        self.large_prob = 1.0 if rng.random() < 0.01 else 0.01
+
+    def p_(self, prob: float) -> bool:
+        return self.rng.random() < prob
+
+    def build(self) -> dict[str, Any]:
+        spec = self.p.spec
+        # dtype arguments first: tensors follow them
+        for a in spec.args:
+            if a.kind == DTYPE:
+                self.out[a.name] = DTypeValue(self._dtype_choice(a))
+        for a in spec.args:
+            if a.kind != DTYPE:
+                self.out[a.name] = self._value(a)
+        return {a.name: self.out[a.name] for a in spec.args}
+
+    def _extra(self, name: str) -> ArgExtra:
+        return self.p.extras.get(name) or ArgExtra()
+
+    def _solved_val(self, arg: str, part: str) -> Optional[int]:
+        return self.vals.get((arg, part))
+
+    # dtypes
+    def _dtype_choice(self, a: ArgSpec) -> str:
+        ex = self._extra(a.name)
+        if ex.dtype_choices:
+            return self.rng.choice(ex.dtype_choices)
+        allowed = [d for d in (a.allowed or []) if isinstance(d, str) and d in ALL_DTYPES]
+        if allowed:
+            return self.rng.choice(allowed)
+        return self.rng.choice(ANY_DTYPES)
+
+    def _tensor_dtype(self, a: ArgSpec) -> str:
+        if a.dtype_ref:
+            ref = self.out.get(a.dtype_ref)
+            if isinstance(ref, DTypeValue):
+                return ref.name
+        if a.dtypes:
+            return self.rng.choice(a.dtypes)
+        return self.rng.choice(ANY_DTYPES)
+
+    def _value(self, a: ArgSpec) -> Any:
+        k = a.kind
+        if k == TENSOR:
+            return self._tensor(a)
+        if k in LIST_KINDS:
+            return self._list(a)
+        if k == INT:
+            return self._int(a)
+        if k == FLOAT or k == SCALAR:
+            return self._float(a)
+        if k == BOOL:
+            return self._bool(a)
+        if k == STR:
+            return self._string(a)
+        return None
+
+    # tensors
+    def _tensor(self, a: ArgSpec, name: Optional[str] = None, extra: Optional[ArgExtra] = None,
+                solved_ok: bool = True) -> TensorDesc:
+        name = name or a.name
+        ex = extra or self._extra(a.name)
+        rng = self.rng
+        dtype = self._tensor_dtype(a)
+        rank_v = self._solved_val(name, "rank") if solved_ok else None
+        dims = self.entries.get((name, "dims"), {}) if solved_ok else {}
+        numel = self._solved_val(name, "numel") if solved_ok else None
+        fixed_ndim = ex.ndim
+        if fixed_ndim is None and a.min_rank == a.max_rank:
+            fixed_ndim = a.min_rank
+        if dtype == "string" and fixed_ndim == 0:
+            fixed_ndim = None
+        if rank_v is not None:
+            rank = max(0, min(rank_v, RANK_MAX))
+            self.solved.append(f"{name}.rank")
+        elif fixed_ndim is not None:
+            rank = fixed_ndim
+        else:
+            lo = a.min_rank
+            mindim = self._solved_val(name, "mindim") if solved_ok else None
+            if mindim is not None:
+                lo = mindim
+            elif name in self.p.min_dim_fixed:
+                lo = self.p.min_dim_fixed[name]
+            hi = a.max_rank
+            rank = lo if hi <= lo else rng.randint(lo, hi)
+        shape: list[int]
+        if dims:
+            shape = []
+            any_solved = False
+            for i in range(rank):
+                v = dims.get(i)
+                if v is None:
+                    v = dims.get(i - rank)
+                if v is not None and 0 <= v <= SOLVED_DIM_MAX:
+                    shape.append(v)
+                    any_solved = True
+                else:
+                    shape.append(rng.randint(0, HOLE_DIM_MAX))
+            if any_solved:
+                self.solved.append(f"{name}.shape")
+        elif ex.shape is not None:
+            shape = [int(v) if isinstance(v, int) else rng.randint(0, HOLE_DIM_MAX)
+                     for v in ex.shape]
+        else:
+            shape = [rng.randint(0, FREE_DIM_MAX) for _ in range(rank)]
+            if rank and self.p_(self.large_prob):
+                shape[rng.randint(0, rank - 1)] = rng.randint(2 ** 32, HUGE_VALUE)
+        if numel is not None:
+            # upstream: a 1-d tensor gets its element count as its size
+            if len(shape) == 1:
+                shape = [max(0, numel)]
+                self.solved.append(f"{name}.shape")
+            elif numel == 1:
+                shape = [1] * len(shape)
+                self.solved.append(f"{name}.shape")
+        low: Optional[float]
+        high: Optional[float]
+        if dtype in ("bool", "string"):
+            low = high = None
+        else:
+            rngv = INT8_VALUE_RANGE if "int8" in dtype else TENSOR_VALUE_RANGE
+            low, high = -rngv, rngv
+            if self.p_(ZERO_PROB):
+                low = high = 0
+            if self.p_(self.large_prob):
+                low, high = -HUGE_VALUE, HUGE_VALUE
+        values = None
+        if isinstance(ex.value, list) and all(isinstance(x, int) for x in ex.value):
+            values = tuple(ex.value)
+        return TensorDesc(dtype=dtype, shape=tuple(int(x) for x in shape), low=low, high=high,
+                          values=values)
+
+    # scalars
+    def _int(self, a: ArgSpec, solved_ok: bool = True, lo_override=None, hi_override=None) -> int:
+        if solved_ok:
+            v = self._solved_val(a.name, "value")
+            if v is not None:
+                self.solved.append(a.name)
+                return v
+        ex = self._extra(a.name) if solved_ok else ArgExtra()
+        if isinstance(ex.value, int) and not isinstance(ex.value, bool):
+            return ex.value
+        if a.allowed:
+            return self.rng.choice(list(a.allowed))
+        return self._random_int(a.name, a.minimum if lo_override is None else lo_override,
+                                a.maximum if hi_override is None else hi_override)
+
+    def _random_int(self, name: Optional[str], minimum, maximum) -> int:
+        rng = self.rng
+        if name == "N" and maximum is None:
+            maximum = 6
+        if maximum is None:
+            hi = 2 ** 63 - 1 if self.p_(self.large_prob) else ITEM_MAX
+        else:
+            hi = int(maximum)
+        if hi > ITEM_MAX and not self.p_(EDGE_PROB):
+            hi = ITEM_MAX
+        if minimum is None:
+            lo = -2 ** 63 if self.p_(self.large_prob) else -ITEM_MAX
+        else:
+            lo = int(minimum)
+        if lo < -ITEM_MAX and not self.p_(EDGE_PROB):
+            lo = -ITEM_MAX
+        v = lo if hi <= lo else rng.randint(lo, hi)
+        if self.p_(ZERO_PROB):
+            v = 0
+        if self.p_(self.large_prob):
+            v = rng.randint(-HUGE_VALUE, HUGE_VALUE)
+        return v
+
+    def _float(self, a: ArgSpec, solved_ok: bool = True) -> float:
+        if solved_ok:
+            v = self._solved_val(a.name, "value")
+            if v is not None:
+                self.solved.append(a.name)
+                return float(v)
+        ex = self._extra(a.name)
+        if isinstance(ex.value, (int, float)) and not isinstance(ex.value, bool):
+            return float(ex.value)
+        return self._random_float(a.minimum, a.maximum)
+
+    def _random_float(self, minimum, maximum) -> float:
+        rng = self.rng
+        hi = float(maximum) if maximum is not None else (2e64 if self.p_(self.large_prob) else 128.0)
+        lo = float(minimum) if minimum is not None else (-2e64 if self.p_(self.large_prob) else -128.0)
+        if self.p_(EDGE_PROB):
+            v = lo
+        elif self.p_(EDGE_PROB):
+            v = hi
+        else:
+            v = rng.uniform(lo, hi)
+        if self.p_(ZERO_PROB):
+            v = 0.0
+        if self.p_(self.large_prob):
+            v = float(rng.randint(-HUGE_VALUE, HUGE_VALUE))
+        return v
+
+    def _bool(self, a: ArgSpec) -> bool:
+        v = self._solved_val(a.name, "value")
+        if v is not None:
+            self.solved.append(a.name)
+            return bool(v)
+        ex = self._extra(a.name)
+        if isinstance(ex.value, bool):
+            return ex.value
+        if a.name == "use_cudnn_on_gpu":
+            return True
+        return bool(self.rng.randint(0, 1))
+
+    def _string(self, a: ArgSpec) -> str:
+        allowed = [v for v in (a.allowed or []) if isinstance(v, str)]
+        fmt = self._solved_val(a.name, "fmt")
+        if fmt is not None:
+            for cand in CODE_FMTS.get(fmt, ()):
+                if cand in allowed:
+                    self.solved.append(a.name)
+                    return cand
+        v = self._solved_val(a.name, "value")
+        if v is not None:
+            if a.name == "padding":
+                if v in CODE_PADDINGS:
+                    self.solved.append(a.name)
+                    return CODE_PADDINGS[v]
+            elif allowed and 1 <= v <= len(allowed):
+                self.solved.append(a.name)
+                return allowed[v - 1]
+        ex = self._extra(a.name)
+        if isinstance(ex.value, str):
+            return ex.value
+        if allowed:
+            return self.rng.choice(allowed)
+        length = ex.str_length if ex.str_length is not None else self.rng.randint(0, 300)
+        return "".join(self.rng.choice(_STRING_CHARS) for _ in range(length))
+
+    # lists
+    def _list(self, a: ArgSpec) -> list:
+        rng = self.rng
+        ex = self._extra(a.name)
+        n = self._solved_val(a.name, "len")
+        if n is not None:
+            self.solved.append(f"{a.name}.length")
+            n = max(0, min(n, 2 ** 10))
+        elif a.length_ref and isinstance(self.out.get(a.length_ref), int):
+            n = max(0, min(self.out[a.length_ref], 2 ** 10))
+        elif a.length is not None:
+            n = a.length
+        else:
+            lo = a.min_length
+            hi = ex.max_len if ex.max_len is not None else RANDOM_LEN_MAX
+            n = lo if hi <= lo else rng.randint(lo, hi)
+        items = self.entries.get((a.name, "items"), {})
+        fixed = ex.value if isinstance(ex.value, list) else None
+        out: list = []
+        any_solved = False
+        for i in range(n):
+            v = items.get(i)
+            if v is not None and a.kind in (INT_LIST, SHAPE, BOOL_LIST):
+                out.append(bool(v) if a.kind == BOOL_LIST else v)
+                any_solved = True
+                continue
+            if fixed is not None and i < len(fixed) and fixed[i] is not None:
+                out.append(fixed[i])
+                continue
+            out.append(self._item(a, i))
+        if any_solved:
+            self.solved.append(f"{a.name}.items")
+        return out
+
+    def _item(self, a: ArgSpec, i: int) -> Any:
+        k = a.kind
+        if k in (INT_LIST, SHAPE):
+            lo, hi = a.minimum, a.maximum
+            if self.p.constrained:
+                # upstream pins every list's item bounds when it has constraints
+                if a.name in self.p.list_min_fixed:
+                    lo = self.p.list_min_fixed[a.name]
+                elif a.name in MIN_ONE_ARGS:
+                    lo = 1
+                else:
+                    lo = 1 if self.list_min_1 else 0
+                hi = self.p.list_max_fixed.get(a.name, ITEM_MAX)
+            elif lo is None and k == INT_LIST and self._extra(a.name).child_type is None:
+                lo = 0   # upstream: items without a type are ints >= 0
+            return self._random_int(None, lo, hi)
+        if k == FLOAT_LIST:
+            return self._random_float(a.minimum, a.maximum)
+        if k == BOOL_LIST:
+            return bool(self.rng.randint(0, 1))
+        if k == STR_LIST:
+            allowed = [v for v in (a.allowed or []) if isinstance(v, str)]
+            if allowed:
+                return self.rng.choice(allowed)
+            return "".join(self.rng.choice(_STRING_CHARS) for _ in range(self.rng.randint(0, 300)))
+        if k == DTYPE_LIST:
+            allowed = [d for d in (a.allowed or []) if d in ALL_DTYPES]
+            return DTypeValue(self.rng.choice(allowed or list(ANY_DTYPES)))
+        if k == TENSOR_LIST:
+            return self._tensor(a, name=f"{a.name}[{i}]", solved_ok=False)
+        return None
+
+
+def all_vars_in(files: Iterable[ConstraintFile]) -> set[str]:
+    """Every variable name the files use."""
+    names: set[str] = set()
+    for f in files:
+        _, consts, _ = _collect(f.assertions)
+        names.update(consts)
+    return names
