@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import zlib
 from typing import Any, Callable, Optional, Sequence
 

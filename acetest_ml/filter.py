@@ -70,7 +70,7 @@ class OnlineFilter:
 
     mode = "online"
 
-    def __init__(self, spec: ApiSpec, config: dict, *, warmup: int = 60, retrain_every: int = 50,
+    def __init__(self, spec: ApiSpec, config, *, warmup: int = 60, retrain_every: int = 50,
                  min_per_class: int = 5, note: str | None = None):
         self.spec = spec
         self.config = config
@@ -116,8 +116,8 @@ class OnlineFilter:
             return
         try:
             self.model = train_model(self.spec, self.inputs, self.labels,
-                                     kind=self.config["kind"], params=self.config.get("params", {}),
-                                     threshold=self.config.get("threshold", 0.5),
+                                     kind=self.config.kind, params=self.config.params,
+                                     threshold=self.config.threshold,
                                      min_per_class=self.min_per_class)
             self.retrains += 1
         except TooFewExamples:
@@ -139,7 +139,7 @@ def make_filter(cfg, spec: ApiSpec, store):
     if cfg.ml_filter == "offline":
         model = registry.model_for(spec.name, spec)
         if model is not None:
-            return OfflineFilter(model, registry.model_path_for(spec.name))
+            return OfflineFilter(model, str(registry.config_for(spec.name).model_path))
         note = "no model in registry: online mode"
     f = OnlineFilter(spec, registry.config_for(spec.name), warmup=cfg.warmup,
                      retrain_every=cfg.retrain_every, note=note)

@@ -88,8 +88,11 @@ def uint64_stream(seed, n, offset=0):
 
 
 def generate_array(dtype, shape, low, high, values, seed):
-    """Deterministic array for one tensor (see the module docstring of
-    acetest_ml.materialize for the value ranges)."""
+    """Deterministic array for one tensor. Default ranges: floats and complex
+    parts uniform in [-10, 10], integers in [0, 8] inclusive (clamped to the
+    dtype), bools 50/50, strings lowercase words of 1..8 letters.
+    float16/bfloat16 come back as float32, strings as bytes objects."""
+    import math
     shape = tuple(int(d) for d in shape)
     n = 1
     for d in shape:
@@ -323,10 +326,19 @@ def reproducer_script(spec: ApiSpec, ai: AbstractInput) -> str:
     call_args += [f"{n}={var[n]}" for n in kw_plain]
     if kw_reserved:
         call_args.append("**{" + ", ".join(f"{n!r}: {var[n]}" for n in kw_reserved) + "}")
+    target = ""
+    for part in spec.name.split("."):
+        if not target:
+            target = part
+        elif keyword.iskeyword(part):
+            target = f"getattr({target}, {part!r})"
+        else:
+            target = f"{target}.{part}"
     lines += [
         "",
+        f"op = {target}",
         "try:",
-        f"    result = {spec.name}({', '.join(call_args)})",
+        f"    result = op({', '.join(call_args)})",
         "    force(result)",
         "except Exception as e:",
         "    message = str(e)[:2000]",

@@ -102,11 +102,11 @@ class RunResult:
 # --------------------------------------------------------------------------
 
 # abseil / glog fatal line: "F0000 00:00:1795242746.751569    8320 file.cc:428] message"
-_GLOG_FATAL = re.compile(r"^F\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+(\S+:\d+\])\s?(.*)$")
+_GLOG_FATAL = re.compile(r"^F\d{4}\s+[\d:.]+\s+\d+\s+(\S+:\d+\])\s?(.*)$")
 _FATAL_LINES = [
     re.compile(r"^(terminate called .*)$"),
     re.compile(r"^(Fatal Python error: .*)$"),
-    re.compile(r"^(\*\*\* .* \*\*\*.*)$"),  # glibc "*** stack smashing detected ***"
+    re.compile(r"^(\*\*\* (?:stack smashing|buffer overflow) detected.*)$"),  # glibc
     re.compile(r"^((?:double free|free\(\)|malloc\(\)|realloc\(\)|munmap_chunk\(\)|corrupted )"
                r".*)$"),
     re.compile(r"^((?:Aborted|Segmentation fault|Bus error|Floating point exception|"
@@ -349,10 +349,12 @@ class Executor:
             header_done = True
 
     # -- running ---------------------------------------------------------------
-    def run(self, spec: ApiSpec, ai: AbstractInput) -> RunResult:
-        """Run ``ai`` and label it. Raises CapExceeded (before touching the
-        worker) when the input is over the size caps, and UserError
-        subclasses when ``ai`` does not fit ``spec``."""
+    def run(self, spec: ApiSpec, ai: AbstractInput, timeout: float | None = None) -> RunResult:
+        """Run ``ai`` and label it (``timeout`` overrides the executor's for
+        this run; it covers building the tensors and the call). Raises
+        CapExceeded (before touching the worker) when the input is over the
+        size caps, and UserError subclasses when ``ai`` does not fit ``spec``."""
+        limit = self.timeout if timeout is None else float(timeout)
         if spec.framework != self.framework:
             raise ValueError(f"{spec.name} is a {spec.framework} API; this executor runs "
                              f"{self.framework}")
@@ -368,14 +370,14 @@ class Executor:
         t0 = time.monotonic()
         try:
             write_all(self._proc.stdin.fileno(), request)
-            reply = self._read_reply(t0 + self.timeout)
+            reply = self._read_reply(t0 + limit)
         except BrokenPipeError:
             reply = None
         elapsed = time.monotonic() - t0
         if reply is _TIMEOUT:
             self._kill()
             return RunResult(outcome="timeout", duration=elapsed,
-                             message=f"no reply within {self.timeout:g}s; worker killed",
+                             message=f"no reply within {limit:g}s; worker killed",
                              stderr=self._log_text(offset)[-STDERR_KEEP:] or None)
         if reply is None:
             code = self._kill()

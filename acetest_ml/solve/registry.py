@@ -208,23 +208,41 @@ class RegistryProblem(Problem, Terms):
     def random_targets(self, rng: random.Random) -> list[z3.BoolRef]:
         t: list[z3.BoolRef] = []
         tensors = self._tensor_args()
+
+        def rank(a):
+            return self._int(f"{a.name}.rank")
+
+        def dim(a, i):
+            return self._int(f"{a.name}.d{i}")
+
         for a in tensors:
             if rng.random() < 0.8:
-                t.append(self._int(f"{a.name}.rank") == _weighted(rng, _RANK_WEIGHTS))
+                t.append(rank(a) == _weighted(rng, _RANK_WEIGHTS))
             for i in range(MAX_RANK):
                 if rng.random() < 0.7:
-                    t.append(self._int(f"{a.name}.d{i}") == _weighted(rng, _DIM_WEIGHTS))
+                    t.append(z3.Implies(rank(a) > i, dim(a, i) == _weighted(rng, _DIM_WEIGHTS)))
             if a.kind == TENSOR_LIST and rng.random() < 0.8:
                 t.append(self._int(f"{a.name}.len") == rng.randint(1, 4))
         if len(tensors) >= 2:
-            # shapes of related tensors usually agree somewhere
-            for _ in range(rng.randint(0, 2 * len(tensors))):
-                a, b = rng.sample(tensors, 2)
-                if rng.random() < 0.4:
-                    t.insert(0, self._int(f"{a.name}.rank") == self._int(f"{b.name}.rank"))
+            # shapes of related tensors usually agree: propose whole-shape
+            # equality, same rank with mostly equal dims, or single equalities
+            anchor = tensors[0]
+            for b in tensors[1:]:
+                a = anchor if rng.random() < 0.7 else rng.choice(tensors)
+                if a is b:
+                    continue
+                mode = rng.random()
+                if mode < 0.35:
+                    t.insert(0, z3.And(rank(a) == rank(b), *[dim(a, i) == dim(b, i) for i in range(MAX_RANK)]))
+                elif mode < 0.55:
+                    t.insert(0, rank(a) == rank(b))
+                    for i in range(MAX_RANK):
+                        if rng.random() < 0.7:
+                            t.insert(0, dim(a, i) == dim(b, i))
                 else:
-                    i, j = rng.randrange(MAX_RANK), rng.randrange(MAX_RANK)
-                    t.insert(0, self._int(f"{a.name}.d{i}") == self._int(f"{b.name}.d{j}"))
+                    for _ in range(rng.randint(0, 3)):
+                        i, j = rng.randrange(MAX_RANK), rng.randrange(MAX_RANK)
+                        t.insert(0, z3.Implies(z3.And(rank(a) > i, rank(b) > j), dim(a, i) == dim(b, j)))
         for a in self.spec.args:
             name = a.name
             if f"{name}.present" in self._vars and rng.random() < 0.9:
@@ -250,7 +268,7 @@ class RegistryProblem(Problem, Terms):
                     t.append(n == rng.randint(0, 4))
                 for i in range(MAX_LIST):
                     if rng.random() < 0.6:
-                        t.append(self._int(f"{name}.i{i}") == rng.choice([0, 1, 1, 1, 2, 2, 3, 4]))
+                        t.append(z3.Implies(n > i, self._int(f"{name}.i{i}") == rng.choice([0, 1, 1, 1, 2, 2, 3, 4])))
             elif a.kind == TENSOR or a.kind == TENSOR_LIST:
                 key = self._tensor_dtype_var.get(name)
                 if key and key.endswith(".dtype") and rng.random() < 0.8:

@@ -76,23 +76,25 @@ class Sampler:
                 lit = z3.Bool(f"__target{i}", solver.ctx)
                 solver.add(z3.Implies(lit, t))
                 lits.append(lit)
-            active = list(lits)
+            active = {str(l): l for l in lits}
             while True:
                 self.stats.solver_calls += 1
-                r = solver.check(*active)
+                r = solver.check(*active.values())
                 if r == z3.sat:
                     return solver.model()
-                if not active or r == z3.unknown:
-                    if r == z3.unknown and active:
-                        active = []
-                        continue
+                if not active:
                     return None
-                core = [c for c in solver.unsat_core() if any(c.eq(l) for l in active)]
-                if not core:
-                    active = []
+                if r == z3.unknown:
+                    active = {}
                     continue
-                drop = core[self.rng.randrange(len(core))]
-                active = [l for l in active if not l.eq(drop)]
+                core = [str(c) for c in solver.unsat_core() if str(c) in active]
+                if not core:
+                    active = {}
+                    continue
+                # drop a random half of the core (at least one literal)
+                self.rng.shuffle(core)
+                for name in core[: max(1, len(core) // 2)]:
+                    del active[name]
         finally:
             solver.pop()
 

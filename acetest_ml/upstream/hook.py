@@ -65,7 +65,7 @@ class FilterConfig:
     params: dict = field(default_factory=dict)
     threshold: float = 0.5
 
-    def validate(self) -> "FilterConfig":
+    def validate(self, check_models: bool = True) -> "FilterConfig":
         if self.mode not in MODES:
             raise ConfigError(f"unknown filter mode {self.mode!r} (use one of {', '.join(MODES)})")
         if not (0.0 <= float(self.exploration) <= 1.0) or math.isnan(float(self.exploration)):
@@ -74,9 +74,9 @@ class FilterConfig:
             raise ConfigError(f"max_tries must be at least 1, got {self.max_tries!r}")
         if int(self.warmup) < 2:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
-        if self.mode == "models" and not self.models:
+        if check_models and self.mode == "models" and not self.models:
             raise ConfigError("the models filter needs a model registry file (--models)")
-        if self.mode == "models" and not os.path.isfile(self.models):
+        if check_models and self.mode == "models" and not os.path.isfile(self.models):
             raise ConfigError(f"model registry file not found: {self.models}")
         return self
 
@@ -339,7 +339,7 @@ class FilterHook:
     labels, config)`` default to the classify package."""
 
     def __init__(self, config: FilterConfig, *, scorer_factory=None, trainer=None):
-        self.config = config.validate()
+        self.config = config.validate(check_models=scorer_factory is None)
         self.scorer_factory = scorer_factory or load_scorer
         self.trainer = trainer or train_scorer
         self.filters: dict[str, ApiFilter] = {}

@@ -1,0 +1,473 @@
+"""Tests of the runtime hook into the original ACETest Tester (acetest_ml.upstream).
+
+The conversion, the regenerate loop, the outcome labelling and the runner are
+tested against ``tests/upstream_standin``: a minimal stand-in written for these
+tests that has upstream ACETest's module, class and method names
+(``APIManager.APIManager.generate_random_args``, ``Runner.Runner.run`` /
+``terminate``, the ``ArgumentValue`` value classes, ``Option.TestOption``, the
+``main.py`` options and the ``output_<fw>_<round>/res.csv`` layout). It is not
+upstream code; its runner executes the real TensorFlow op. Scorers are real
+LightGBM models trained with ``acetest_ml.classify`` (plus one deterministic
+scorer object where the test needs to know every score).
+
+``test_real_upstream_online`` runs the real upstream Tester and only runs when
+``ACETEST_HOME`` points to a checkout (with ``Tester/data/tensorflow``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import os
+import random
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from acetest_ml.errors import ConfigError, UserError  # noqa: E402
+from acetest_ml.model import AbstractInput, DTypeValue, TensorDesc  # noqa: E402
+from acetest_ml.upstream import convert, hook, runner  # noqa: E402
+
+STANDIN = Path(__file__).parent / "upstream_standin"
+SRC = STANDIN / "Tester" / "src"
+API = "tf.raw_ops.BiasAdd"
+_MODULES = ("ArgType", "ArgumentValue", "Argument", "APIManager", "Option", "Runner")
+
+
+@pytest.fixture(scope="module")
+def up():
+    """The stand-in's modules, imported under upstream's top-level names."""
+    saved = {n: sys.modules.pop(n, None) for n in _MODULES}
+    sys.path.insert(0, str(SRC))
+    try:
+        yield SimpleNamespace(**{n: importlib.import_module(n) for n in _MODULES})
+    finally:
+        sys.path.remove(str(SRC))
+        for n in _MODULES:
+            sys.modules.pop(n, None)
+            if saved[n] is not None:
+                sys.modules[n] = saved[n]
+
+
+def load_args(up):
+    with open(STANDIN / "Tester" / "data" / "tensorflow" / "op_json" / "BiasAdd.json") as f:
+        props = json.load(f)
+    return [up.Argument.Argument(name, p) for name, p in props.items()]
+
+
+def make_option(up, tmp_path, test_round=100):
+    opt = up.Option.TestOption()
+    opt.test_round = test_round
+    opt.work_path = str(tmp_path / "work")
+    cwd = os.getcwd()
+    os.chdir(SRC)  # the option's data paths are relative to Tester/src, like upstream's
+    try:
+        opt.initialize()
+    finally:
+        os.chdir(cwd)
+    return opt
+
+
+def bias_add_valid(ai: AbstractInput) -> bool:
+    """BiasAdd's validation rule, written by hand: value rank >= 2, bias rank 1
+    and bias size equal to the channel dimension."""
+    value, bias = ai.args["value"], ai.args["bias"]
+    if value.rank < 2 or bias.rank != 1:
+        return False
+    channel = value.shape[1] if ai.args["data_format"] == "NCHW" else value.shape[-1]
+    return bias.shape[0] == channel
+
+
+def draw(up, manager, n, spec=None):
+    out = []
+    for _ in range(n):
+        manager.generate_random_args()
+        out.append(convert.to_abstract_input(manager.api_name, manager.arg_list, "tf", spec))
+    return out
+
+
+def train_rule_model(up, spec, n=500, seed=0):
+    """A real LightGBM ValidityModel trained on stand-in inputs labelled by the rule."""
+    from acetest_ml.classify import train_model
+    random.seed(seed)
+    manager = up.APIManager.APIManager(API, load_args(up), None)
+    inputs = draw(up, manager, n, spec)
+    labels = [int(bias_add_valid(ai)) for ai in inputs]
+    return train_model(spec, inputs, labels, "lightgbm", {"num_threads": 1}, 0.5), inputs, labels
+
+
+# ------------------------------------------------------------------ conversion
+
+def _arg(up, name, type_name, value, is_mid=False):
+    a = up.Argument.Argument(name, {"type": type_name, "is_mid": is_mid})
+    a.arg_value = value
+    return a
+
+
+def test_convert_every_upstream_value_kind(up):
+    V = up.ArgumentValue
+    args = [
+        _arg(up, "T", "type", V.TypeValue("T", "tf.half"), is_mid=True),
+        _arg(up, "value", "tensor", V.TensorValue("value", "tf.half", [2, 3], min_val=-8, max_val=8)),
+        _arg(up, "perm", "tensor", V.TensorValue("perm", "tf.int32", [2], value=[1, 0])),
+        _arg(up, "q", "tensor", V.TensorValue("q", "tf.qint8", [4])),
+        _arg(up, "data_format", "string", V.StringValue("data_format", "NCHW")),
+        _arg(up, "blob", "string", V.StringValue("blob", b"\xff\xd8x")),
+        _arg(up, "opt", "int", V.IntValue("opt", "&NONE")),
+        _arg(up, "axis", "int", V.IntValue("axis", -1)),
+        _arg(up, "flag", "bool", V.BoolValue("flag", 1)),
+        _arg(up, "alpha", "float", V.FloatValue("alpha", 3)),
+        _arg(up, "ksize", "list", V.ListValue("ksize", [V.IntValue(None, 1), V.IntValue(None, 2), 7])),
+        _arg(up, "tensors", "list", V.ListValue("tensors", [V.TensorValue(None, "tf.float64", [1, 5])])),
+    ]
+    ai = convert.to_abstract_input(API, args, "tf")
+    assert ai.api == API
+    assert ai.args == {
+        "T": DTypeValue("float16"),
+        "value": TensorDesc("float16", (2, 3), low=-8.0, high=8.0),
+        "perm": TensorDesc("int32", (2,), values=(1, 0)),
+        "q": TensorDesc("int8", (4,), low=-1024.0, high=1024.0),
+        "data_format": "NCHW",
+        "blob": "\xff\xd8x",
+        "axis": -1,
+        "flag": True,
+        "alpha": 3.0,
+        "ksize": [1, 2, 7],
+        "tensors": [TensorDesc("float64", (1, 5), low=-1024.0, high=1024.0)],
+    }
+    assert "opt" not in ai.args  # "&NONE" = passed as None = left out
+    assert isinstance(ai.args["alpha"], float)
+    assert ai.origin["lossy_dtypes"] == ["tf.qint8"]
+    assert AbstractInput.loads(ai.dumps()).args == ai.args
+
+
+def test_convert_refuses_ungenerated_and_unknown_dtypes(up):
+    V = up.ArgumentValue
+    with pytest.raises(ValueError, match="no generated value"):
+        convert.to_abstract_input(API, [_arg(up, "x", "int", None)], "tf")
+    with pytest.raises(ValueError, match="unknown upstream dtype"):
+        convert.to_abstract_input(API, [_arg(up, "x", "tensor", V.TensorValue("x", "tf.variant", [1]))], "tf")
+
+
+def test_dtype_and_api_name_mapping():
+    assert convert.canonical_dtype("tf.half") == ("float16", False)
+    assert convert.canonical_dtype("double") == ("float64", False)
+    assert convert.canonical_dtype("tf.quint8") == ("uint8", True)
+    # upstream's PyTorch mode creates signed ints for unsigned TF spellings
+    assert convert.canonical_dtype("tf.uint16", "torch") == ("int16", False)
+    assert convert.canonical_dtype("tf.uint8", "torch") == ("int8", False)
+    assert convert.canonical_dtype("tf.float32", "torch") == ("float32", False)
+    assert convert.api_name("tf.raw_ops.Conv2D") == "tf.raw_ops.Conv2D"
+    assert convert.api_name("torch.nn.functional.conv2d", "torch") == "torch.ops.aten.conv2d"
+    assert convert.api_name("torch.linalg.det", "torch") == "torch.ops.aten.linalg_det"
+    assert convert.api_name("torch.fft.fft_rfft", "torch") == "torch.ops.aten.fft_rfft"
+    assert convert.api_name("torch._C._nn.gelu", "torch") == "torch.ops.aten.gelu"
+    assert convert.api_name("torch.ops.aten.add.Tensor", "torch") == "torch.ops.aten.add.Tensor"
+
+
+def test_spec_from_upstream_and_coercion(up):
+    args = load_args(up)
+    spec = convert.spec_from_upstream(API, args, "tf")
+    assert [a.name for a in spec.args] == ["T", "data_format", "value", "bias"]
+    t, fmt, value, bias = spec.args
+    assert (t.kind, t.passed, t.dtypes) == ("dtype", False, ["float32", "float64", "float16"])
+    assert (fmt.kind, fmt.allowed) == ("str", ["NHWC", "NCHW"])
+    assert (value.kind, value.dtype_ref, value.min_rank, value.max_rank) == ("tensor", "T", 1, 4)
+    assert spec.source == "acetest"
+    # a tensor argument upstream passes as a Python list becomes a 1-D tensor
+    V = up.ArgumentValue
+    listed = _arg(up, "bias", "list", V.ListValue("bias", [V.IntValue(None, 4), V.IntValue(None, 5)]))
+    ai = convert.to_abstract_input(API, [listed], "tf", spec)
+    assert ai.args["bias"] == TensorDesc("int32", (2,), values=(4, 5))
+
+
+# ------------------------------------------------------------------ the regenerate loop
+
+def test_filter_keeps_predicted_valid_inputs_with_real_lightgbm(up):
+    random.seed(11)
+    baseline = draw(up, up.APIManager.APIManager(API, load_args(up), None), 200)
+    base_rate = sum(map(bias_add_valid, baseline)) / len(baseline)
+
+    # the spec the hook scores with in models mode: our TF registry spec
+    spec = hook.resolve_spec(API, "tf", load_args(up), prefer_upstream=False)
+    assert spec.source == "registry"
+    model, _, _ = train_rule_model(up, spec)
+
+    def factory(models, api, got_spec):  # stands for the registry's model_for
+        assert api == API and got_spec.to_dict() == spec.to_dict()
+        return model
+
+    h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, max_tries=20, seed=1),
+                        scorer_factory=factory)
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(12)
+        manager = up.APIManager.APIManager(API, load_args(up), None)
+        kept = draw(up, manager, 200, None)
+    finally:
+        h.uninstall()
+    assert up.APIManager.APIManager.generate_random_args.__name__ == "generate_random_args"
+    assert not hasattr(up.APIManager.APIManager.generate_random_args, "__wrapped__")
+    kept_rate = sum(map(bias_add_valid, kept)) / len(kept)
+    assert base_rate < 0.6
+    assert kept_rate >= 0.9 and kept_rate > base_rate + 0.3, (base_rate, kept_rate)
+    st = h.stats()[API]
+    assert st["runs"] == 200 and st["explored"] == 0
+    assert st["generated"] == st["accepted"] + st["discarded"] + st["forced"] + st["explored"]
+    assert st["generated"] > 200 and st["discarded"] > 0
+    assert st["scored"] == st["generated"] and st["score_time_s"] > 0
+    assert st["scorer"] == "registry"
+
+
+class RecordingScorer:
+    """Deterministic scorer: P(valid) grows with the element count of ``value``;
+    remembers every score it gave."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+        self.seen: list[float] = []
+
+    def score_batch(self, inputs):
+        import numpy as np
+        out = np.array([min(1.0, ai.args["value"].numel / 1000.0) for ai in inputs])
+        self.seen.extend(out.tolist())
+        return out
+
+
+def test_gives_up_after_max_tries_and_runs_best_candidate(up):
+    scorer = RecordingScorer(threshold=2.0)  # nothing is ever predicted valid
+    h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, max_tries=5),
+                        scorer_factory=lambda m, a, s: scorer)
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(3)
+        manager = up.APIManager.APIManager(API, load_args(up), None)
+        for _ in range(10):
+            before = len(scorer.seen)
+            manager.generate_random_args()
+            scores = scorer.seen[before:]
+            assert len(scores) == 5
+            ai = convert.to_abstract_input(API, manager.arg_list, "tf")
+            assert min(1.0, ai.args["value"].numel / 1000.0) == max(scores)  # the best one runs
+    finally:
+        h.uninstall()
+    st = h.stats()[API]
+    assert (st["generated"], st["forced"], st["discarded"], st["accepted"]) == (50, 10, 40, 0)
+
+
+def test_exploration_share(up):
+    def run(exploration, n=60):
+        scorer = RecordingScorer(threshold=2.0)
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=exploration, max_tries=4, seed=7),
+                            scorer_factory=lambda m, a, s: scorer)
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        try:
+            random.seed(5)
+            manager = up.APIManager.APIManager(API, load_args(up), None)
+            for _ in range(n):
+                manager.generate_random_args()
+        finally:
+            h.uninstall()
+        return h.stats()[API]
+
+    every = run(1.0)
+    assert (every["explored"], every["discarded"], every["generated"]) == (60, 0, 60)
+    none = run(0.0)
+    assert none["explored"] == 0 and none["forced"] == 60
+    some = run(0.2)
+    assert 0 < some["explored"] < 60
+    assert some["generated"] == some["explored"] + some["discarded"] + some["forced"]
+
+
+def test_bad_filter_settings_are_user_errors():
+    for cfg in (hook.FilterConfig(mode="sometimes"), hook.FilterConfig(mode="online", exploration=1.5),
+                hook.FilterConfig(mode="online", max_tries=0),
+                hook.FilterConfig(mode="models", models="/nonexistent/models.yaml")):
+        with pytest.raises(ConfigError):
+            cfg.validate()
+
+
+# ------------------------------------------------------------------ outcomes and online training
+
+def test_outcomes_are_read_from_the_runner_counters(up, tmp_path):
+    opt = make_option(up, tmp_path)
+    scorer = RecordingScorer(threshold=0.0)  # everything predicted valid
+    h = hook.FilterHook(hook.FilterConfig(mode="models"), scorer_factory=lambda m, a, s: scorer)
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        r = up.Runner.Runner(API, opt)
+        manager = up.APIManager.APIManager(API, load_args(up), opt)
+        manager._acetest_ml_runner = r
+        manager.generate_random_args()
+        r.crash += 1  # what upstream's runner does when the worker dies
+        manager.generate_random_args()  # settles the previous run
+        r.invalid += 1
+        manager.generate_random_args()
+        manager.generate_random_args()  # nothing counted: it passed
+        r.terminate("Unsupported: need session.")  # upstream's give-up message
+    finally:
+        h.uninstall()
+    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    assert st["outcomes"] == {"accepted": {"crash": 1, "invalid": 1, "pass": 1, "unsupported": 1}}
+
+
+def test_online_mode_trains_on_real_tensorflow_outcomes(up, tmp_path):
+    opt = make_option(up, tmp_path, test_round=240)
+    h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=40, seed=0))
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(1)
+        r = up.Runner.Runner(API, opt)
+        for _ in range(6):
+            r.run(up.APIManager.APIManager(API, load_args(up), opt), 40)
+        r.terminate()
+    finally:
+        h.uninstall()
+    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    assert st["runs"] == r.total_times == 240
+    assert st["online"]["labelled"] == 240 and st["online"]["trainings"] >= 1
+    assert st["online"]["trained_at"][0] >= 40 and st["unfiltered"] >= 40
+    outcomes = st["outcomes"]
+    assert sum(o.get("invalid", 0) for o in outcomes.values()) == r.invalid
+    assert st["online"]["invalid"] == r.invalid
+
+    def rate(d):
+        return d.get("pass", 0) / sum(d.values())
+    assert rate(outcomes["accepted"]) > rate(outcomes["unfiltered"]) + 0.2, outcomes
+    assert (Path(opt.output_path) / "res.csv").read_text().count(API) == 1
+
+
+# ------------------------------------------------------------------ runner
+
+def test_runner_setup_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACETEST_HOME", raising=False)
+    with pytest.raises(UserError, match=r"ACETest checkout not found at .*: run git submodule update --init"):
+        runner.locate_home(str(tmp_path / "nothing"))
+    monkeypatch.setenv("ACETEST_HOME", str(STANDIN))
+    assert runner.locate_home() == str(STANDIN)
+    with pytest.raises(UserError, match="bad upstream option"):
+        runner.parse_upstream_options(["--target_api=x", "--rounds=3"])
+    assert runner.parse_upstream_options(["--target_api=x", "--test_round", "5"]) == \
+        {"target_api": "x", "test_round": "5"}
+    with pytest.raises(UserError, match="is not in"):
+        runner.run_upstream(["--target_api=tf.raw_ops.Nope"], acetest_home=str(STANDIN))
+    with pytest.raises(UserError, match="--target_api"):
+        runner.run_upstream([], acetest_home=str(STANDIN))
+    with pytest.raises(UserError, match="--compare needs --ml-filter"):
+        runner.run_upstream([f"--target_api={API}"], compare=True, acetest_home=str(STANDIN))
+    with pytest.raises(UserError, match="model registry file not found"):
+        runner.run_upstream([f"--target_api={API}"], ml_filter=True, models=str(tmp_path / "m.yaml"),
+                            acetest_home=str(STANDIN))
+    nodata = tmp_path / "home"
+    (nodata / "Tester" / "src").mkdir(parents=True)
+    (nodata / "Tester" / "src" / "main.py").write_text("")
+    with pytest.raises(UserError, match="ACETest data not found"):
+        runner.run_upstream([f"--target_api={API}"], acetest_home=str(nodata))
+
+
+def test_cli_arguments():
+    import argparse
+    p = runner.add_arguments(argparse.ArgumentParser())
+    ns = p.parse_args(["--ml-filter", "--compare", "--", "--target_api=x", "--test_round=5"])
+    assert ns.ml_filter == "models" and ns.compare
+    assert [a for a in ns.upstream_args if a != "--"] == ["--target_api=x", "--test_round=5"]
+    ns = p.parse_args(["--ml-filter=online", "--", "--target_api=x"])
+    assert ns.ml_filter == "online" and ns.exploration == 0.05
+
+
+def test_res_csv_lines():
+    row = runner.parse_res_line("tf.raw_ops.BiasAdd,cpu_ori,7.08,7,20,13,0,0,0,35.00%,0\n")
+    assert (row["runs"], row["invalid"], row["mode"]) == (20, 13, "cpu_ori")
+    assert runner.parse_res_line("api, mode, time, samples, times, invalid, crash, timeout, OOM, "
+                                 "pass_rate, coverage") is None
+    assert runner.parse_res_line("tf.raw_ops.X,gpu,Unsupported: need session.")["message"] == \
+        "Unsupported: need session."
+
+
+def test_compare_through_the_bootstrap_with_a_registry_model(up, tmp_path):
+    """models.yaml + a saved real LightGBM model; upstream (the stand-in main.py)
+    runs in a subprocess twice: without and with the filter."""
+    from acetest_ml.classify import ModelRegistry
+    from acetest_ml.spec import get_spec
+    yaml_path = tmp_path / "models.yaml"
+    yaml_path.write_text("default: {kind: lightgbm, threshold: 0.5}\n"
+                         "kind_params: {lightgbm: {num_threads: 1, num_iterations: 100}}\n"
+                         "models_dir: models\n")
+    spec = get_spec(API)
+    reg = ModelRegistry.load(yaml_path)
+    random.seed(0)
+    inputs = draw(up, up.APIManager.APIManager(API, load_args(up), None), 500, spec)
+    reg.train(spec, inputs, [int(bias_add_valid(ai)) for ai in inputs])
+    assert reg.model_for(API, spec) is not None
+
+    out = io.StringIO()
+    work = tmp_path / "cmp"
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=100", f"--work_path={work}"],
+                               ml_filter="models", models=str(yaml_path), compare=True,
+                               acetest_home=str(STANDIN), seed=5, out=out, log=str(tmp_path / "log.txt"))
+    text = out.getvalue()
+    assert code == 0, text + (tmp_path / "log.txt").read_text()[-3000:]
+    rates = dict(re.findall(r"\[(baseline|filtered)\] upstream pass rate: ([\d.]+)%", text))
+    assert set(rates) == {"baseline", "filtered"}
+    assert float(rates["filtered"]) > float(rates["baseline"]) + 20, text
+    assert "compare: upstream pass rate" in text
+    st = json.loads((work / "filtered" / "output_tf_0" / API / hook.STATS_FILE).read_text())
+    assert st["scorer"] == "registry" and st["runs"] == 100
+    assert not (work / "baseline" / "output_tf_0" / API / hook.STATS_FILE).exists()
+
+    # upstream skips an API whose output folder exists: reported, non-zero
+    out2 = io.StringIO()
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=100", f"--work_path={work / 'baseline'}"],
+                               acetest_home=str(STANDIN), out=out2, log=str(tmp_path / "log2.txt"))
+    assert code == 1 and "wrote no results" in out2.getvalue()
+
+
+def test_upstream_failure_is_reported(tmp_path):
+    out = io.StringIO()
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=many", f"--work_path={tmp_path / 'w'}"],
+                               acetest_home=str(STANDIN), out=out, log=str(tmp_path / "log.txt"))
+    assert code == 1
+    assert "exited with code 1" in out.getvalue()
+    assert "ValueError" in (tmp_path / "log.txt").read_text()
+
+
+# ------------------------------------------------------------------ the real upstream
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ACETEST_HOME"), reason="set ACETEST_HOME to a real ACETest checkout")
+def test_real_upstream_online(tmp_path):
+    real = Path(os.environ["ACETEST_HOME"])
+    if importlib.util.find_spec("sysv_ipc") is None:
+        pytest.skip("upstream's Runner imports sysv_ipc, which is not installed")
+    data = real / "Tester" / "data" / "tensorflow"
+    op = "BiasOp"
+    # upstream rewrites its data files in place: run on a copy of what BiasAdd needs
+    home = tmp_path / "ACETest"
+    shutil.copytree(real / "Tester" / "src", home / "Tester" / "src")
+    dst = home / "Tester" / "data" / "tensorflow"
+    (dst / "op_json").mkdir(parents=True)
+    shutil.copy(data / "API2OP.csv", dst / "API2OP.csv")
+    shutil.copy(data / "op_json" / "BiasAdd.json", dst / "op_json" / "BiasAdd.json")
+    if (data / "constraints" / op).is_dir():
+        shutil.copytree(data / "constraints" / op, dst / "constraints" / op)
+    else:
+        (dst / "constraints").mkdir()
+    out = io.StringIO()
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=30", "--mode=cpu_ori", "--framework=tf",
+                                f"--work_path={tmp_path / 'w'}"], ml_filter="online", warmup=10, seed=1,
+                               acetest_home=str(home), out=out, log=str(tmp_path / "log.txt"))
+    assert code == 0, out.getvalue() + (tmp_path / "log.txt").read_text()[-3000:]
+    assert "upstream pass rate" in out.getvalue()
+    st = json.loads((tmp_path / "w" / "output_tf_0" / API / hook.STATS_FILE).read_text())
+    assert st["runs"] == 30 and st["online"]["labelled"] + st["outcomes"].get("unfiltered", {}).get("oom", 0) <= 30
+    assert st["online"]["labelled"] >= 25
