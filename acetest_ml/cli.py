@@ -132,7 +132,10 @@ def cmd_specs(args) -> int:
         print(json.dumps(counts, indent=1))
         return 0
     print(f"{args.framework}: {counts['supported']} supported / {counts['total']} total")
-    for reason, n in counts.get("reasons", []):
+    reasons = counts.get("top_reasons") or counts.get("reasons") or []
+    if isinstance(reasons, dict):
+        reasons = list(reasons.items())
+    for reason, n in list(reasons)[:10]:
         print(f"  unsupported: {reason}: {n}")
     return 0
 

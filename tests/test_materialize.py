@@ -1,6 +1,5 @@
 """Tests of acetest_ml.materialize (pure numpy; no framework is needed)."""
 import json
-import sys
 
 import numpy as np
 import pytest

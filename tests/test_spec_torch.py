@@ -109,13 +109,23 @@ def test_call_arguments_handles_gaps(specs):
     assert float(tspec.torch_callable(s)(*args, **kwargs)) == 15.0
     args, kwargs = tspec.call_arguments(s, {"self": x, "dim": [1], "keepdim": True})
     assert tspec.torch_callable(s)(*args, **kwargs).shape == (2, 1)
-    # an omitted positional Device? arg without default: later args become keywords
-    s = specs["torch.ops.aten.to.prim_Device"]
-    assert s.notes["omitted"] == ["device"] and s.notes["pass_none"] == ["device"]
-    assert s.arg("dtype").keyword_only and "dtype" in s.notes["keyword_forced"]
-    args, kwargs = tspec.call_arguments(s, {"self": x, "copy": True})
-    out = tspec.torch_callable(s)(*args, **kwargs)
-    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+    # an omitted positional Layout?/Device? pair: later positional args become keywords
+    s = specs["torch.ops.aten._nested_tensor_from_tensor_list"]
+    assert s.notes["omitted"] == ["layout", "device"]
+    assert not s.arg("dtype").keyword_only
+    assert s.arg("pin_memory").keyword_only and s.notes["keyword_forced"] == ["pin_memory"]
+    parts = [torch.ones(2, 3), torch.ones(1, 3)]
+    args, kwargs = tspec.call_arguments(s, {"list": parts, "dtype": torch.float64,
+                                            "pin_memory": False})
+    assert len(args) == 2 and kwargs == {"pin_memory": False}
+    nt = tspec.torch_callable(s)(*args, **kwargs)
+    assert nt.is_nested and nt.dtype == torch.float64
+    # an omitted Generator? without default is passed as None
+    s = specs["torch.ops.aten.randn.generator"]
+    assert s.notes["pass_none"] == ["generator"] and not s.has_arg("generator")
+    args, kwargs = tspec.call_arguments(s, {"size": [2, 3]})
+    assert kwargs == {"generator": None}
+    assert tspec.torch_callable(s)(*args, **kwargs).shape == (2, 3)
 
 
 def test_factory_op_omits_layout_and_device(specs):
@@ -134,8 +144,11 @@ def test_unsupported_reasons(specs):
     assert specs["torch.ops.aten.conv2d"].unsupported is None
     # a required Device argument cannot be built
     assert specs["torch.ops.aten.to.device"].unsupported == "Device arg"
-    # TorchScript scalar builtins have no tensors at all
-    assert specs["torch.ops.aten.add.int"].unsupported == "no tensor in or out"
+    # TorchScript interpreter builtins are not dispatcher ops
+    assert specs["torch.ops.aten.add.int"].unsupported == "JIT-only op"
+    assert specs["torch.ops.aten.to.prim_Device"].unsupported == "JIT-only op"
+    # dispatcher ops without any tensor
+    assert specs["torch.ops.aten.promote_types"].unsupported == "no tensor in or out"
     # private ops are allowed
     assert specs["torch.ops.aten._softmax"].supported
 
@@ -179,8 +192,9 @@ def test_unknown_api_error():
     with pytest.raises(UnknownApiError) as ei:
         tspec.get_torch_spec("add.NoSuchOverload")
     assert "torch.ops.aten.add.Tensor" in str(ei.value)
-    with pytest.raises(UnknownApiError):
+    with pytest.raises(UnknownApiError) as ei:
         tspec.get_torch_spec("zzzz_not_an_op_qqq")
+    assert "no close match" in str(ei.value)
 
 
 def test_counts(specs):
@@ -233,3 +247,4 @@ def test_opinfo_cache_used_and_rebuilt(tmp_path):
     assert "add" in table and "bool" in table["add"]
     saved = json.loads(path.read_text())
     assert saved["torch_version"] == torch.__version__ and saved["dtypes"] == table
+    assert table == tspec.load_opinfo_dtypes()  # same table as the default cache

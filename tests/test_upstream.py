@@ -198,13 +198,11 @@ def test_filter_keeps_predicted_valid_inputs_with_real_lightgbm(up):
     baseline = draw(up, up.APIManager.APIManager(API, load_args(up), None), 200)
     base_rate = sum(map(bias_add_valid, baseline)) / len(baseline)
 
-    # the spec the hook scores with in models mode: our TF registry spec
-    spec = hook.resolve_spec(API, "tf", load_args(up), prefer_upstream=False)
-    assert spec.source == "registry"
+    spec = convert.spec_from_upstream(API, load_args(up), "tf")
     model, _, _ = train_rule_model(up, spec)
 
     def factory(models, api, got_spec):  # stands for the registry's model_for
-        assert api == API and got_spec.to_dict() == spec.to_dict()
+        assert api == API and got_spec is None
         return model
 
     h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, max_tries=20, seed=1),
@@ -227,6 +225,7 @@ def test_filter_keeps_predicted_valid_inputs_with_real_lightgbm(up):
     assert st["generated"] > 200 and st["discarded"] > 0
     assert st["scored"] == st["generated"] and st["score_time_s"] > 0
     assert st["scorer"] == "registry"
+    assert h.filters[API].spec is spec  # inputs are converted against the model's own spec
 
 
 class RecordingScorer:
@@ -381,6 +380,9 @@ def test_cli_arguments():
     ns = p.parse_args(["--ml-filter", "--compare", "--", "--target_api=x", "--test_round=5"])
     assert ns.ml_filter == "models" and ns.compare
     assert [a for a in ns.upstream_args if a != "--"] == ["--target_api=x", "--test_round=5"]
+    with pytest.raises(UserError, match="unknown --ml-filter"):
+        runner._normalise_filter("sometimes")
+    assert runner._normalise_filter("offline") == "models" and runner._normalise_filter(None) is None
     ns = p.parse_args(["--ml-filter=online", "--", "--target_api=x"])
     assert ns.ml_filter == "online" and ns.exploration == 0.05
 
@@ -398,12 +400,11 @@ def test_compare_through_the_bootstrap_with_a_registry_model(up, tmp_path):
     """models.yaml + a saved real LightGBM model; upstream (the stand-in main.py)
     runs in a subprocess twice: without and with the filter."""
     from acetest_ml.classify import ModelRegistry
-    from acetest_ml.spec import get_spec
     yaml_path = tmp_path / "models.yaml"
     yaml_path.write_text("default: {kind: lightgbm, threshold: 0.5}\n"
                          "kind_params: {lightgbm: {num_threads: 1, num_iterations: 100}}\n"
                          "models_dir: models\n")
-    spec = get_spec(API)
+    spec = convert.spec_from_upstream(API, load_args(up), "tf")
     reg = ModelRegistry.load(yaml_path)
     random.seed(0)
     inputs = draw(up, up.APIManager.APIManager(API, load_args(up), None), 500, spec)

@@ -259,24 +259,18 @@ class Executor:
             what = "did not become ready" if msg is _TIMEOUT else "exited during start-up"
             code = self._kill()
             tail = self._log_text(offset).strip().splitlines()[-1:] or ["(no output)"]
-            raise WorkerStartError(f"{self.framework} worker {what} (exit {code}): {tail[0]} "
-                                   f"[log: {self.log_path}]")
+            where = "" if self._tmpdir is not None else f" [log: {self.log_path}]"
+            raise WorkerStartError(f"{self.framework} worker {what} (exit {code}): "
+                                   f"{tail[0].strip()}{where}")
         self.worker_version = msg.get("version")
 
     def close(self) -> None:
-        """Stop the worker (politely: close its stdin, then kill) and remove
-        the temporary log directory, if any."""
+        """Stop the worker and remove the temporary log directory, if any.
+        The worker holds no state worth a clean shutdown (and TF takes
+        seconds to exit), so its process group is simply killed."""
         if self.closed:
             return
         self.closed = True
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                write_all(proc.stdin.fileno(), encode_message({"op": "exit"}))
-                proc.stdin.close()
-                proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired, ValueError):
-                pass
         self._kill()
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
@@ -325,6 +319,8 @@ class Executor:
     def _read_reply(self, deadline: float) -> Any:
         """A message from the worker, None at end of file, or _TIMEOUT."""
         fd = self._proc.stdout.fileno()
+        poller = select.poll()  # not select(): fds above 1024 must work too
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         buf = bytearray()
         need = HEADER.size
         header_done = False
@@ -333,8 +329,7 @@ class Executor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return _TIMEOUT
-                ready, _, _ = select.select([fd], [], [], remaining)
-                if not ready:
+                if not poller.poll(max(1, int(remaining * 1000 + 0.999))):
                     continue
                 chunk = os.read(fd, min(need - len(buf), 1 << 20))
                 if not chunk:

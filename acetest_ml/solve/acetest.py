@@ -342,6 +342,9 @@ class _Select:
 
 
 class AcetestProblem(Problem):
+    #: random equalities per draw (more spread, but more unsat retries)
+    max_spread_targets = 3
+
     """One ACETest constraint set of one API (see the module docstring).
 
     ``parts`` is a list of (file stem, assertions); ``extras`` maps argument
@@ -370,6 +373,7 @@ class AcetestProblem(Problem):
         self.int_selectors: dict[str, z3.BoolRef] = {}
         self.bigrank_selectors: dict[str, z3.BoolRef] = {}
         self.target_ranges: list[tuple[z3.ExprRef, list[int]]] = []
+        self._stage3: Optional[list] = None
         self._bind()
         if self.constrained:
             self._extend(analyse_timeout_ms)
@@ -484,6 +488,18 @@ class AcetestProblem(Problem):
                 ext += [ln >= 0, ln <= ITEMS_ONLY_LEN_MAX]
                 self.target_ranges.append((ln, list(range(ITEMS_ONLY_LEN_MAX + 1))))
         # 2. what upstream derives with an optimiser before bounding dims and items
+        # (run with loose dimension / item bounds, which the final ones only tighten:
+        # without any bound on dimension sizes some formulas take z3 minutes)
+        loose: list[z3.BoolRef] = []
+        for s in self.selects:
+            hi = SOLVED_DIM_MAX if s.part == "dims" else ITEM_MAX
+            loose += [s.term >= 0, s.term <= hi]
+        self._solver = z3.Solver()
+        self._solver.set("timeout", analyse_timeout_ms)
+        self._solver.add(self._core)
+        self._solver.add(ext)
+        self._solver.add(loose)
+        n_stage1 = len(ext)
         for (arg, part), c in S.items():
             if part not in ("iter", "numel"):
                 continue
@@ -526,6 +542,18 @@ class AcetestProblem(Problem):
             for k in range(1, RANK_MAX + 1):
                 ext.append(z3.Implies(r >= k, arr[_bv(-k)] == arr[r - k]))
         self._ext = ext
+        self._stage3 = ext[n_stage1:]
+
+    def satisfiable(self, timeout_ms: int = 30000) -> z3.CheckSatResult:
+        """Whether the formulas (with the default bounds) have a model."""
+        if not self._core:
+            return z3.sat
+        s = self._solver
+        if self._stage3 is not None:
+            s.add(self._stage3)
+            self._stage3 = None
+        s.set("timeout", timeout_ms)
+        return s.check()
 
     def _string_codes(self, spec: ArgSpec) -> list[int]:
         allowed = [v for v in (spec.allowed or []) if isinstance(v, str)]
@@ -534,6 +562,36 @@ class AcetestProblem(Problem):
         return list(range(1, len(allowed) + 1))
 
     def _optimise(self, ext, c, *, want_max: bool, timeout_ms: int):
+        """Upstream's optimiser results (read as unsigned numbers) for ``c``:
+        (minimum, maximum or None when it is >= 128). Cheap checks first."""
+        s = self._solver
+        lo_v: Optional[int] = None
+        if not getattr(self, "_warm", False):
+            self._warm = True
+            s.set("timeout", max(timeout_ms, 30000))
+            r = s.check()
+            s.set("timeout", timeout_ms)
+            if r != z3.sat:     # unsat or too hard: upstream would get nothing either
+                return None, None
+        if want_max:
+            r0 = s.check(c == _bv(0))
+            if r0 == z3.sat:
+                lo_v = 0
+            big = s.check(z3.UGE(c, _bv(ITEM_MAX)))
+            if r0 == z3.unknown or (r0 == z3.sat and big != z3.unsat):
+                return lo_v, None   # maximum >= 128 (or too hard): upstream keeps no bound
+        else:
+            for v in range(NUMEL_LIMIT):
+                r = s.check(c == _bv(v))
+                if r == z3.sat:
+                    return v, None
+                if r == z3.unknown:
+                    break
+            else:
+                return None, None
+        return self._optimise_slow(ext, c, want_max=want_max, timeout_ms=timeout_ms)
+
+    def _optimise_slow(self, ext, c, *, want_max: bool, timeout_ms: int):
         opt = z3.Optimize()
         opt.set("timeout", timeout_ms)
         opt.set("priority", "box")
@@ -581,13 +639,18 @@ class AcetestProblem(Problem):
                 hi = SOLVED_DIM_MAX if s.part == "dims" else 16
                 spread.append(s.term == _bv(rng.randint(1, hi)))
         rng.shuffle(spread)
-        return out + spread[:12]
+        return out + spread[:self.max_spread_targets]
 
     def _solved(self, model: z3.ModelRef):
+        # block() and decode() read the same model one after the other
+        cached = getattr(self, "_last_solved", None)
+        if cached is not None and cached[0] is model:
+            return cached[1], cached[2], cached[3]
         vals = {}
         for key, c in self.scalars.items():
             vals[key] = _signed(model.eval(c, model_completion=True))
         entries: dict[tuple[str, str], dict[int, int]] = {}
+        blockable: dict[tuple[str, int], tuple] = {}
         for s in self.selects:
             if s.arg is None:
                 continue
@@ -596,33 +659,28 @@ class AcetestProblem(Problem):
             if idx is None or val is None:
                 continue
             entries.setdefault((s.arg, s.part), {}).setdefault(idx, val)
-        return vals, entries
+            if abs(idx) <= BLOCK_INDEX_LIMIT:
+                arr = s.term.arg(0)
+                blockable.setdefault((arr.decl().name(), idx), (arr, val))
+        self._last_solved = (model, vals, entries, blockable)
+        return vals, entries, blockable
 
     def block(self, model: z3.ModelRef) -> Optional[z3.BoolRef]:
         if not self.constrained:
             return None
+        vals, _, blockable = self._solved(model)
         lits: list[z3.BoolRef] = []
         for key in sorted(self.scalars):
-            c = self.scalars[key]
-            lits.append(c != model.eval(c, model_completion=True))
-        seen: set[tuple[str, int]] = set()
-        for s in self.selects:
-            if s.arg is None:
-                continue
-            idx = _signed(model.eval(s.index, model_completion=True))
-            if idx is None or abs(idx) > BLOCK_INDEX_LIMIT:
-                continue
-            arr = s.term.arg(0)
-            k = (arr.decl().name(), idx)
-            if k in seen:
-                continue
-            seen.add(k)
-            lits.append(arr[_bv(idx)] != model.eval(arr[_bv(idx)], model_completion=True))
+            v = vals.get(key)
+            if v is not None:
+                lits.append(self.scalars[key] != _bv(v))
+        for (_, idx), (arr, val) in sorted(blockable.items(), key=lambda kv: kv[0]):
+            lits.append(arr[_bv(idx)] != _bv(val))
         return z3.Or(lits) if lits else None
 
     def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
         if self.constrained:
-            vals, entries = self._solved(model)
+            vals, entries, _ = self._solved(model)
             variant_md1 = z3.is_true(model.eval(self.sel_mindim1, model_completion=True))
             variant_lm1 = z3.is_true(model.eval(self.sel_listmin1, model_completion=True))
             variant = f"min_dim={int(variant_md1)},list_min={int(variant_lm1)}"
@@ -719,8 +777,13 @@ class _Filler:
         for a in spec.args:
             if a.kind == DTYPE:
                 self.out[a.name] = DTypeValue(self._dtype_choice(a))
+        # then the ints that give list lengths (TF number attrs)
+        length_refs = {a.length_ref for a in spec.args if a.length_ref}
         for a in spec.args:
-            if a.kind != DTYPE:
+            if a.name in length_refs and a.kind == INT:
+                self.out[a.name] = self._value(a)
+        for a in spec.args:
+            if a.name not in self.out:
                 self.out[a.name] = self._value(a)
         return {a.name: self.out[a.name] for a in spec.args}
 
@@ -816,8 +879,9 @@ class _Filler:
             shape = [rng.randint(0, FREE_DIM_MAX) for _ in range(rank)]
             if rank and self.p_(self.large_prob):
                 shape[rng.randint(0, rank - 1)] = rng.randint(2 ** 32, HUGE_VALUE)
-        if numel is not None:
-            # upstream: a 1-d tensor gets its element count as its size
+        if numel is not None and not dims:
+            # upstream: a 1-d tensor gets its element count as its size (here only
+            # when no dimension size was solved, so the input keeps its formulas)
             if len(shape) == 1:
                 shape = [max(0, numel)]
                 self.solved.append(f"{name}.shape")

@@ -391,10 +391,7 @@ class AcetestData:
         for combo in combos:
             prob = AcetestProblem(spec, [(f.name, f.assertions) for f in combo], extras=extras,
                                   aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms)
-            s = z3.Solver()
-            s.set("timeout", self.check_timeout_ms)
-            s.add(prob.formulas())
-            r = s.check()
+            r = prob.satisfiable(self.check_timeout_ms)
             if r == z3.unsat:
                 skipped.append((prob.set_id, "unsatisfiable combination"))
                 continue

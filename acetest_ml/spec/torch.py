@@ -312,6 +312,20 @@ def _mutates(schema: Any) -> bool:
     return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
 
 
+def _in_dispatcher(schema: Any) -> bool:
+    """Whether the c10 dispatcher knows the schema.  The rest are TorchScript
+    interpreter builtins (``aten::add.int``, ``aten::to.prim_Device``...), whose
+    ``torch.ops`` wrappers are not meant to be called from Python (some read
+    uninitialised values and hang)."""
+    import torch
+
+    try:
+        torch._C._dispatch_find_schema_or_throw(schema.name, schema.overload_name)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _has_tensor(types: Iterable[str]) -> bool:
     return any("Tensor" in t for t in types)
 
@@ -331,6 +345,8 @@ def spec_from_schema(schema: Any, opinfo: Optional[dict[str, list[str]]] = None)
         reason = "out variant"
     elif (op.endswith("_") and not op.endswith("__")) or _mutates(schema):
         reason = "mutates input"
+    elif not _in_dispatcher(schema):
+        reason = "JIT-only op"
 
     op_dtypes = (opinfo or {}).get(op)
     dtypes = list(op_dtypes) if op_dtypes else list(DEFAULT_DTYPES)
@@ -448,7 +464,9 @@ def get_torch_spec(name: str) -> ApiSpec:
     close = [n for n in specs if n == PREFIX + op or n.startswith(PREFIX + op + ".")]
     close.sort(key=lambda n: (not specs[n].supported, n))
     if not close:
-        close = difflib.get_close_matches(key, list(specs), n=3, cutoff=0.6)
+        short = [n[len(PREFIX):] for n in specs]
+        close = [PREFIX + n for n in
+                 difflib.get_close_matches(key[len(PREFIX):], short, n=3, cutoff=0.6)]
     hint = f"; did you mean: {', '.join(close[:3])}" if close else "; no close match"
     raise UnknownApiError(f"unknown torch API {name!r}{hint}")
 

@@ -97,8 +97,9 @@ def load_registry(models_yaml: str):
     return _REGISTRIES[path]
 
 
-def load_scorer(models_yaml: str, api: str, spec: ApiSpec):
-    """The scorer for ``api`` from the registry, or None when it has none.
+def load_scorer(models_yaml: str, api: str, spec: Optional[ApiSpec] = None):
+    """The scorer for ``api`` from the registry, or None when it has none
+    (with ``spec``, the registry refuses a model built for other features).
     A scorer has ``score_batch(list[AbstractInput]) -> array of P(valid)`` and
     ``threshold``."""
     registry = load_registry(models_yaml)
@@ -119,18 +120,10 @@ def train_scorer(spec: ApiSpec, inputs: list[AbstractInput], labels: list[int], 
     return train_model(spec, inputs, labels, config.kind, dict(config.params) or None, config.threshold)
 
 
-def resolve_spec(api: str, framework: str, arg_list, prefer_upstream: bool) -> ApiSpec:
-    """The spec to score ``api`` with: our own spec sources unless
-    ``prefer_upstream`` (online mode, where a spec built from upstream's own
-    argument list matches the converted inputs by construction), falling back
-    to the upstream-derived one when our sources do not know the API."""
-    if not prefer_upstream:
-        try:
-            from ..spec import get_spec
-            return get_spec(convert.api_name(api, framework), framework)
-        except Exception:  # unknown to our sources or source unavailable: fall back
-            pass
-    return convert.spec_from_upstream(api, arg_list, framework)
+def model_spec(scorer) -> Optional[ApiSpec]:
+    """The spec a scorer was trained with, when it tells (a ValidityModel
+    embeds it in its feature schema); inputs are converted against it."""
+    return getattr(getattr(scorer, "schema", None), "spec", None)
 
 
 # ------------------------------------------------------------ per-API state
@@ -170,11 +163,17 @@ class ApiFilter:
     def prepare(self, arg_list) -> None:
         if self.spec is not None:
             return
-        online = self.config.mode == "online"
-        self.spec = resolve_spec(self.api, self.framework, arg_list, prefer_upstream=online)
-        if not online:
-            self.scorer = self.hook.scorer_factory(self.config.models, self.spec.name, self.spec)
+        # Online: a spec built from upstream's own argument list matches the
+        # converted inputs by construction. Models: the spec the model was
+        # trained with (our TF/torch registry spec, usually), so its features
+        # line up; no spec lookup is needed, which keeps start-up fast.
+        if self.config.mode == "models":
+            self.scorer = self.hook.scorer_factory(self.config.models,
+                                                   convert.api_name(self.api, self.framework), None)
             self.scorer_source = "registry" if self.scorer is not None else "none"
+            self.spec = model_spec(self.scorer)
+        if self.spec is None:
+            self.spec = convert.spec_from_upstream(self.api, arg_list, self.framework)
 
     def convert(self, arg_list) -> Optional[AbstractInput]:
         try:

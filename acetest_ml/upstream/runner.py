@@ -220,7 +220,7 @@ def report(res: ArmResult, out: TextIO) -> None:
 def _normalise_filter(ml_filter) -> Optional[str]:
     if ml_filter in (None, False, "", "none", "off"):
         return None
-    if ml_filter in (True, "models", "model", "on"):
+    if ml_filter in (True, "models", "model", "offline", "on"):
         return "models"
     if ml_filter == "online":
         return "online"
