@@ -151,13 +151,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_acetest(args) -> int:
-    from .upstream.runner import run_upstream
-    rest = list(args.upstream_args)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    return run_upstream(rest, ml_filter=args.ml_filter, models=args.models,
-                        acetest_home=args.acetest_home, compare=args.compare,
-                        exploration=args.exploration)
+    from .upstream.runner import run_from_namespace
+    return run_from_namespace(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,12 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_eval)
 
     a = sub.add_parser("acetest", help="run the original ACETest Tester with our filter hooked in")
-    a.add_argument("--ml-filter", nargs="?", const="offline", choices=["offline", "online"])
-    a.add_argument("--models", default=os.path.join("configs", "models.yaml"))
-    a.add_argument("--acetest-home", default=None)
-    a.add_argument("--compare", action="store_true", help="run without and with the filter")
-    a.add_argument("--exploration", type=float, default=0.05)
-    a.add_argument("upstream_args", nargs=argparse.REMAINDER)
+    from .upstream.runner import add_arguments as add_upstream_arguments
+    add_upstream_arguments(a)
     a.set_defaults(fn=cmd_acetest)
     return p
 
