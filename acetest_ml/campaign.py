@@ -163,7 +163,9 @@ class ApiCampaign:
                 if idx >= cap:
                     status, reason = "done", f"candidate cap reached ({cap})"
                     break
-                n = min(cfg.batch, cap - idx) if filt is not None else 1
+                # batches only once a model scores them (warm-up runs one by one,
+                # so the filter switches on as soon as it is trained)
+                n = min(cfg.batch, cap - idx) if filt is not None and filt.active else 1
                 try:
                     batch = [sampler.next() for _ in range(n)]
                 except NoSolutionError as e:

@@ -42,6 +42,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exploration", type=float, default=0.05,
                    help="share of predicted-invalid inputs that still run (default 0.05)")
     p.add_argument("--batch", type=int, default=16, help="candidates scored per batch")
+    p.add_argument("--warmup", type=int, default=60,
+                   help="online filter: labelled runs before the first model (default 60)")
+    p.add_argument("--retrain-every", type=int, default=50,
+                   help="online filter: new labels between retrainings (default 50)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -106,6 +110,7 @@ def cmd_campaign(args) -> int:
                          acetest_data=args.acetest_data, rules=args.rules, timeout=args.timeout,
                          jobs=max(1, args.jobs), resume=args.resume, ml_filter=args.ml_filter,
                          models=args.models, exploration=args.exploration, batch=max(1, args.batch),
+                         warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
                          mem_limit_mb=args.mem_limit_mb)
     summary = run_campaign(cfg, show_progress=not args.no_progress)
     print(format_table(summary))

@@ -52,6 +52,8 @@ class OfflineFilter:
         self.threshold = float(model.threshold)
         self.timing = _Timing()
 
+    active = True
+
     def scores(self, batch: list[AbstractInput]):
         return self.timing.timed(self.model.score_batch, batch)
 
@@ -84,6 +86,10 @@ class OnlineFilter:
         self.retrains = 0
         self.note = note
         self.timing = _Timing()
+
+    @property
+    def active(self) -> bool:
+        return self.model is not None
 
     @property
     def threshold(self) -> float:

@@ -374,6 +374,7 @@ class AcetestProblem(Problem):
         self.bigrank_selectors: dict[str, z3.BoolRef] = {}
         self.target_ranges: list[tuple[z3.ExprRef, list[int]]] = []
         self._stage3: Optional[list] = None
+        self._lits: dict = {}
         self._bind()
         if self.constrained:
             self._extend(analyse_timeout_ms)
@@ -624,22 +625,40 @@ class AcetestProblem(Problem):
             return []
         out: list[z3.BoolRef] = []
         variant = rng.randrange(4)   # upstream's four (min dim, list min) variants
-        out.append(self.sel_mindim1 == z3.BoolVal(variant > 0))
-        out.append(self.sel_listmin1 == z3.BoolVal(variant >= 2))
+        out.append(self._lit(self.sel_mindim1, variant > 0))
+        out.append(self._lit(self.sel_listmin1, variant >= 2))
         for arg in sorted(self.int_selectors):
-            out.append(self.int_selectors[arg] == z3.BoolVal(rng.random() < 0.5))
+            out.append(self._lit(self.int_selectors[arg], rng.random() < 0.5))
         for arg in sorted(self.bigrank_selectors):
-            out.append(self.bigrank_selectors[arg] == z3.BoolVal(rng.random() < BIG_RANK_PROB))
+            out.append(self._lit(self.bigrank_selectors[arg],
+                                 rng.random() < BIG_RANK_PROB))
         spread: list[z3.BoolRef] = []
         for c, values in self.target_ranges:
             if rng.random() < 0.5:
-                spread.append(c == _bv(rng.choice(values)))
+                spread.append(self._lit(c, rng.choice(values)))
         for s in self.selects:
             if s.arg is not None and rng.random() < 0.3:
                 hi = SOLVED_DIM_MAX if s.part == "dims" else 16
-                spread.append(s.term == _bv(rng.randint(1, hi)))
+                spread.append(self._lit(s.term, rng.randint(1, hi)))
         rng.shuffle(spread)
         return out + spread[:self.max_spread_targets]
+
+    def _lit(self, term: z3.ExprRef, value, negate: bool = False) -> z3.BoolRef:
+        """``term == value`` (or ``!=``), one object per problem and key (target
+        terms are a small bounded set; reusing them keeps z3's term history,
+        which its choices depend on, the same from draw to draw)."""
+        key = (term.get_id(), value, negate)
+        lit = self._lits.get(key)
+        if lit is None:
+            if z3.is_bool(term):
+                lit = term == z3.BoolVal(bool(value))
+            else:
+                lit = term == _bv(int(value))
+            if negate:
+                lit = z3.Not(lit)
+            self._lits[key] = (term, lit)
+            return lit
+        return lit[1]
 
     def _solved(self, model: z3.ModelRef):
         # block() and decode() read the same model one after the other

@@ -395,6 +395,9 @@ class AcetestData:
             if r == z3.unsat:
                 skipped.append((prob.set_id, "unsatisfiable combination"))
                 continue
+            if not prob.constrained:
+                notes.append(f"{prob.set_id}: no assertion involves an argument, inputs are "
+                             "drawn from the argument properties alone")
             if r == z3.unknown:
                 notes.append(f"{prob.set_id}: satisfiability unknown within "
                              f"{self.check_timeout_ms} ms, kept")
