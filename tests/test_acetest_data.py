@@ -13,7 +13,7 @@ import z3
 
 from acetest_ml.errors import UnknownApiError, UserError
 from acetest_ml.model import DTYPE, INT_LIST, STR, TENSOR, AbstractInput, DTypeValue, TensorDesc
-from acetest_ml.solve.acetest import AcetestProblem, clean_smt2, read_constraint_file
+from acetest_ml.solve.acetest import clean_smt2, read_constraint_file
 from acetest_ml.solve.sampler import Sampler
 from acetest_ml.spec.acetest_data import AcetestData
 

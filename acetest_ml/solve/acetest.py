@@ -32,11 +32,10 @@ dtypes are dropped (the data model has none).
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import z3
@@ -239,41 +238,86 @@ def _is_var(e: z3.ExprRef) -> bool:
     return z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED
 
 
+def _raw(fn):
+    """The undecorated C function behind a z3core wrapper (no per-call error
+    check: the traversal below only reads well-formed terms)."""
+    defaults = getattr(fn, "__defaults__", None) or ()
+    for d in defaults:
+        f = getattr(d, "f", None)
+        if f is not None:
+            return f
+    return None
+
+
+_C = z3.z3core
+_to_expr_ref = z3.z3._to_expr_ref
+_GET_ID = _raw(_C.Z3_get_ast_id) or _C.Z3_get_ast_id
+_GET_KIND = _raw(_C.Z3_get_ast_kind) or _C.Z3_get_ast_kind
+_NUM_ARGS = _raw(_C.Z3_get_app_num_args) or _C.Z3_get_app_num_args
+_GET_ARG = _raw(_C.Z3_get_app_arg) or _C.Z3_get_app_arg
+_GET_DECL = _raw(_C.Z3_get_app_decl) or _C.Z3_get_app_decl
+_DECL_KIND = _raw(_C.Z3_get_decl_kind) or _C.Z3_get_decl_kind
+
+
+def _collect_one(a: z3.ExprRef, memo: dict, consts: dict, selects: list) -> frozenset:
+    """Variables (names) below ``a``; fills ``consts`` (name -> const) and
+    ``selects`` (select terms on variable arrays). ``memo`` maps AST ids to
+    variable sets and is shared across calls on one context."""
+    ctx = a.ctx
+    cref = ctx.ref()
+    app_kind = z3.Z3_APP_AST
+    uninterp = z3.Z3_OP_UNINTERPRETED
+    select_kind = z3.Z3_OP_SELECT
+
+    def visit(ptr) -> frozenset:
+        key = _GET_ID(cref, ptr)
+        got = memo.get(key)
+        if got is not None:
+            return got
+        if _GET_KIND(cref, ptr) != app_kind:
+            memo[key] = frozenset()
+            return memo[key]
+        n = _NUM_ARGS(cref, ptr)
+        dk = _DECL_KIND(cref, _GET_DECL(cref, ptr))
+        if n == 0:
+            if dk == uninterp:
+                e = _to_expr_ref(ptr, ctx)
+                name = e.decl().name()
+                consts.setdefault(name, e)
+                res = frozenset((name,))
+            else:
+                res = frozenset()
+        else:
+            acc: set = set()
+            for i in range(n):
+                acc |= visit(_GET_ARG(cref, ptr, i))
+            res = frozenset(acc)
+            if dk == select_kind:
+                arr = _GET_ARG(cref, ptr, 0)
+                if (_NUM_ARGS(cref, arr) == 0
+                        and _DECL_KIND(cref, _GET_DECL(cref, arr)) == uninterp):
+                    selects.append(_to_expr_ref(ptr, ctx))
+        memo[key] = res
+        return res
+
+    return visit(a.as_ast())
+
+
 def _collect(assertions: Sequence[z3.ExprRef]):
     """Per assertion its variables (names); all variables (name -> const) and all
     ``select`` terms on variable arrays, in a deterministic order."""
-    var_cache: dict[int, frozenset] = {}
+    memo: dict = {}
     consts: dict[str, z3.ExprRef] = {}
     selects: list[z3.ExprRef] = []
-    seen_sel: set[int] = set()
-
-    def visit(e: z3.ExprRef) -> frozenset:
-        key = e.get_id()
-        got = var_cache.get(key)
-        if got is not None:
-            return got
-        if _is_var(e):
-            name = e.decl().name()
-            consts.setdefault(name, e)
-            res = frozenset((name,))
-        else:
-            acc: set = set()
-            for c in e.children():
-                acc |= visit(c)
-            res = frozenset(acc)
-            if z3.is_select(e) and _is_var(e.arg(0)) and key not in seen_sel:
-                seen_sel.add(key)
-                selects.append(e)
-        var_cache[key] = res
-        return res
-
-    per_assertion = [visit(a) for a in assertions]
+    per_assertion = [_collect_one(a, memo, consts, selects) for a in assertions]
     return per_assertion, consts, selects
 
 
-def keep_interesting(assertions: Sequence[z3.BoolRef]) -> list[z3.BoolRef]:
-    """Assertions connected through shared variables to an argument variable."""
-    per, _, _ = _collect(assertions)
+def keep_interesting(assertions: Sequence[z3.BoolRef], per: Optional[list] = None) -> list[z3.BoolRef]:
+    """Assertions connected through shared variables to an argument variable
+    (``per``: the variables of each assertion, when already known)."""
+    if per is None:
+        per, _, _ = _collect(assertions)
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -363,7 +407,10 @@ class AcetestProblem(Problem):
         self.set_id = set_id or ("+".join(self.files) if self.files else "op_json")
         self._args = {a.name: a for a in spec.args}
         raw = [a for _, asserts in parts for a in asserts]
-        self._core = keep_interesting(raw) if raw else []
+        per, consts, selects = _collect(raw)
+        # every argument variable and every select on an argument array sits in
+        # an assertion that is kept, so the traversal serves both steps
+        self._core = keep_interesting(raw, per) if raw else []
         self._ext: list[z3.BoolRef] = []
         self.constrained = bool(self._core)
         self.created: set[tuple[str, str]] = set()
@@ -375,7 +422,7 @@ class AcetestProblem(Problem):
         self.target_ranges: list[tuple[z3.ExprRef, list[int]]] = []
         self._stage3: Optional[list] = None
         self._lits: dict = {}
-        self._bind()
+        self._bind(consts, selects)
         if self.constrained:
             self._extend(analyse_timeout_ms)
 
@@ -384,9 +431,7 @@ class AcetestProblem(Problem):
         name = self.aliases.get(name, name)
         return name if name in self._args else None
 
-    def _bind(self) -> None:
-        _, consts, selects = _collect(self._core)
-        self._consts = consts
+    def _bind(self, consts: dict, selects: list) -> None:
         self.scalars: dict[tuple[str, str], z3.ExprRef] = {}
         extra_eqs: list[z3.BoolRef] = []
         arrays: dict[str, tuple[Optional[str], str]] = {}

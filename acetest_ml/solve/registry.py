@@ -16,6 +16,7 @@ solver drops them when the hard constraints disagree.
 """
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Sequence
 
@@ -38,6 +39,15 @@ _POSITIVE_LIST_NAMES = {"strides", "stride", "dilations", "dilation", "ksize", "
                         "window_strides", "window_dimensions", "rates", "block_shape", "sizes"}
 _AXIS_NAMES = {"axis", "dim", "dimension", "axes", "dims", "split_dim", "concat_dim", "start_dim",
                "end_dim", "dim0", "dim1", "source", "destination"}
+# integer tensors whose contents index into another tensor ("roles"): an
+# axis is a scalar within the data tensor's rank, a per-dimension vector has
+# one entry per dimension of it, paddings are [rank, 2], perm a permutation
+_AXIS_TENSOR_NAMES = _AXIS_NAMES | {"reduction_indices", "split_dim", "axis_tensor"}
+_PER_DIM_NAMES = {"multiples", "begin", "end", "size", "shape", "new_shape", "block_shape",
+                  "strides", "dims", "ksize", "out_shape", "output_shape"}
+_PADDING_NAMES = {"paddings", "crops", "pads"}
+_PERM_NAMES = {"perm"}
+_ROLE_NAMES = _AXIS_TENSOR_NAMES | _PER_DIM_NAMES | _PADDING_NAMES | _PERM_NAMES
 _RANK_WEIGHTS = [(0, 4), (1, 14), (2, 22), (3, 20), (4, 24), (5, 10), (6, 6)]
 _DIM_WEIGHTS = [(0, 2), (1, 22), (2, 18), (3, 16), (4, 12), (5, 6), (6, 6), (7, 4), (8, 5), (12, 3),
                 (16, 3)]
@@ -215,7 +225,10 @@ class RegistryProblem(Problem, Terms):
         def dim(a, i):
             return self._int(f"{a.name}.d{i}")
 
+        data = self._data_tensor()
         for a in tensors:
+            if a.kind == TENSOR and a.name in _ROLE_NAMES and data is not None and rng.random() < 0.85:
+                t.insert(0, self._role_target(a, data))
             if rng.random() < 0.8:
                 t.append(rank(a) == _weighted(rng, _RANK_WEIGHTS))
             for i in range(MAX_RANK):
@@ -278,6 +291,22 @@ class RegistryProblem(Problem, Terms):
                 t.append(self._int(key) == rng.randrange(len(allowed)))
         return t
 
+    def _data_tensor(self) -> ArgSpec | None:
+        """The first tensor argument that is not an index-like role."""
+        for a in self.spec.args:
+            if a.kind == TENSOR and a.name not in _ROLE_NAMES:
+                return a
+        return None
+
+    def _role_target(self, a: ArgSpec, data: ArgSpec) -> z3.BoolRef:
+        r = self._int(f"{a.name}.rank")
+        dr = self._int(f"{data.name}.rank")
+        if a.name in _AXIS_TENSOR_NAMES:
+            return r == 0
+        if a.name in _PADDING_NAMES:
+            return z3.And(r == 2, self._int(f"{a.name}.d0") == dr, self._int(f"{a.name}.d1") == 2)
+        return z3.And(r == 1, self._int(f"{a.name}.d0") == dr)
+
     def block(self, model: z3.ModelRef) -> z3.BoolRef | None:
         diffs = []
         for name, v in self._vars.items():
@@ -305,6 +334,9 @@ class RegistryProblem(Problem, Terms):
                 r = iv(f"{a.name}.rank")
                 tensors_shapes.append(tuple(iv(f"{a.name}.d{i}") for i in range(r)))
         min_dim = min((d for s in tensors_shapes for d in s if d > 0), default=4)
+        data = self._data_tensor()
+        self._data_shape = tuple(iv(f"{data.name}.d{i}") for i in range(iv(f"{data.name}.rank"))) \
+            if data is not None else None
         for a in self.spec.args:
             name = a.name
             if f"{name}.present" in self._vars and not bv(f"{name}.present"):
@@ -326,6 +358,9 @@ class RegistryProblem(Problem, Terms):
 
     def _tensor(self, a: ArgSpec, dtype: str, shape: tuple, rng: random.Random, min_dim: int) -> TensorDesc:
         k = dtype_kind(dtype)
+        role = self._role_values(a, k, shape, rng)
+        if role is not None:
+            return TensorDesc(dtype, shape, *role)
         if k in ("i", "u"):
             choice = rng.random()
             if choice < 0.6:
@@ -339,6 +374,30 @@ class RegistryProblem(Problem, Terms):
             low, high = rng.choice([(-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0)])
             return TensorDesc(dtype, shape, low, high)
         return TensorDesc(dtype, shape)
+
+    def _role_values(self, a: ArgSpec, k: str, shape: tuple, rng: random.Random):
+        """(low, high, values) for an index-like integer tensor, or None."""
+        data = getattr(self, "_data_shape", None)
+        if k not in ("i", "u") or a.name not in _ROLE_NAMES or data is None or rng.random() < 0.15:
+            return None
+        r = len(data)
+        n = int(math.prod(shape)) if shape else 1
+        if a.name in _AXIS_TENSOR_NAMES:
+            lo = 0 if k == "u" or rng.random() < 0.7 else -r
+            return (lo, max(r - 1, lo), None)
+        if a.name in _PERM_NAMES and n == r and r > 0:
+            perm = list(range(r))
+            rng.shuffle(perm)
+            return (None, None, tuple(perm))
+        if a.name in _PADDING_NAMES:
+            return (0, 2, None)
+        if a.name in ("shape", "new_shape", "out_shape", "output_shape") and n == r:
+            return (None, None, tuple(data))
+        if a.name in ("begin",):
+            return (0, 1, None)
+        if a.name in ("size", "end") and n == r:
+            return (None, None, tuple(max(1, d - rng.randint(0, 1)) for d in data))
+        return (1, 3, None)
 
     def _decode_arg(self, a: ArgSpec, iv, bv, rng: random.Random, min_dim: int):
         name, kind = a.name, a.kind
