@@ -15,7 +15,6 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from typing import Callable, Optional
 
@@ -266,34 +265,63 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
                             "or choose another --out")
         store.set_meta("config", cfg.to_json())
     if executor_factory is None:
-        from .execute.supervisor import Executor
-
-        def executor_factory(framework):
-            kw = {"timeout": cfg.timeout, "log_dir": os.path.join(cfg.out, "logs")}
-            if cfg.mem_limit_mb is not None:
-                kw["mem_limit_mb"] = cfg.mem_limit_mb
-            return Executor(framework, **kw)
+        executor_factory = _default_executor_factory(cfg)
 
     bar = _Progress(cfg, show_progress)
-    results: list[ApiResult] = []
-
-    def one(api: str) -> ApiResult:
-        with Store(cfg.out) as st:
-            return ApiCampaign(cfg, api, st, executor_factory, bar.update).run()
-
     try:
         if cfg.jobs <= 1 or len(cfg.apis) <= 1:
             for api in cfg.apis:
-                results.append(one(api))
+                with Store(cfg.out) as st:
+                    ApiCampaign(cfg, api, st, executor_factory, bar.update).run()
         else:
-            with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-                results = list(pool.map(one, cfg.apis))
+            _run_parallel(cfg, bar)
     finally:
         bar.close()
     with Store(cfg.out) as store:
         summary = summarize(store, cfg)
     write_summary(cfg.out, summary)
     return summary
+
+
+def _default_executor_factory(cfg: CampaignConfig):
+    from .execute.supervisor import Executor
+
+    def make(framework):
+        kw = {"timeout": cfg.timeout, "log_dir": os.path.join(cfg.out, "logs")}
+        if cfg.mem_limit_mb is not None:
+            kw["mem_limit_mb"] = cfg.mem_limit_mb
+        return Executor(framework, **kw)
+    return make
+
+
+def _api_process(cfg: CampaignConfig, api: str, queue) -> tuple:
+    """One API in a pool process (own Z3 context, own worker, own store handle)."""
+    with Store(cfg.out) as st:
+        res = ApiCampaign(cfg, api, st, _default_executor_factory(cfg),
+                          lambda a, done, total: queue.put((a, done, total))).run()
+    return res.api, res.status, res.reason
+
+
+def _run_parallel(cfg: CampaignConfig, bar: "_Progress") -> None:
+    """APIs on ``cfg.jobs`` spawned processes: Z3 contexts are not shared
+    between threads, and each process drives its own framework worker."""
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        q = manager.Queue()
+        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx) as pool:
+            pending = {pool.submit(_api_process, cfg, api, q) for api in cfg.apis}
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        bar.update(*q.get_nowait())
+                    except queue_mod.Empty:
+                        break
+                for fut in done:
+                    fut.result()  # re-raise a failure of the API process
 
 
 class _Progress:
