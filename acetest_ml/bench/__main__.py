@@ -13,6 +13,8 @@ from ..errors import UserError
 
 
 def main(argv=None) -> int:
+    # TensorFlow's start-up INFO/WARNING lines drown the progress bar; errors stay
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ap = argparse.ArgumentParser(prog="python -m acetest_ml.bench")
     ap.add_argument("--config", default="benchmarks/apis.yaml")
     ap.add_argument("--quick", action="store_true", help="the fixed quick subset with small budgets")
