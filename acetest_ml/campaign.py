@@ -198,7 +198,6 @@ class ApiCampaign:
                     self.progress(name, executed, cfg.budget)
                 self.store.add_many(rows)
         finally:
-            executor.close()
             info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
             if filt is not None:
                 info["filter"] = filt.info()
@@ -264,8 +263,9 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
             raise UserError(f"{cfg.out} already holds a campaign: pass --resume to continue it "
                             "or choose another --out")
         store.set_meta("config", cfg.to_json())
+    owned = None
     if executor_factory is None:
-        executor_factory = _default_executor_factory(cfg)
+        executor_factory = owned = _Executors(cfg)
 
     bar = _Progress(cfg, show_progress)
     try:
@@ -277,27 +277,56 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
             _run_parallel(cfg, bar)
     finally:
         bar.close()
+        if owned is not None:
+            owned.close()
     with Store(cfg.out) as store:
         summary = summarize(store, cfg)
     write_summary(cfg.out, summary)
     return summary
 
 
-def _default_executor_factory(cfg: CampaignConfig):
-    from .execute.supervisor import Executor
+class _Executors:
+    """One persistent worker per framework, reused across the APIs a process
+    runs (starting TensorFlow costs seconds; a crash or timeout restarts the
+    worker inside the Executor)."""
 
-    def make(framework):
-        kw = {"timeout": cfg.timeout, "log_dir": os.path.join(cfg.out, "logs")}
-        if cfg.mem_limit_mb is not None:
-            kw["mem_limit_mb"] = cfg.mem_limit_mb
-        return Executor(framework, **kw)
-    return make
+    def __init__(self, cfg: CampaignConfig):
+        self.cfg = cfg
+        self.by_framework: dict = {}
+
+    def __call__(self, framework: str):
+        ex = self.by_framework.get(framework)
+        if ex is None:
+            from .execute.supervisor import Executor
+            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
+            if self.cfg.mem_limit_mb is not None:
+                kw["mem_limit_mb"] = self.cfg.mem_limit_mb
+            ex = self.by_framework[framework] = Executor(framework, **kw)
+        return ex
+
+    def close(self) -> None:
+        for ex in self.by_framework.values():
+            ex.close()
+        self.by_framework.clear()
+
+
+_PROCESS_EXECUTORS: dict = {}
+
+
+def _process_executors(cfg: CampaignConfig) -> _Executors:
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb)
+    ex = _PROCESS_EXECUTORS.get(key)
+    if ex is None:
+        import atexit
+        ex = _PROCESS_EXECUTORS[key] = _Executors(cfg)
+        atexit.register(ex.close)
+    return ex
 
 
 def _api_process(cfg: CampaignConfig, api: str, queue) -> tuple:
     """One API in a pool process (own Z3 context, own worker, own store handle)."""
     with Store(cfg.out) as st:
-        res = ApiCampaign(cfg, api, st, _default_executor_factory(cfg),
+        res = ApiCampaign(cfg, api, st, _process_executors(cfg),
                           lambda a, done, total: queue.put((a, done, total))).run()
     return res.api, res.status, res.reason
 
