@@ -203,13 +203,17 @@ def check_caps(ai: AbstractInput, max_elements: int = DEFAULT_MAX_ELEMENTS,
 # Call plans
 # --------------------------------------------------------------------------
 
-def _plan_tf(spec: ApiSpec, ai: AbstractInput) -> tuple[list, list]:
-    return [], [a.name for a in spec.args if a.passed and a.name in ai.args]
+def _plan_tf(spec: ApiSpec, ai: AbstractInput) -> tuple[list, list, list]:
+    return [], [a.name for a in spec.args if a.passed and a.name in ai.args], []
 
 
-def _plan_torch(spec: ApiSpec, ai: AbstractInput) -> tuple[list, list]:
+def _plan_torch(spec: ApiSpec, ai: AbstractInput) -> tuple[list, list, list]:
     positional: list[str] = []
     keyword_args: list[str] = []
+    # optional arguments the schema gives no default must be passed as None
+    none_args = [a.name for a in spec.args if a.passed and a.optional and not a.has_default
+                 and a.name not in ai.args]
+    none_args += [n for n in spec.notes.get("pass_none", []) if not spec.has_arg(n)]
     gap = False
     for a in spec.args:
         if not a.passed or a.keyword_only:
@@ -221,7 +225,7 @@ def _plan_torch(spec: ApiSpec, ai: AbstractInput) -> tuple[list, list]:
         else:
             positional.append(a.name)
     keyword_args += [a.name for a in spec.args if a.passed and a.keyword_only and a.name in ai.args]
-    return positional, keyword_args
+    return positional, keyword_args, none_args
 
 
 _PLANNERS = {"tf": _plan_tf, "torch": _plan_torch}
@@ -246,9 +250,9 @@ def plan_call(spec: ApiSpec, ai: AbstractInput) -> dict:
     unknown = [k for k in ai.args if not spec.has_arg(k)]
     if unknown:
         raise InvalidInputError(f"{spec.name} has no argument(s) {', '.join(map(repr, unknown))}")
-    positional, keyword_args = planner(spec, ai)
+    positional, keyword_args, none_args = planner(spec, ai)
     return {"framework": spec.framework, "target": spec.name,
-            "positional": positional, "keyword": keyword_args}
+            "positional": positional, "keyword": keyword_args, "none": none_args}
 
 
 # --------------------------------------------------------------------------
@@ -324,6 +328,7 @@ def reproducer_script(spec: ApiSpec, ai: AbstractInput) -> str:
     kw_plain = [n for n in plan["keyword"] if not keyword.iskeyword(n)]
     kw_reserved = [n for n in plan["keyword"] if keyword.iskeyword(n)]
     call_args += [f"{n}={var[n]}" for n in kw_plain]
+    call_args += [f"{n}=None" for n in plan.get("none", []) if _IDENT.match(n) and not keyword.iskeyword(n)]
     if kw_reserved:
         call_args.append("**{" + ", ".join(f"{n!r}: {var[n]}" for n in kw_reserved) + "}")
     target = ""

@@ -120,7 +120,7 @@ def test_plan_tf_all_keyword_and_unpassed_dropped():
         "T": DTypeValue("float32"), "strides": [1, 1, 1, 1], "padding": "VALID"})
     plan = plan_call(_tf_spec(), ai)
     assert plan == {"framework": "tf", "target": "tf.raw_ops.Conv2D", "positional": [],
-                    "keyword": ["input", "filter", "strides", "padding"]}
+                    "keyword": ["input", "filter", "strides", "padding"], "none": []}
     json.dumps(plan)
 
 
@@ -133,7 +133,7 @@ def test_plan_torch_positional_until_gap_then_keywords():
     ai = AbstractInput(spec.name, {"input": t, "weight": t, "stride": [1, 1], "out": t})
     assert plan_call(spec, ai) == {"framework": "torch", "target": spec.name,
                                    "positional": ["input", "weight"],
-                                   "keyword": ["stride", "out"]}
+                                   "keyword": ["stride", "out"], "none": ["bias"]}
     ai2 = AbstractInput(spec.name, {"input": t, "weight": t, "bias": None, "stride": [1, 1]})
     assert plan_call(spec, ai2)["positional"] == ["input", "weight", "bias", "stride"]
     assert plan_call(spec, ai2)["keyword"] == []

@@ -472,3 +472,57 @@ def test_real_upstream_online(tmp_path):
     st = json.loads((tmp_path / "w" / "output_tf_0" / API / hook.STATS_FILE).read_text())
     assert st["runs"] == 30 and st["online"]["labelled"] + st["outcomes"].get("unfiltered", {}).get("oom", 0) <= 30
     assert st["online"]["labelled"] >= 25
+
+
+def test_hook_work_leaves_upstream_random_streams_alone(up, tmp_path):
+    """Upstream draws every choice from Python's and NumPy's global generators;
+    our training (lightgbm's import draws from ``random``) must not shift them,
+    or a filtered run diverges from the baseline before the filter acts."""
+    import numpy as np
+
+    random.seed(4)
+    np.random.seed(4)
+    expected = (random.random(), float(np.random.rand()))
+    random.seed(4)
+    np.random.seed(4)
+    with hook.keep_global_rng():
+        random.random()
+        np.random.rand(10)
+    assert (random.random(), float(np.random.rand())) == expected
+
+    def sequence(install: bool, n=40):
+        base = tmp_path / ("hooked" if install else "plain")
+        base.mkdir()
+        opt = make_option(up, base)
+        trainings = []
+
+        def trainer(spec, inputs, labels, config):  # draws like an import would, then declines
+            trainings.append(len(labels))
+            random.random()
+            np.random.rand(5)
+            return None
+
+        h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=5, seed=0), trainer=trainer)
+        if install:
+            h.install(up.APIManager.APIManager, up.Runner.Runner)
+        try:
+            random.seed(9)
+            np.random.seed(9)
+            r = up.Runner.Runner(API, opt)
+            manager = up.APIManager.APIManager(API, load_args(up), opt)
+            manager._acetest_ml_runner = r
+            out = []
+            for _ in range(n):
+                manager.generate_random_args()
+                ai = convert.to_abstract_input(API, manager.arg_list, "tf")
+                if not bias_add_valid(ai):
+                    r.invalid += 1  # what upstream's runner does for a rejected input
+                out.append(ai.args)
+        finally:
+            h.uninstall()
+        return out, trainings
+
+    plain, _ = sequence(False)
+    hooked, trainings = sequence(True)
+    assert len(trainings) >= 2  # the trainer really ran (and drew) in between
+    assert hooked == plain

@@ -61,7 +61,8 @@ def torch_to_tensor(arr, dtype):
     import torch
     if dtype == "string":
         raise TypeError("torch has no string tensors")
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    # ascontiguousarray makes 0-d arrays 1-d: keep the shape
+    t = torch.from_numpy(np.ascontiguousarray(arr).reshape(np.shape(arr)))
     if dtype in ("float16", "bfloat16"):
         t = t.to(getattr(torch, dtype))
     return t

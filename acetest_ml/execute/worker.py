@@ -94,6 +94,7 @@ def handle(adapter, request: dict) -> dict:
         fn = adapter.resolve(plan["target"])
         args = [adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["positional"]]
         kwargs = {n: adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["keyword"]}
+        kwargs.update({n: None for n in plan.get("none", [])})
         stage = "call"
         start = time.perf_counter()
         try:

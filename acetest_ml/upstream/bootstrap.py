@@ -58,10 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(main_py):
         print(f"error: ACETest main.py not found at {main_py}", file=sys.stderr)
         return 2
-    if ns.seed is not None:
-        import numpy as np
-        random.seed(ns.seed)
-        np.random.seed(ns.seed % (2 ** 32))
     sys.path.insert(0, src)
     os.chdir(src)
     try:
@@ -70,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                                   max_tries=ns.max_tries, warmup=ns.warmup,
                                   seed=ns.seed if ns.seed is not None else 0)
             install(config)
+        # Seed last, so that nothing imported or loaded above (the hook keeps
+        # its own work off these generators) shifts upstream's random stream.
+        if ns.seed is not None:
+            import numpy as np
+            random.seed(ns.seed)
+            np.random.seed(ns.seed % (2 ** 32))
         sys.argv = [main_py] + upstream_args
         runpy.run_path(main_py, run_name="__main__")
     except SystemExit as e:

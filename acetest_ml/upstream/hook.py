@@ -22,6 +22,7 @@ a sample, so they survive upstream's worker processes (the ncsu-swat fork's
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -82,6 +83,24 @@ class FilterConfig:
 
 
 # ------------------------------------------------------------ adapters to classify
+@contextlib.contextmanager
+def keep_global_rng():
+    """Run the body without disturbing Python's and NumPy's global random
+    generators. Upstream draws all its choices from them, while our own work
+    may draw from them too (importing lightgbm or sklearn.ensemble does), which
+    would make a filtered run diverge from the baseline before the filter ever
+    acts. Both states are saved on entry and put back on exit."""
+    py_state = random.getstate()
+    np_mod = sys.modules.get("numpy")
+    np_state = np_mod.random.get_state() if np_mod is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        if np_state is not None:
+            np_mod.random.set_state(np_state)
+
+
 # The classify package is written alongside; everything this module needs from
 # it goes through these two functions.
 
@@ -190,14 +209,16 @@ class ApiFilter:
     # -- the regenerate loop
     def next_input(self, manager, original: Callable[[Any], Any]):
         runner = getattr(manager, "_acetest_ml_runner", None)
-        if runner is not None:
-            self.settle(runner)
-        self.prepare(manager.arg_list)
+        with keep_global_rng():
+            if runner is not None:
+                self.settle(runner)
+            self.prepare(manager.arg_list)
         result = None
         if self.scorer is None:
             result = original(manager)
             self.counts["generated"] += 1
-            ai = self.convert(manager.arg_list)
+            with keep_global_rng():
+                ai = self.convert(manager.arg_list)
             decision = "unfiltered" if ai is not None else "unconvertible"
         else:
             threshold = float(getattr(self.scorer, "threshold", 0.5))
@@ -207,12 +228,14 @@ class ApiFilter:
             for _ in range(int(self.config.max_tries)):
                 result = original(manager)
                 self.counts["generated"] += 1
-                ai = self.convert(manager.arg_list)
+                with keep_global_rng():
+                    ai = self.convert(manager.arg_list)
                 if ai is None:
                     decision = "unconvertible"
                     break
                 t0 = time.perf_counter()
-                p = float(self.scorer.score_batch([ai])[0])
+                with keep_global_rng():
+                    p = float(self.scorer.score_batch([ai])[0])
                 self.score_time += time.perf_counter() - t0
                 self.counts["scored"] += 1
                 if p >= threshold:
@@ -389,19 +412,22 @@ class FilterHook:
             try:
                 return run_orig(runner, manager, *args, **kwargs)
             finally:
-                flt.settle(runner)
-                manager._acetest_ml_runner = None
-                flt.write_stats(getattr(runner, "output_dir", None))
+                with keep_global_rng():
+                    flt.settle(runner)
+                    manager._acetest_ml_runner = None
+                    flt.write_stats(getattr(runner, "output_dir", None))
 
         def terminate(runner, msg=None, *args, **kwargs):
             flt = hook.filter_for(runner.api_name, hook._framework(runner))
             # A message means upstream gave up on the API after the last run
             # raised an "unsupported" error, which it does not count.
-            flt.settle(runner, forced_outcome="unsupported" if msg is not None else None)
+            with keep_global_rng():
+                flt.settle(runner, forced_outcome="unsupported" if msg is not None else None)
             try:
                 return term_orig(runner, msg, *args, **kwargs)
             finally:
-                flt.write_stats(getattr(runner, "output_dir", None))
+                with keep_global_rng():
+                    flt.write_stats(getattr(runner, "output_dir", None))
 
         for cls, name, fn in ((manager_cls, "generate_random_args", generate_random_args),
                               (runner_cls, "run", run), (runner_cls, "terminate", terminate)):
@@ -426,10 +452,11 @@ def install(config: FilterConfig, **kwargs) -> FilterHook:
     """Create a FilterHook and patch upstream's modules (which must be
     importable: upstream's ``Tester/src`` on ``sys.path``). In models mode the
     registry is loaded now, so a broken YAML fails before upstream starts."""
-    hook = FilterHook(config, **kwargs)
-    if config.mode == "models" and "scorer_factory" not in kwargs:
-        load_registry(config.models)
-    return hook.install()
+    with keep_global_rng():
+        hook = FilterHook(config, **kwargs)
+        if config.mode == "models" and "scorer_factory" not in kwargs:
+            load_registry(config.models)
+        return hook.install()
 
 
 def read_stats(output_root: str) -> dict[str, dict]:
