@@ -165,7 +165,7 @@ def test_reproducer_is_standalone_and_handles_reserved_names():
     assert "acetest_ml" not in text.replace("acetest-ml", "")
     assert "VALUE_SEED = 5" in text
     assert "op = getattr(torch.ops.aten.random_, 'from')" in text
-    assert "result = op(arg_self, arg_from, arg_to)" in text
+    assert "result = op(arg_self, arg_from, arg_to, generator=None)" in text
     compile(text, "repro.py", "exec")  # syntactically valid (never run here)
     spec2 = ApiSpec("torch.ops.aten.foo", "torch", [ArgSpec("x", "tensor"), ArgSpec("lambda", "float", keyword_only=True),
                                                     ArgSpec("dtype", "dtype", keyword_only=True)])
