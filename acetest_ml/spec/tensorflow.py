@@ -51,6 +51,7 @@ REASON_TENSOR_ATTR = "tensor attr"
 REASON_LIST_SHAPE = "list(shape) attr"
 REASON_UNKNOWN_ATTR = "unknown attr type"
 REASON_NO_WRAPPER = "no python wrapper"
+REASON_NO_CPU_KERNEL = "no CPU kernel"
 
 # OpDef DataType enum name -> canonical dtype name (model.ALL_DTYPES spelling).
 _TF_TO_CANONICAL = {
@@ -382,8 +383,41 @@ def _load() -> dict[str, ApiSpec]:
         except (TypeError, ValueError):
             params = None
         spec = spec_from_op_def(op_def, params)
+        restrict_to_cpu_kernels(spec, op)
         specs[spec.name] = spec
     return specs
+
+
+def restrict_to_cpu_kernels(spec: ApiSpec, op: str) -> None:
+    """Narrow each dtype attribute to the dtypes a registered CPU kernel
+    accepts (the OpDef allows more than this machine can run), and mark ops
+    with no CPU kernel at all unsupported."""
+    from tensorflow.python.framework import kernels
+    try:
+        cpu = [k for k in kernels.get_registered_kernels_for_op(op).kernel if k.device_type == "CPU"]
+    except Exception:  # registry lookup failed: keep the OpDef's view
+        return
+    if not cpu:
+        if spec.unsupported is None:
+            spec.unsupported = REASON_NO_CPU_KERNEL
+        return
+    back = spec.notes.get("opdef_names", {})
+    for a in spec.args:
+        if a.kind not in (DTYPE, DTYPE_LIST) or not a.allowed:
+            continue
+        attr = back.get(a.name, a.name)
+        ok: set[str] = set()
+        for k in cpu:
+            cons = [c for c in k.constraint if c.name == attr]
+            if not cons:
+                ok = set(a.allowed)  # some CPU kernel takes any type
+                break
+            for c in cons:
+                ok |= {d for d in (canonical_dtype(t) for t in c.allowed_values.list.type) if d}
+        narrowed = [d for d in a.allowed if d in ok]
+        if narrowed and len(narrowed) < len(a.allowed):
+            spec.notes.setdefault("cpu_kernel_dtypes", {})[a.name] = len(a.allowed) - len(narrowed)
+            a.allowed = narrowed
 
 
 def load_tf_specs() -> dict[str, ApiSpec]:
