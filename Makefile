@@ -13,7 +13,7 @@ test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 bench:
-	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA)
+	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA) --publish
 
 bench-quick:
 	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --quick --acetest-data $(ACETEST_DATA)

@@ -48,7 +48,23 @@ def main(argv=None) -> int:
         shutil.copy(os.path.join(out, "report.md"), os.path.join(here, "RESULTS.md"))
         for png in ("pass_rate_per_api.png", "overall.png"):
             shutil.copy(os.path.join(out, png), os.path.join(here, png))
+        _update_readme(os.path.join(os.path.dirname(here), "README.md"), overall_table(results), out)
     return 0
+
+
+def _update_readme(path: str, table: str, out: str) -> None:
+    """Put the overall table of a published full run into the README."""
+    if not os.path.exists(path):
+        return
+    text = open(path).read()
+    start, end = "<!-- BENCH-TABLE -->", "<!-- /BENCH-TABLE -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    body = f"{start}\nFrom `{out}` (full details in `benchmarks/RESULTS.md`):\n\n{table}\n{end}"
+    with open(path, "w") as f:
+        f.write(head + body + tail)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ BUILDABLE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int3
 # argument names whose integer items are window sizes / steps (>= 1)
 _POSITIVE_LIST_NAMES = {"strides", "stride", "dilations", "dilation", "ksize", "kernel_size",
                         "window_strides", "window_dimensions", "rates", "block_shape", "sizes"}
+# integer arguments that count or size something (>= 1 when valid)
+_COUNT_NAMES = {"groups", "num_groups", "block_size", "upscale_factor", "downscale_factor", "num_split",
+                "depth", "num_segments", "num_classes", "k", "repeats", "chunks", "sections"}
 _AXIS_NAMES = {"axis", "dim", "dimension", "axes", "dims", "split_dim", "concat_dim", "start_dim",
                "end_dim", "dim0", "dim1", "source", "destination"}
 # integer tensors whose contents index into another tensor ("roles"): an
@@ -178,6 +181,8 @@ class RegistryProblem(Problem, Terms):
     def _int_bounds(self, a: ArgSpec) -> tuple[int, int]:
         if a.name in _AXIS_NAMES:
             lo, hi = -MAX_RANK, MAX_RANK - 1
+        elif a.name in _COUNT_NAMES:
+            lo, hi = 0, 16
         else:
             lo, hi = -4, 64
         if a.minimum is not None:
@@ -265,6 +270,8 @@ class RegistryProblem(Problem, Terms):
                 if a.name in _AXIS_NAMES and tensors:
                     r = self._int(f"{rng.choice(tensors).name}.rank")
                     t.append(z3.And(v >= -r, v < r))
+                elif a.name in _COUNT_NAMES:
+                    t.append(v == rng.choice([1, 1, 2, 2, 3, 4]))
                 else:
                     t.append(v == rng.choice([0, 1, 1, 2, 2, 3, 4, rng.randint(-2, 16)]))
             elif a.kind in (STR, DTYPE) and f"{name}.val" in self._vars:
