@@ -133,7 +133,11 @@ class ApiCampaign:
         name = spec.name
         notes["spec"] = spec.to_dict()  # training reads the spec the runs were made with
         seed = api_seed(cfg.seed, name)
-        sampler = Sampler(problems, seed)
+        # ACETest's scheme: a few solver models per constraint set, reused with
+        # fresh random fills (budget / sets / 2 each, at least 2)
+        per_set = (max(2, cfg.budget // (2 * len(problems)))
+                   if notes.get("constraints") == "acetest" else None)
+        sampler = Sampler(problems, seed, models_per_set=per_set)
         start = self.store.next_index(name, seed)
         executed = self.store.count_executed(name, seed)
         prior = self.store.api_statuses().get(name, {}).get("info", {})

@@ -26,6 +26,8 @@ class _SetState:
     blocked: int = 0
     exhausted_rounds: int = 0
     unsat: bool = False
+    pool: list = field(default_factory=list)   # models kept for reuse
+    pool_closed: bool = False                  # no new distinct model left
 
 
 @dataclass
@@ -42,11 +44,17 @@ class NoSolutionError(Exception):
 
 class Sampler:
     def __init__(self, problems: Sequence[Problem], seed: int, *, timeout_ms: int = 2000,
-                 max_blocked: int = 5000):
+                 max_blocked: int = 5000, models_per_set: int | None = None):
+        """``models_per_set``: solve at most this many distinct models per
+        constraint set and afterwards reuse a random one of them for each
+        draw (decode fills the open parts anew every time) — ACETest's own
+        scheme, which draws a few models per set up front. None: a new
+        model for every draw."""
         if not problems:
             raise NoSolutionError("no constraint sets")
         self.rng = random.Random(seed)
         self.seed = seed
+        self.models_per_set = models_per_set
         self.timeout_ms = timeout_ms
         self.max_blocked = max_blocked
         self.stats = SamplerStats()
@@ -105,20 +113,30 @@ class Sampler:
                 raise NoSolutionError("no satisfiable constraint set: "
                                       + ", ".join(self.stats.unsat_sets))
             st = live[self.rng.randrange(len(live))]
-            model = self._solve(st)
-            if model is None:
-                if st.blocked == 0:
-                    st.unsat = True
-                    self.stats.unsat_sets.append(st.problem.set_id)
-                    continue
-                self._reset(st)
-                continue
-            blk = st.problem.block(model)
-            if blk is not None:
-                st.solver.add(blk)
-                st.blocked += 1
-                if st.blocked >= self.max_blocked:
+            reuse = self.models_per_set is not None and st.pool and (
+                len(st.pool) >= self.models_per_set or st.pool_closed)
+            if reuse:
+                model = st.pool[self.rng.randrange(len(st.pool))]
+            else:
+                model = self._solve(st)
+                if model is None:
+                    if st.blocked == 0:
+                        st.unsat = True
+                        self.stats.unsat_sets.append(st.problem.set_id)
+                        continue
+                    if self.models_per_set is not None:
+                        st.pool_closed = True  # every distinct model is in the pool
+                        continue
                     self._reset(st)
+                    continue
+                blk = st.problem.block(model)
+                if blk is not None:
+                    st.solver.add(blk)
+                    st.blocked += 1
+                    if st.blocked >= self.max_blocked and self.models_per_set is None:
+                        self._reset(st)
+                if self.models_per_set is not None:
+                    st.pool.append(model)
             ai = st.problem.decode(model, self.rng)
             ai.origin.setdefault("set", st.problem.set_id)
             ai.origin["draw"] = self.index

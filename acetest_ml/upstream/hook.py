@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import math
 import os
@@ -42,6 +45,11 @@ MODES = ("models", "online")
 OUTCOMES = ("pass", "invalid", "crash", "timeout", "oom", "unsupported", "unknown")
 DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
+# Upstream's modules and the classes the hook patches in them.
+_MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
+_UPSTREAM_CLASSES = {_MANAGER_MODULE: "APIManager", _RUNNER_MODULE: "Runner"}
+# Third-party modules upstream's Runner imports.
+_UPSTREAM_REQUIREMENTS = ("z3", "sysv_ipc", "termcolor")
 
 
 class UpstreamError(UserError):
@@ -354,6 +362,52 @@ class ApiFilter:
 
 # ------------------------------------------------------------ the hook
 
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs an upstream module's own loader, then lets the hook patch it."""
+
+    def __init__(self, inner, finder: "_PatchOnImport", name: str):
+        self.inner = inner
+        self.finder = finder
+        self.name = name
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.inner.exec_module(module)
+        self.finder.loaded(self.name, module)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """A ``sys.meta_path`` entry that patches upstream's ``APIManager`` and
+    ``Runner`` modules right after upstream imports them; it removes itself
+    once both are patched."""
+
+    def __init__(self, hook: "FilterHook", names: list[str]):
+        self.hook = hook
+        self.pending = set(names)
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.pending:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _PatchingLoader(spec.loader, self, name)
+        return spec
+
+    def loaded(self, name: str, module) -> None:
+        self.pending.discard(name)
+        if not self.pending:
+            self.remove()
+        with keep_global_rng():
+            self.hook._patch_module(name, module)
+
+    def remove(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
 class FilterHook:
     """Patches upstream's ``APIManager`` and ``Runner`` classes (given, or
     imported by their upstream module names) and keeps per-API state.
@@ -366,6 +420,7 @@ class FilterHook:
         self.trainer = trainer or train_scorer
         self.filters: dict[str, ApiFilter] = {}
         self._patched: list[tuple[type, str, Any]] = []
+        self._finder: Optional[_PatchOnImport] = None
 
     def filter_for(self, api: str, framework: str) -> ApiFilter:
         f = self.filters.get(api)
@@ -379,29 +434,69 @@ class FilterHook:
         return getattr(opt, "fw", None) or "tf"
 
     def install(self, manager_cls=None, runner_cls=None) -> "FilterHook":
-        if self._patched:
+        """Patch ``manager_cls.generate_random_args`` and ``runner_cls.run`` /
+        ``terminate``. A class not given is taken from upstream's module
+        (``APIManager`` / ``Runner``): patched now when the module is already
+        imported, else when upstream itself imports it. Importing upstream's
+        modules ahead of its ``main.py`` would change its import order, and its
+        constraint sampling turns out to depend on that (MaxPool3D draws other
+        samples), so the hook waits for upstream's own import."""
+        if self._patched or self._finder is not None:
             return self
-        if manager_cls is None or runner_cls is None:
-            try:
-                manager_cls = manager_cls or importlib.import_module("APIManager").APIManager
-                runner_cls = runner_cls or importlib.import_module("Runner").Runner
-            except ImportError as e:
-                raise UpstreamError(f"cannot import upstream ACETest modules: {e} "
-                                    "(install upstream's requirements: z3-solver, sysv_ipc, termcolor)") from e
-            except AttributeError as e:
-                raise UpstreamError(f"upstream ACETest layout not recognised: {e}") from e
-        for cls, name in ((manager_cls, "generate_random_args"), (runner_cls, "run"),
-                          (runner_cls, "terminate")):
+        pending: list[str] = []
+        for module, given in ((_MANAGER_MODULE, manager_cls), (_RUNNER_MODULE, runner_cls)):
+            if given is not None:
+                self._patch(module, given)
+            elif module in sys.modules:
+                self._patch_module(module, sys.modules[module])
+            else:
+                pending.append(module)
+        if pending:
+            missing = [m for m in pending if importlib.util.find_spec(m) is None]
+            if missing:
+                raise UpstreamError(f"upstream ACETest module(s) {', '.join(missing)} not found "
+                                    "(upstream's Tester/src must be on sys.path)")
+            if _RUNNER_MODULE in pending:
+                reqs = [m for m in _UPSTREAM_REQUIREMENTS if importlib.util.find_spec(m) is None]
+                if reqs:
+                    raise UpstreamError(f"upstream ACETest needs {', '.join(reqs)}: install upstream's "
+                                        "requirements (z3-solver, sysv_ipc, termcolor)")
+            self._finder = _PatchOnImport(self, pending)
+            sys.meta_path.insert(0, self._finder)
+        return self
+
+    def _patch_module(self, module_name: str, module) -> None:
+        cls = getattr(module, _UPSTREAM_CLASSES[module_name], None)
+        if not isinstance(cls, type):
+            raise UpstreamError(f"upstream ACETest layout not recognised: module {module_name} has no class "
+                                f"{_UPSTREAM_CLASSES[module_name]}")
+        self._patch(module_name, cls)
+
+    def _patch(self, module_name: str, cls: type) -> None:
+        names = ("generate_random_args",) if module_name == _MANAGER_MODULE else ("run", "terminate")
+        for name in names:
             if not callable(getattr(cls, name, None)):
                 raise UpstreamError(f"upstream ACETest layout not recognised: {cls.__name__}.{name} is missing")
+        fns = self._manager_wrappers(cls) if module_name == _MANAGER_MODULE else self._runner_wrappers(cls)
+        for name, fn in fns.items():
+            self._patched.append((cls, name, cls.__dict__.get(name)))
+            fn.__wrapped__ = getattr(cls, name)
+            setattr(cls, name, fn)
+
+    def _manager_wrappers(self, manager_cls: type) -> dict[str, Callable]:
         hook = self
         gen_orig = manager_cls.generate_random_args
-        run_orig = runner_cls.run
-        term_orig = runner_cls.terminate
 
         def generate_random_args(manager, *args, **kwargs):
             flt = hook.filter_for(manager.api_name, hook._framework(manager))
             return flt.next_input(manager, lambda m: gen_orig(m, *args, **kwargs))
+
+        return {"generate_random_args": generate_random_args}
+
+    def _runner_wrappers(self, runner_cls: type) -> dict[str, Callable]:
+        hook = self
+        run_orig = runner_cls.run
+        term_orig = runner_cls.terminate
 
         def run(runner, manager, *args, **kwargs):
             flt = hook.filter_for(runner.api_name, hook._framework(runner))
@@ -429,14 +524,17 @@ class FilterHook:
                 with keep_global_rng():
                     flt.write_stats(getattr(runner, "output_dir", None))
 
-        for cls, name, fn in ((manager_cls, "generate_random_args", generate_random_args),
-                              (runner_cls, "run", run), (runner_cls, "terminate", terminate)):
-            self._patched.append((cls, name, cls.__dict__.get(name)))
-            fn.__wrapped__ = getattr(cls, name)
-            setattr(cls, name, fn)
-        return self
+        return {"run": run, "terminate": terminate}
+
+    @property
+    def waiting_for(self) -> list[str]:
+        """Upstream modules the hook will patch when they are imported."""
+        return sorted(self._finder.pending) if self._finder is not None else []
 
     def uninstall(self) -> None:
+        if self._finder is not None:
+            self._finder.remove()
+            self._finder = None
         for cls, name, orig in reversed(self._patched):
             if orig is None:
                 delattr(cls, name)
@@ -450,8 +548,9 @@ class FilterHook:
 
 def install(config: FilterConfig, **kwargs) -> FilterHook:
     """Create a FilterHook and patch upstream's modules (which must be
-    importable: upstream's ``Tester/src`` on ``sys.path``). In models mode the
-    registry is loaded now, so a broken YAML fails before upstream starts."""
+    importable: upstream's ``Tester/src`` on ``sys.path``), now if they are
+    imported, else as upstream imports them. In models mode the registry is
+    loaded now, so a broken YAML fails before upstream starts."""
     with keep_global_rng():
         hook = FilterHook(config, **kwargs)
         if config.mode == "models" and "scorer_factory" not in kwargs:
