@@ -129,3 +129,13 @@ def test_determinism_across_processes(tmp_path):
     here = Sampler([RegistryProblem(conv_spec(), CONV_RULES)], seed=11).take(25)
     import hashlib
     assert outs == {hashlib.sha256("".join(x.dumps() for x in here).encode()).hexdigest() + "\n"}
+
+
+def test_model_reuse_keeps_few_solver_models_per_set():
+    s = Sampler([RegistryProblem(conv_spec(), CONV_RULES)], seed=2, models_per_set=3)
+    xs = s.take(40)
+    shapes = {(x.args["input"].shape, x.args["filter"].shape, tuple(x.args["strides"])) for x in xs}
+    assert len(shapes) == 3  # three solver models, each reused with fresh random fills
+    assert s.stats.draws == 40
+    again = Sampler([RegistryProblem(conv_spec(), CONV_RULES)], seed=2, models_per_set=3).take(40)
+    assert [x.dumps() for x in again] == [x.dumps() for x in xs]

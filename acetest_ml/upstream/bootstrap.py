@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        traceback.print_exc()
+        print(f"error: upstream ACETest needs the module {e.name!r}: install upstream's requirements "
+              "(z3-solver, sysv_ipc, termcolor)", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         print("error: upstream ACETest failed (traceback above)", file=sys.stderr)

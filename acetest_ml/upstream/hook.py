@@ -48,8 +48,6 @@ _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 # Upstream's modules and the classes the hook patches in them.
 _MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
 _UPSTREAM_CLASSES = {_MANAGER_MODULE: "APIManager", _RUNNER_MODULE: "Runner"}
-# Third-party modules upstream's Runner imports.
-_UPSTREAM_REQUIREMENTS = ("z3", "sysv_ipc", "termcolor")
 
 
 class UpstreamError(UserError):
@@ -456,11 +454,6 @@ class FilterHook:
             if missing:
                 raise UpstreamError(f"upstream ACETest module(s) {', '.join(missing)} not found "
                                     "(upstream's Tester/src must be on sys.path)")
-            if _RUNNER_MODULE in pending:
-                reqs = [m for m in _UPSTREAM_REQUIREMENTS if importlib.util.find_spec(m) is None]
-                if reqs:
-                    raise UpstreamError(f"upstream ACETest needs {', '.join(reqs)}: install upstream's "
-                                        "requirements (z3-solver, sysv_ipc, termcolor)")
             self._finder = _PatchOnImport(self, pending)
             sys.meta_path.insert(0, self._finder)
         return self
