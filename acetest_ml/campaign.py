@@ -327,11 +327,18 @@ def _process_executors(cfg: CampaignConfig) -> _Executors:
     return ex
 
 
-def _api_process(cfg: CampaignConfig, api: str, queue) -> tuple:
-    """One API in a pool process (own Z3 context, own worker, own store handle)."""
+def _api_process(cfg: CampaignConfig, api: str, queue, parent: int) -> tuple:
+    """One API in a pool process (own Z3 context, own worker, own store handle).
+    Stops when the campaign process is gone (killed), instead of running on
+    as an orphan; everything recorded so far stays in the store."""
+
+    def progress(a, done, total):
+        if os.getppid() != parent:
+            raise SystemExit("campaign process gone")
+        queue.put((a, done, total))
+
     with Store(cfg.out) as st:
-        res = ApiCampaign(cfg, api, st, _process_executors(cfg),
-                          lambda a, done, total: queue.put((a, done, total))).run()
+        res = ApiCampaign(cfg, api, st, _process_executors(cfg), progress).run()
     return res.api, res.status, res.reason
 
 
@@ -345,7 +352,7 @@ def _run_parallel(cfg: CampaignConfig, bar: "_Progress") -> None:
     with ctx.Manager() as manager:
         q = manager.Queue()
         with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_api_process, cfg, api, q) for api in cfg.apis}
+            pending = {pool.submit(_api_process, cfg, api, q, os.getpid()) for api in cfg.apis}
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 while True:

@@ -526,3 +526,41 @@ def test_hook_work_leaves_upstream_random_streams_alone(up, tmp_path):
     hooked, trainings = sequence(True)
     assert len(trainings) >= 2  # the trainer really ran (and drew) in between
     assert hooked == plain
+
+
+def test_install_waits_for_upstreams_own_imports():
+    """Without classes given, the hook patches upstream's modules as upstream
+    imports them (importing them earlier would change upstream's import order)."""
+    saved = {n: sys.modules.pop(n, None) for n in _MODULES}
+    saved_path = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(SRC)]  # the module fixture may have added it
+    scorer = RecordingScorer(threshold=0.0)
+    h = hook.FilterHook(hook.FilterConfig(mode="models"), scorer_factory=lambda m, a, s: scorer)
+    try:
+        with pytest.raises(hook.UpstreamError, match="not found"):
+            h.install()  # upstream's Tester/src is not on sys.path
+        assert h.waiting_for == [] and not any(isinstance(f, hook._PatchOnImport) for f in sys.meta_path)
+        sys.path.insert(0, str(SRC))
+        h.install()
+        assert h.waiting_for == ["APIManager", "Runner"]
+        assert "APIManager" not in sys.modules and "Runner" not in sys.modules  # nothing imported yet
+        manager_mod = importlib.import_module("APIManager")
+        assert h.waiting_for == ["Runner"]
+        assert hasattr(manager_mod.APIManager.generate_random_args, "__wrapped__")
+        runner_mod = importlib.import_module("Runner")
+        assert h.waiting_for == []
+        assert not any(isinstance(f, hook._PatchOnImport) for f in sys.meta_path)
+        assert hasattr(runner_mod.Runner.run, "__wrapped__") and hasattr(runner_mod.Runner.terminate, "__wrapped__")
+        args = [importlib.import_module("Argument").Argument(n, p) for n, p in json.loads(
+            (STANDIN / "Tester" / "data" / "tensorflow" / "op_json" / "BiasAdd.json").read_text()).items()]
+        manager_mod.APIManager(API, args, None).generate_random_args()
+        assert h.stats()[API]["accepted"] == 1 and len(scorer.seen) == 1
+        h.uninstall()
+        assert not hasattr(manager_mod.APIManager.generate_random_args, "__wrapped__")
+    finally:
+        h.uninstall()
+        sys.path[:] = saved_path
+        for n in _MODULES:
+            sys.modules.pop(n, None)
+            if saved[n] is not None:
+                sys.modules[n] = saved[n]
