@@ -150,9 +150,8 @@ class ApiCampaign:
             self.store.set_api_status(name, "skipped", f"{name}: {e}")
             return ApiResult(name, "skipped", str(e))
         filt = self._make_filter(spec)
-        decide_rng = random.Random(seed ^ 0x5EED)
-        for _ in range(start):
-            decide_rng.random()
+        # exploration runs so far (their share of executed runs is bounded)
+        self.explored = self.store.count_decision(name, seed, "explore")
         idx = start
         t0 = time.time()
         self.store.set_api_status(name, "running", None, {**notes, "elapsed": elapsed_before})
@@ -174,9 +173,17 @@ class ApiCampaign:
                 except NoSolutionError as e:
                     status, reason = "skipped", f"{name}: {e}"
                     break
-                scores, decisions = self._decide(filt, batch, decide_rng)
+                scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
+                    if decision == "reject":
+                        # predicted invalid: run it anyway while exploration
+                        # runs are below their share of the executed budget
+                        if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
+                            decision = "explore"
+                            self.explored += 1
+                        else:
+                            decision = "discard"
                     if decision == "discard" or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
@@ -215,23 +222,15 @@ class ApiCampaign:
         from .filter import make_filter
         return make_filter(self.cfg, spec, self.store)
 
-    def _decide(self, filt, batch, rng: random.Random):
+    def _decide(self, filt, batch):
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
-        explore (predicted invalid but run anyway) / discard."""
+        reject (predicted invalid; the loop turns it into explore or discard)."""
         if filt is None:
             return [None] * len(batch), ["none"] * len(batch)
         scores = filt.scores(batch)
         if scores is None:
             return [None] * len(batch), ["warmup"] * len(batch)
-        decisions = []
-        for s in scores:
-            explore_draw = rng.random()
-            if s >= filt.threshold:
-                decisions.append("accept")
-            elif explore_draw < self.cfg.exploration:
-                decisions.append("explore")
-            else:
-                decisions.append("discard")
+        decisions = ["accept" if s >= filt.threshold else "reject" for s in scores]
         return [float(s) for s in scores], decisions
 
     def _execute(self, executor, spec, ai):

@@ -40,7 +40,7 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=os.path.join("configs", "models.yaml"),
                    help="model registry YAML (default configs/models.yaml)")
     p.add_argument("--exploration", type=float, default=0.05,
-                   help="share of predicted-invalid inputs that still run (default 0.05)")
+                   help="share of the executed budget spent on predicted-invalid inputs, run anyway to measure the filter's misses (default 0.05; 0 = none)")
     p.add_argument("--batch", type=int, default=16, help="candidates scored per batch")
     p.add_argument("--warmup", type=int, default=60,
                    help="online filter: labelled runs before the first model (default 60)")

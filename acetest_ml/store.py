@@ -152,6 +152,10 @@ class Store:
             args += (seed,)
         return int(self.db.execute(q, args).fetchone()[0])
 
+    def count_decision(self, api: str, seed: int, decision: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM candidates WHERE api = ? AND seed = ? AND decision = ?",
+                                   (api, seed, decision)).fetchone()[0])
+
     def apis(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT api FROM candidates ORDER BY api")]
 

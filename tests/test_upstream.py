@@ -564,3 +564,14 @@ def test_install_waits_for_upstreams_own_imports():
             sys.modules.pop(n, None)
             if saved[n] is not None:
                 sys.modules[n] = saved[n]
+
+
+def test_broken_registry_yaml_fails_before_upstream_starts(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default: {kind: lightgbm, threshold: [0.5\n")
+    for mode in (True, "online"):
+        with pytest.raises(ConfigError, match="bad.yaml"):
+            runner.run_upstream([f"--target_api={API}", "--test_round=10", f"--work_path={tmp_path / 'w'}"],
+                                ml_filter=mode, models=str(bad), acetest_home=str(STANDIN), out=io.StringIO(),
+                                log=str(tmp_path / "log.txt"))
+    assert not (tmp_path / "w").exists() and not (tmp_path / "log.txt").exists()  # upstream never started

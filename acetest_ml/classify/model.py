@@ -249,6 +249,29 @@ def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return min(cands, key=lambda t: abs(t - 0.5))
 
 
+def _oof_scores(kind_cls, X: np.ndarray, y: np.ndarray, keys: list[str], params: dict,
+                folds: int, seed: int) -> np.ndarray | None:
+    """Out-of-fold P(valid) for every example (``folds`` folds; identical
+    inputs stay in one fold). None when a fold's training part lacks a class."""
+    rng = np.random.RandomState(seed)
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for j, gi in enumerate(rng.permutation(len(groups))):
+        fold_of[list(groups.values())[gi]] = j % folds
+    out = np.empty(len(y), dtype=np.float64)
+    for f in range(folds):
+        te = fold_of == f
+        if not te.any():
+            continue
+        tr = ~te
+        if len(np.unique(y[tr])) < 2:
+            return None
+        out[te] = kind_cls().fit(X[tr], y[tr], params).predict_valid(X[te])
+    return out
+
+
 def _split(keys: list[str], y: np.ndarray, fraction: float, seed: int):
     """Train/validation index split that keeps identical inputs on one side
     and both classes on both sides; None when that is impossible."""
@@ -307,7 +330,14 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
     split = None
     if validation_fraction and validation_fraction > 0:
         split = _split([ai.key() for ai in inputs], y, validation_fraction, seed)
-    if split is not None:
+    oof = _oof_scores(kind_cls, X, y, [ai.key() for ai in inputs], params, 5, seed) if auto else None
+    if oof is not None:
+        # "auto": the threshold maximising balanced accuracy on 5-fold
+        # out-of-fold scores (every example held out once: steadier than one split)
+        thr = best_threshold(y, oof)
+        metrics["validation"] = classification_metrics(y, oof, thr)
+        metrics["validation"]["method"] = "5-fold out-of-fold"
+    elif split is not None:
         tr, va = split
         probe = kind_cls().fit(X[tr], y[tr], params)
         p_va = probe.predict_valid(X[va])

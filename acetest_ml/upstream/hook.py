@@ -15,6 +15,14 @@ Seams in upstream's code (the original Tester and the ncsu-swat fork alike):
   which gives every executed input its outcome: for the statistics, and in
   online mode as training data.
 
+The hook must not change what upstream does before it filters, or a
+``--compare`` is not like for like (measured on MaxPool3D: other constraint
+samples, another baseline pass rate). So it leaves upstream's global random
+generators as it found them (``keep_global_rng``), patches upstream's modules
+when upstream imports them rather than importing them first, and loads the
+classifier libraries only once sampling is over (their threads change
+upstream's forked sampling).
+
 Statistics are written as JSON beside upstream's per-API outputs
 (``<output_path>/<api>/acetest_ml_filter.json``), every time a runner finishes
 a sample, so they survive upstream's worker processes (the ncsu-swat fork's
@@ -542,13 +550,16 @@ class FilterHook:
 def install(config: FilterConfig, **kwargs) -> FilterHook:
     """Create a FilterHook and patch upstream's modules (which must be
     importable: upstream's ``Tester/src`` on ``sys.path``), now if they are
-    imported, else as upstream imports them. In models mode the registry is
-    loaded now, so a broken YAML fails before upstream starts."""
+    imported, else as upstream imports them.
+
+    The model registry is *not* loaded here but when the first input of an API
+    is generated: loading it imports the classifier libraries (lightgbm,
+    sklearn), which start threads, and upstream's constraint sampling (forked
+    worker processes) draws other samples when threads are running. Validate
+    the YAML before starting upstream (``run_upstream`` does, in its own
+    process)."""
     with keep_global_rng():
-        hook = FilterHook(config, **kwargs)
-        if config.mode == "models" and "scorer_factory" not in kwargs:
-            load_registry(config.models)
-        return hook.install()
+        return FilterHook(config, **kwargs).install()
 
 
 def read_stats(output_root: str) -> dict[str, dict]:

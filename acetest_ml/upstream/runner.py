@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from ..errors import UserError
-from .hook import STATS_FILE, read_stats
+from .hook import STATS_FILE, load_registry, read_stats
 
 # Long options of upstream main.py (union of the original and the ncsu-swat fork).
 UPSTREAM_OPTIONS = ("framework=", "filter=", "mode=", "test_round=", "round_timeout=", "use_cons=",
@@ -275,6 +275,10 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = "con
                                      "pass --models, or use --ml-filter=online)")
     elif mode == "online" and models and os.path.isfile(models):
         models_path = os.path.abspath(models)  # online training uses its kind, params and threshold
+    if models_path is not None:
+        # A broken YAML fails here, before upstream starts. The upstream process
+        # loads it only when its first input is generated (see hook.install).
+        load_registry(models_path)
     src = os.path.join(home, "Tester", "src")
     user_work = opts.get("work_path")
     if compare:
