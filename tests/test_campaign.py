@@ -118,3 +118,24 @@ def test_resume_after_sigkill_keeps_every_run(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [x[2] for x in _rows(fresh)] == [x[2] for x in after]
+
+
+ACETEST_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "acetest-data")
+
+
+@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+def test_campaign_on_acetest_constraints_three_apis(tmp_path):
+    out = str(tmp_path / "ace")
+    rc = main(["campaign", "--constraints", "acetest", "--acetest-data", ACETEST_DATA,
+               "--api", "tf.raw_ops.BiasAdd", "--api", "tf.raw_ops.Conv2D", "--api", "tf.raw_ops.Tile",
+               "--api", "tf.raw_ops.NoSuchOp", "--budget", "12", "--seed", "3", "--out", out, "--no-progress"])
+    assert rc == 0
+    s = json.load(open(os.path.join(out, "summary.json")))
+    for api in ("tf.raw_ops.BiasAdd", "tf.raw_ops.Conv2D", "tf.raw_ops.Tile"):
+        assert s["apis"][api]["executed"] == 12 and s["apis"][api]["constraints"] == "acetest"
+    assert s["apis"]["tf.raw_ops.BiasAdd"]["passed"] > 0
+    bad = s["apis"]["tf.raw_ops.NoSuchOp"]
+    assert bad["status"] == "skipped" and "NoSuchOp" in bad["reason"]
+    # the inputs carry the constraint set they were solved from
+    origins = {json.loads(r[2])["origin"].get("set") for r in _rows(out) if r[0] == "tf.raw_ops.BiasAdd"}
+    assert origins and all(o and "compute" in o for o in origins)
