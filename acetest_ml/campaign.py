@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import threading
 import time
 from dataclasses import dataclass, field, asdict
 from typing import Callable, Optional
 
 from .errors import UserError
-from .model import AbstractInput, ApiSpec
+from .model import AbstractInput, ApiSpec, safe_name
 from .store import Store
 
 CRASH_OUTCOMES = ("crash", "timeout")
@@ -58,10 +57,6 @@ def api_seed(seed: int, api: str) -> int:
     """The sampler seed of one API in a campaign: stable across runs."""
     h = hashlib.sha256(f"{seed}:{api}".encode()).digest()
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
-def safe_name(api: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in api)
 
 
 # --------------------------------------------------------------------------
@@ -212,7 +207,7 @@ class ApiCampaign:
             info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
             if filt is not None:
                 info["filter"] = filt.info()
-            self.store.set_api_status(name, status if status != "done" else "done", reason, info)
+            self.store.set_api_status(name, status, reason, info)
         return ApiResult(name, status, reason)
 
     # -- pieces ----------------------------------------------------------------

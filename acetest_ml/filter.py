@@ -17,7 +17,7 @@ import numpy as np
 
 from .model import AbstractInput, ApiSpec
 
-LABELS = {"pass": 1, "invalid": 0}
+from .store import LABELS
 
 
 def check_models_config(path: str) -> None:

@@ -43,6 +43,12 @@ ARG_KINDS = (TENSOR, TENSOR_LIST, INT, FLOAT, BOOL, STR, DTYPE, SCALAR,
 LIST_KINDS = (TENSOR_LIST, INT_LIST, FLOAT_LIST, BOOL_LIST, STR_LIST, DTYPE_LIST, SHAPE)
 
 
+def safe_name(api: str) -> str:
+    """File-system-safe stem for an API name (models, crash folders)."""
+    s = "".join(c if c.isalnum() or c in "._-" else "_" for c in api).strip("._")
+    return s or "api"
+
+
 def dtype_kind(dtype: str) -> str:
     """'f' float, 'i' signed int, 'u' unsigned, 'c' complex, 'b' bool, 's' string."""
     if dtype in FLOAT_DTYPES:

@@ -13,9 +13,7 @@ from typing import Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
-from .store import Store
-
-LABELS = {"pass": 1, "invalid": 0}
+from .store import LABELS, Store
 
 
 @dataclass

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ..features import FeatureSchema, SchemaMismatchError
-from ..model import AbstractInput, ApiSpec
+from ..model import AbstractInput, ApiSpec, safe_name
 from .base import ClassifierKind, ModelFileError
 from .kinds import get_kind
 from .metrics import classification_metrics
@@ -45,11 +44,6 @@ class TooFewExamples(Exception):
         super().__init__(f"{api}: too few examples to train ({n_valid} valid, {n_invalid} invalid; "
                          f"need {min_per_class} of each)")
 
-
-def safe_name(api: str) -> str:
-    """File-system-safe stem for an API name."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", api).strip("._")
-    return s or "api"
 
 
 def _sha256(path: Path) -> str:

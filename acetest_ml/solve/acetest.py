@@ -45,7 +45,7 @@ from ..model import (
     SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
     DTypeValue, TensorDesc,
 )
-from .problem import Problem
+from .problem import Problem, int_value
 
 BV_WIDTH = 64
 
@@ -344,16 +344,7 @@ def _bv(v: int) -> z3.BitVecNumRef:
     return z3.BitVecVal(v, BV_WIDTH)
 
 
-def _signed(v: z3.ExprRef) -> Optional[int]:
-    if z3.is_bv_value(v):
-        return v.as_signed_long()
-    if z3.is_int_value(v):
-        return v.as_long()
-    if z3.is_true(v):
-        return 1
-    if z3.is_false(v):
-        return 0
-    return None
+_signed = int_value  # z3 value -> signed Python int (None if not a value)
 
 
 # ---- per-argument properties beyond ArgSpec --------------------------------------------------

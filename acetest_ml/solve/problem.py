@@ -59,7 +59,13 @@ class Problem(ABC):
 def model_int(model: z3.ModelRef, term: z3.ExprRef, default: int | None = None) -> int | None:
     """Integer value of ``term`` in ``model`` (bit-vectors read as signed 64-bit).
     Returns ``default`` when the model leaves the term open."""
-    v = model.eval(term, model_completion=False)
+    got = int_value(model.eval(term, model_completion=False))
+    return default if got is None else got
+
+
+def int_value(v: z3.ExprRef) -> int | None:
+    """A z3 value as a Python int (bit-vectors signed, booleans 0/1), or None
+    when ``v`` is not a value."""
     if z3.is_int_value(v):
         return v.as_long()
     if z3.is_bv_value(v):
@@ -68,4 +74,4 @@ def model_int(model: z3.ModelRef, term: z3.ExprRef, default: int | None = None) 
         return 1
     if z3.is_false(v):
         return 0
-    return default
+    return None
