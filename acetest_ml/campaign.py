@@ -232,7 +232,12 @@ class ApiCampaign:
         from .execute.supervisor import RunResult
         from .materialize import CapExceeded
         try:
-            return executor.run(spec, ai)
+            res = executor.run(spec, ai)
+            if res.outcome == "invalid" and res.stage == "materialize":
+                # our own conversion failed before the API was called: not the
+                # API's verdict, so neither executed nor a training label
+                res.outcome = "skipped"
+            return res
         except CapExceeded as e:
             return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
