@@ -602,35 +602,28 @@ def _present(b: _Builder, name: str, a: ArgSpec) -> None:
         b.add(f"{name}.present", "copy", b.col(f"{name}.present"))
 
 
-def _int_list_base(b: _Builder, name: str, a: ArgSpec) -> None:
+def _list_base(b: _Builder, name: str, a: ArgSpec, max_items: int, stats: tuple = ()) -> None:
+    """present flag, length, the first items, then the named summary columns."""
     c = b.col
     _present(b, name, a)
     b.add(f"{name}.len", "copy", c(f"{name}.len"))
-    n_items = LIST_ITEMS if a.length is None else min(LIST_ITEMS, a.length)
+    n_items = max_items if a.length is None else min(max_items, a.length)
     for i in range(n_items):
         b.add(f"{name}[{i}]", "copy", c(f"{name}.i{i}"))
-    for p in ("min", "max", "prod"):
+    for p in stats:
         b.add(f"{name}.{p}", "copy", c(f"{name}.{p}"))
 
 
+def _int_list_base(b: _Builder, name: str, a: ArgSpec) -> None:
+    _list_base(b, name, a, LIST_ITEMS, ("min", "max", "prod"))
+
+
 def _float_list_base(b: _Builder, name: str, a: ArgSpec) -> None:
-    c = b.col
-    _present(b, name, a)
-    b.add(f"{name}.len", "copy", c(f"{name}.len"))
-    n_items = LIST_ITEMS if a.length is None else min(LIST_ITEMS, a.length)
-    for i in range(n_items):
-        b.add(f"{name}[{i}]", "copy", c(f"{name}.i{i}"))
-    b.add(f"{name}.min", "copy", c(f"{name}.min"))
-    b.add(f"{name}.max", "copy", c(f"{name}.max"))
+    _list_base(b, name, a, LIST_ITEMS, ("min", "max"))
 
 
 def _small_list_base(b: _Builder, name: str, a: ArgSpec) -> None:
-    c = b.col
-    _present(b, name, a)
-    b.add(f"{name}.len", "copy", c(f"{name}.len"))
-    n_items = SMALL_LIST_ITEMS if a.length is None else min(SMALL_LIST_ITEMS, a.length)
-    for i in range(n_items):
-        b.add(f"{name}[{i}]", "copy", c(f"{name}.i{i}"))
+    _list_base(b, name, a, SMALL_LIST_ITEMS)
 
 
 def _scalar_base(b: _Builder, name: str, a: ArgSpec) -> None:

@@ -21,19 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 TF_T = ["float16", "bfloat16", "float32", "float64", "int32"]
 API = "tf.raw_ops.Conv2D"
 
+from test_features import tf_conv2d_spec  # noqa: E402  (tests/ is on sys.path under pytest)
 
-def conv2d_spec():
-    return ApiSpec(name=API, framework="tf", args=[
-        ArgSpec("input", TENSOR, dtypes=TF_T, dtype_ref="T", min_rank=4, max_rank=4),
-        ArgSpec("filter", TENSOR, dtypes=TF_T, dtype_ref="T", min_rank=4, max_rank=4),
-        ArgSpec("strides", INT_LIST),
-        ArgSpec("padding", STR, allowed=["SAME", "VALID", "EXPLICIT"]),
-        ArgSpec("use_cudnn_on_gpu", BOOL, has_default=True, default=True),
-        ArgSpec("explicit_paddings", INT_LIST, has_default=True, default=[]),
-        ArgSpec("data_format", STR, allowed=["NHWC", "NCHW"], has_default=True, default="NHWC"),
-        ArgSpec("dilations", INT_LIST, has_default=True, default=[1, 1, 1, 1]),
-        ArgSpec("T", DTYPE, allowed=TF_T, passed=False),
-    ])
+
+conv2d_spec = tf_conv2d_spec  # the same hand-built Conv2D spec as the feature tests
 
 
 def conv2d_valid(ai):
