@@ -45,6 +45,8 @@ class CampaignConfig:
     warmup: int = 60
     retrain_every: int = 50
     mem_limit_mb: Optional[int] = None
+    #: learn rules from the runs and re-solve with them (acetest_ml/learn)
+    learn_rules: bool = False
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -132,15 +134,23 @@ class ApiCampaign:
         # fresh random fills (budget / sets / 2 each, at least 2)
         per_set = (max(2, cfg.budget // (2 * len(problems)))
                    if notes.get("constraints") == "acetest" else None)
-        sampler = Sampler(problems, seed, models_per_set=per_set)
+        if cfg.learn_rules:
+            from .learn import learning_sampler
+            sampler = learning_sampler(cfg, spec, problems, notes, seed, per_set, self.store)
+        else:
+            sampler = Sampler(problems, seed, models_per_set=per_set)
+        learner = sampler if cfg.learn_rules else None
         start = self.store.next_index(name, seed)
         executed = self.store.count_executed(name, seed)
         prior = self.store.api_statuses().get(name, {}).get("info", {})
         elapsed_before = float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0
         # replay the deterministic candidate stream up to what is recorded
         try:
-            for _ in range(start):
-                sampler.next()
+            if learner is not None:
+                learner.replay(self.store.records(name, seed=seed))
+            else:
+                for _ in range(start):
+                    sampler.next()
         except NoSolutionError as e:
             self.store.set_api_status(name, "skipped", f"{name}: {e}")
             return ApiResult(name, "skipped", str(e))
@@ -193,20 +203,27 @@ class ApiCampaign:
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
                         self._save_reproducer(crash_dir, spec, ai, idx, res)
+                    resolved = False
                     if res.outcome != "skipped":
                         executed += 1
                         if filt is not None:
                             filt.observe(ai, res.outcome)
+                        if learner is not None:
+                            resolved = learner.observe(ai, res.outcome, res.message)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.store.add_many(rows)
                     rows = []
                     self.progress(name, executed, cfg.budget)
+                    if resolved:
+                        break  # new rule set: the rest of the batch is stale
                 self.store.add_many(rows)
         finally:
             info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
             if filt is not None:
                 info["filter"] = filt.info()
+            if learner is not None:
+                info["learned"] = learner.info()
             self.store.set_api_status(name, status, reason, info)
         return ApiResult(name, status, reason)
 
@@ -285,6 +302,10 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
     with Store(cfg.out) as store:
         summary = summarize(store, cfg)
     write_summary(cfg.out, summary)
+    if cfg.learn_rules:
+        from .learn import learned_from_summary, write_rules_yaml
+        write_rules_yaml(os.path.join(cfg.out, "learned_rules.yaml"), learned_from_summary(summary),
+                         header=f"campaign {cfg.out}, seed {cfg.seed}, budget {cfg.budget}")
     return summary
 
 

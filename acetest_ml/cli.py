@@ -46,6 +46,9 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="online filter: labelled runs before the first model (default 60)")
     p.add_argument("--retrain-every", type=int, default=50,
                    help="online filter: new labels between retrainings (default 50)")
+    p.add_argument("--learn-rules", action="store_true",
+                   help="learn rules from the runs (error messages, mined predicates) and re-solve "
+                   "with them; writes <out>/learned_rules.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -111,10 +114,24 @@ def cmd_campaign(args) -> int:
                          jobs=max(1, args.jobs), resume=args.resume, ml_filter=args.ml_filter,
                          models=args.models, exploration=args.exploration, batch=max(1, args.batch),
                          warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
-                         mem_limit_mb=args.mem_limit_mb)
+                         mem_limit_mb=args.mem_limit_mb, learn_rules=args.learn_rules)
     summary = run_campaign(cfg, show_progress=not args.no_progress)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
+    if args.learn_rules:
+        print(f"learned rules: {os.path.join(args.out, 'learned_rules.yaml')}")
+    return 0
+
+
+def cmd_rules_learn(args) -> int:
+    from .learn import learn_store, write_rules_yaml
+    if os.path.isdir(args.output):
+        raise UserError(f"-o {args.output} is a folder; give a file name")
+    learners = learn_store(args.runs, args.api or None)
+    learned = {api: lr.info()["rules"] for api, lr in learners.items()}
+    write_rules_yaml(args.output, learned, header=f"learned offline from {args.runs}")
+    n = sum(1 for rules in learned.values() for r in rules if r["status"] == "kept")
+    print(f"{n} rules for {sum(1 for lr in learners.values() if lr.active())} APIs -> {args.output}")
     return 0
 
 
@@ -189,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--api", action="append", default=[])
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    r = sub.add_parser("rules", help="learned rules")
+    rsub = r.add_subparsers(dest="rules_cmd", required=True)
+    rl = rsub.add_parser("learn", help="learn rules offline from a campaign's runs")
+    rl.add_argument("--runs", required=True, help="campaign folder")
+    rl.add_argument("-o", "--output", required=True, help="rules YAML to write (usable with --rules)")
+    rl.add_argument("--api", action="append", default=[])
+    rl.set_defaults(fn=cmd_rules_learn)
 
     a = sub.add_parser("acetest", help="run the original ACETest Tester with our filter hooked in")
     from .upstream.runner import add_arguments as add_upstream_arguments

@@ -56,6 +56,8 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
         out["reason"] = status["reason"]
     if info.get("constraints"):
         out["constraints"] = info["constraints"]
+    if info.get("learned"):
+        out["learned"] = _learned(info["learned"])
     if "filter" in info or score_known:
         f = info.get("filter", {})
         accepted = by_decision.get("accept", Counter())
@@ -80,6 +82,17 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "retrains": f.get("retrains"),
         }
     return out
+
+
+def _learned(lr: dict) -> dict:
+    """Learned rules of an API: every rule with its source, status and the
+    executed run at which it was adopted (``--learn-rules``)."""
+    rules = lr.get("rules", [])
+    return {"rule_sets": len(lr.get("epochs", [])), "epochs": lr.get("epochs", []),
+            "kept": sum(1 for r in rules if r.get("status") == "kept"),
+            "probation": sum(1 for r in rules if r.get("status") == "probation"),
+            "rejected": sum(1 for r in rules if r.get("status") == "rejected"),
+            "rules": rules}
 
 
 def _short_error(exc_type, message) -> str:
@@ -113,6 +126,12 @@ def summarize(store: Store, cfg=None) -> dict:
         "mean_pass_rate": sum(v["pass_rate"] for v in ran) / len(ran) if ran else 0.0,
         "crash_signatures": sorted({s for v in ran for s in v["crash_signatures"]}),
     }
+    learned = [v["learned"] for v in out["apis"].values() if v.get("learned")]
+    if learned:
+        out["overall"]["learned_rules"] = {
+            "apis": sum(1 for v in learned if v["kept"] + v["probation"]),
+            "kept": sum(v["kept"] for v in learned), "probation": sum(v["probation"] for v in learned),
+            "rejected": sum(v["rejected"] for v in learned)}
     if cfg is not None:
         out["config"] = cfg.to_json()
     return out
@@ -142,6 +161,10 @@ def format_table(summary: dict) -> str:
                 note += f", accepted pass {apr:.0%}"
             if f.get("note"):
                 note += f" ({f['note']})"
+        lr = v.get("learned")
+        if lr:
+            note = (note + "; " if note else "") + \
+                f"learned {lr['kept'] + lr['probation']} rules ({lr['rejected']} rejected)"
         rows.append((api, str(v["executed"]), f"{v['pass_rate']:.1%}", str(v["invalid"]),
                      str(v["crash"]), str(v["timeout"]), str(len(v["crash_signatures"])),
                      f"{v['exec_per_s']:.1f}", note))

@@ -1,0 +1,209 @@
+"""The rule learner of one API: observes labelled runs, proposes rules from
+error messages (patterns.py) and from the runs themselves (mine.py), and
+keeps only rules that pass its checks.
+
+Life of a rule:
+
+1. *candidate*: stated by an invalid run's message (and violated by that
+   run), or mined from the passing / invalid runs so far;
+2. checked before adoption: it must hold in every passing run seen so far,
+   compile against the spec and leave the constraints satisfiable together
+   with the rules already active (``check_sat``); otherwise ``rejected``;
+3. *probation*: active (the sampler solves with it) for ``window`` executed
+   runs; then it is ``kept`` when it lowered what it targets by a quarter
+   or more (a message rule: the share of runs failing with its message; a
+   mined rule: the invalid rate), else ``rejected``;
+4. a kept rule that a later passing run violates is ``rejected`` too.
+
+Everything depends only on the sequence of observed runs, so replaying the
+recorded runs of a store rebuilds the same state (what ``--resume`` does).
+A rejected rule is never proposed again.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+from ..model import AbstractInput, ApiSpec
+from .evaluate import holds
+from .mine import mine
+from .patterns import candidates_from_message, message_key
+
+#: a rule on probation is kept when what it targets fell to this share or less
+LOWERED = 0.75
+PROBATION = "probation"
+KEPT = "kept"
+REJECTED = "rejected"
+
+
+@dataclass
+class LearnedRule:
+    expr: str
+    source: str                      # message:<family> | mined
+    status: str = PROBATION
+    adopted_at: Optional[int] = None  # executed runs seen when adopted
+    decided_at: Optional[int] = None
+    reason: Optional[str] = None
+    key: Optional[str] = None         # the message it targets (message rules)
+    pre_rate: Optional[float] = None  # rate of what it targets before adoption
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class RuleLearner:
+    def __init__(self, spec: ApiSpec, check_sat: Callable[[Sequence[str]], Optional[str]], *,
+                 window: int = 10, mine_every: int = 10, pre_window: int = 40,
+                 offline: bool = False, max_active: int = 24,
+                 sources: tuple = ("message", "mined")):
+        """``check_sat(rules)`` returns None when ``rules`` compile and are
+        satisfiable for the spec, else a short reason. ``offline``: the runs
+        were not generated with the rules (learning from a finished store),
+        so there is no probation: checked candidates are kept. ``sources``:
+        where candidates come from (error messages, mined predicates)."""
+        self.sources = tuple(sources)
+        self.spec = spec
+        self.check_sat = check_sat
+        self.window = window
+        self.mine_every = mine_every
+        self.pre_window = pre_window
+        self.offline = offline
+        self.max_active = max_active
+        self.rules: list[LearnedRule] = []
+        self.passing: list[AbstractInput] = []
+        self.invalid: list[AbstractInput] = []
+        self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
+        self.n = 0
+
+    # -- state ------------------------------------------------------------------
+    def active(self) -> list[str]:
+        return [r.expr for r in self.rules if r.status in (PROBATION, KEPT)]
+
+    def _known(self) -> set[str]:
+        return {r.expr for r in self.rules}
+
+    def info(self) -> dict:
+        return {"runs": self.n, "active": self.active(), "rules": [r.to_json() for r in self.rules]}
+
+    # -- observing ----------------------------------------------------------------
+    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
+        """Record one executed run; True when the set of active rules changed."""
+        self.n += 1
+        key = message_key(message) if outcome == "invalid" else None
+        self.history.append((outcome, key))
+        changed = False
+        if outcome == "pass":
+            self.passing.append(ai)
+            for r in self.rules:
+                if r.status != REJECTED and not holds(r.expr, ai):
+                    self._reject(r, f"violated by passing run {self.n}")
+                    changed = True
+        elif outcome == "invalid":
+            self.invalid.append(ai)
+        if outcome == "invalid" and "message" in self.sources:
+            # the first new reading of the message that survives the checks
+            # (as stated, else restricted to the failing run's attribute
+            # values); the others wait for another failing run
+            cands = candidates_from_message(self.spec, ai, message)
+            for conditioned in (False, True):
+                if any(self._propose(c.expr, f"message:{c.family}", key=c.key, failing=ai,
+                                     conditioned=conditioned) for c in cands):
+                    changed = True
+                    break
+        if not self.offline:
+            changed |= self._review()
+        if self.n % self.mine_every == 0 and "mined" in self.sources:
+            changed |= self._mine()
+        return changed
+
+    def _propose(self, expr: str, source: str, key: Optional[str] = None,
+                 failing: Optional[AbstractInput] = None, conditioned: bool = False) -> bool:
+        if len(self.active()) >= self.max_active:
+            return False
+        if conditioned:
+            # true only in some settings? restrict it to an enum / bool
+            # attribute value of the failing run
+            return any(self._propose(c, source + "+condition", key=key)
+                       for c in self._conditioned(expr, failing))
+        if expr in self._known():
+            return False
+        rule = LearnedRule(expr, source, key=key)
+        self.rules.append(rule)
+        if not self._agrees(expr):
+            self._reject(rule, "contradicts a passing run")
+            return False
+        why = self.check_sat(self.active())
+        if why is not None:
+            self._reject(rule, why)
+            return False
+        rule.adopted_at = self.n
+        rule.pre_rate = self._rate(key, self.n - self.pre_window, self.n)
+        if self.offline:
+            rule.status, rule.decided_at = KEPT, self.n
+            rule.reason = "offline: agrees with every passing run"
+        return True
+
+    def _agrees(self, expr: str) -> bool:
+        return all(holds(expr, p) for p in self.passing)
+
+    def _conditioned(self, expr: str, failing: Optional[AbstractInput]) -> list[str]:
+        """``expr`` restricted to the failing run's value of each string-enum
+        or bool attribute: ``attr != 'v' or (expr)``."""
+        if failing is None:
+            return []
+        out = []
+        for a in self.spec.args:
+            v = failing.args.get(a.name)
+            if a.kind == "str" and a.allowed and isinstance(v, str):
+                out.append(f"{a.name} != {v!r} or ({expr})")
+            elif a.kind == "bool" and isinstance(v, bool):
+                out.append(f"{'' if not v else 'not '}{a.name} or ({expr})")
+        return out
+
+    def _reject(self, rule: LearnedRule, reason: str) -> None:
+        rule.status, rule.reason, rule.decided_at = REJECTED, reason, self.n
+
+    def _rate(self, key: Optional[str], lo: int, hi: int) -> float:
+        """Share of runs lo..hi-1 failing with ``key`` (any invalid when None)."""
+        h = self.history[max(lo, 0):hi]
+        if not h:
+            return 0.0
+        if key is None:
+            return sum(1 for o, _ in h if o == "invalid") / len(h)
+        return sum(1 for _, k in h if k == key) / len(h)
+
+    def _review(self) -> bool:
+        changed = False
+        for r in self.rules:
+            if r.status != PROBATION or self.n - r.adopted_at < self.window:
+                continue
+            post = self._rate(r.key, r.adopted_at, self.n)
+            pre = r.pre_rate or 0.0
+            lowered = post == 0 or post <= pre * LOWERED
+            if lowered:
+                r.status, r.decided_at = KEPT, self.n
+                r.reason = f"lowered its failure rate {pre:.0%} -> {post:.0%}"
+            else:
+                self._reject(r, f"did not lower its failure rate ({pre:.0%} -> {post:.0%})")
+                changed = True
+        return changed
+
+    def _mine(self) -> bool:
+        # invalid runs the active rules do not already explain
+        active = self.active()
+        recent_invalid = [ai for ai in self.invalid[-self.pre_window:]
+                          if all(holds(e, ai) for e in active)]
+        if len(recent_invalid) < 3:
+            return False
+        for expr, _ in mine(self.spec, self.passing, recent_invalid, exclude=self._known())[:1]:
+            return self._propose(expr, "mined")
+        return False
+
+
+def learn_offline(spec: ApiSpec, runs: Sequence[tuple[AbstractInput, str, Optional[str]]],
+                  check_sat: Callable[[Sequence[str]], Optional[str]]) -> RuleLearner:
+    """Learn from finished runs (``acetest-ml rules learn``): no probation."""
+    lr = RuleLearner(spec, check_sat, offline=True)
+    for ai, outcome, message in runs:
+        lr.observe(ai, outcome, message)
+    return lr

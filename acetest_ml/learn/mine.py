@@ -1,0 +1,196 @@
+"""Rules mined from labelled runs (inductive, in the spirit of NeuRI).
+
+Candidate predicates are enumerated over the shape abstraction of the spec
+(tensor ranks, leading and trailing dimensions, list lengths, int values):
+
+- ``t.rank == r``, ``t.rank >= lo``, ``t.rank <= hi``
+- ``t.rank == u.rank``; ``t.dim[i] == u.dim[j]`` for i, j in 0, 1, -1, -2
+- ``t.dim[-1] == t.dim[-2]``
+- ``len(l) == t.rank``, ``len(l) == k``
+- ``v >= lo``, ``v <= hi``, ``v in (...)`` (small sets), ``-t.rank <= v < t.rank``
+
+A predicate is proposed when it holds in every passing run (there must be a
+few), fails in many invalid runs, and is unlikely to hold in all passing runs
+by luck (judged by how often it holds in the invalid ones); the one that excludes the most invalid
+runs wins (ties: the order above, so the result is deterministic). Terms are
+read with the semantics of ``evaluate.py`` (a dimension past the rank is 1);
+an unknown term satisfies the predicate.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..model import INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, TensorDesc
+
+DIM_INDEX = (0, 1, -1, -2)
+MIN_PASSING = 5
+MIN_EXCLUDED = 3
+MIN_EXCLUDED_SHARE = 0.25
+#: a predicate's chance of holding in every passing run by luck, estimated as
+#: (share of invalid runs it holds in) ** (passing runs), must be below this
+MAX_CHANCE = 1e-3
+MAX_SET = 4
+
+
+def _tensor(v) -> Optional[TensorDesc]:
+    if isinstance(v, TensorDesc):
+        return v
+    if isinstance(v, list) and v and isinstance(v[0], TensorDesc):
+        return v[0]
+    return None
+
+
+def _dim(t: TensorDesc, i: int) -> int:
+    r = t.rank
+    if i >= 0:
+        return int(t.shape[i]) if i < r else 1
+    return int(t.shape[r + i]) if r + i >= 0 else -1
+
+
+class _Table:
+    """Term values per run (NaN = unknown)."""
+
+    def __init__(self, spec: ApiSpec, runs: Sequence[AbstractInput]):
+        self.tensors = [a.name for a in spec.args if a.kind in (TENSOR, TENSOR_LIST)]
+        self.lists = [a.name for a in spec.args if a.kind in (INT_LIST, SHAPE)]
+        self.ints = [a.name for a in spec.args if a.kind == INT]
+        cols: dict[str, list] = {}
+
+        def put(name, i, v):
+            cols.setdefault(name, [math.nan] * len(runs))[i] = v
+
+        for i, ai in enumerate(runs):
+            for t in self.tensors:
+                d = _tensor(ai.args.get(t))
+                if d is None:
+                    continue
+                put(f"{t}.rank", i, d.rank)
+                for k in DIM_INDEX:
+                    put(f"{t}.dim[{k}]", i, _dim(d, k))
+            for l in self.lists:
+                v = ai.args.get(l)
+                if isinstance(v, list):
+                    put(f"len({l})", i, len(v))
+            for n in self.ints:
+                v = ai.args.get(n)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    put(n, i, v)
+        self.cols = {k: np.array(v, dtype=float) for k, v in cols.items()}
+        self.n = len(runs)
+
+    def get(self, term: str) -> np.ndarray:
+        c = self.cols.get(term)
+        return c if c is not None else np.full(self.n, math.nan)
+
+
+def _candidates(table_pass: _Table) -> list[tuple[str, callable]]:
+    """(expression, vectorised test on a table) pairs, in a fixed order."""
+    out: list[tuple[str, callable]] = []
+    P = table_pass
+
+    def rng_of(term):
+        v = P.get(term)
+        v = v[~np.isnan(v)]
+        return (int(v.min()), int(v.max()), sorted({int(x) for x in v})) if v.size else None
+
+    for t in P.tensors:
+        r = rng_of(f"{t}.rank")
+        if r is None:
+            continue
+        lo, hi, vals = r
+        if lo == hi:
+            out.append((f"{t}.rank == {lo}", lambda T, t=t, lo=lo: T.get(f"{t}.rank") == lo))
+        else:
+            if lo > 0:
+                out.append((f"{t}.rank >= {lo}", lambda T, t=t, lo=lo: T.get(f"{t}.rank") >= lo))
+            if hi < 6:
+                out.append((f"{t}.rank <= {hi}", lambda T, t=t, hi=hi: T.get(f"{t}.rank") <= hi))
+    for i, t in enumerate(P.tensors):
+        for u in P.tensors[i + 1:]:
+            out.append((f"{t}.rank == {u}.rank",
+                        lambda T, t=t, u=u: T.get(f"{t}.rank") == T.get(f"{u}.rank")))
+    for t in P.tensors:
+        out.append((f"{t}.rank >= 2 and {t}.dim[-1] == {t}.dim[-2]",
+                    lambda T, t=t: (T.get(f"{t}.rank") >= 2) & (T.get(f"{t}.dim[-1]") == T.get(f"{t}.dim[-2]"))))
+    for i, t in enumerate(P.tensors):
+        for u in P.tensors[i + 1:]:
+            for a in DIM_INDEX:
+                for b in DIM_INDEX:
+                    out.append((f"{t}.dim[{a}] == {u}.dim[{b}]",
+                                lambda T, t=t, u=u, a=a, b=b: T.get(f"{t}.dim[{a}]") == T.get(f"{u}.dim[{b}]")))
+    for l in P.lists:
+        for t in P.tensors:
+            out.append((f"len({l}) == {t}.rank", lambda T, l=l, t=t: T.get(f"len({l})") == T.get(f"{t}.rank")))
+        r = rng_of(f"len({l})")
+        if r and r[0] == r[1]:
+            out.append((f"len({l}) == {r[0]}", lambda T, l=l, k=r[0]: T.get(f"len({l})") == k))
+    for n in P.ints:
+        r = rng_of(n)
+        if r is None:
+            continue
+        lo, hi, vals = r
+        for t in P.tensors:
+            out.append((f"-{t}.rank <= {n} and {n} < {t}.rank",
+                        lambda T, n=n, t=t: (-T.get(f"{t}.rank") <= T.get(n)) & (T.get(n) < T.get(f"{t}.rank"))))
+        if len(vals) <= MAX_SET:
+            out.append((f"{n} in ({', '.join(map(str, vals))})",
+                        lambda T, n=n, vals=tuple(vals): np.isin(T.get(n), vals)))
+        out.append((f"{n} >= {lo}", lambda T, n=n, lo=lo: T.get(n) >= lo))
+        out.append((f"{n} <= {hi}", lambda T, n=n, hi=hi: T.get(n) <= hi))
+    return out
+
+
+def mine(spec: ApiSpec, passing: Sequence[AbstractInput], invalid: Sequence[AbstractInput],
+         exclude: set[str] = frozenset()) -> list[tuple[str, int]]:
+    """Predicates true in every passing run and false in many invalid runs,
+    best first: [(expression, invalid runs it excludes)]."""
+    if len(passing) < MIN_PASSING or not invalid:
+        return []
+    P, I = _Table(spec, passing), _Table(spec, invalid)
+    need = max(MIN_EXCLUDED, int(math.ceil(MIN_EXCLUDED_SHARE * len(invalid))))
+    scored = []
+    for order, (expr, test) in enumerate(_candidates(P)):
+        if expr in exclude:
+            continue
+        with np.errstate(invalid="ignore"):
+            ok_p = _truth(test, P)
+            if not ok_p.all():
+                continue
+            excluded = int((~_truth(test, I)).sum())
+        share_true = 1.0 - excluded / len(invalid)
+        if excluded >= need and share_true ** len(passing) < MAX_CHANCE:
+            scored.append((-excluded, order, expr))
+    scored.sort()
+    return [(e, -s) for s, _, e in scored]
+
+
+def _truth(test, table: _Table) -> np.ndarray:
+    """A test's truth per run; a comparison with an unknown (NaN) term is
+    false in numpy, so rows where any referenced term is unknown count as
+    satisfied (an absent optional argument constrains nothing)."""
+    got = np.asarray(test(table), dtype=bool)
+    # NaN anywhere in the row's referenced terms: find them by re-running the
+    # test on a table with NaN replaced: rows that differ are unknown
+    return got | _unknown_rows(test, table)
+
+
+def _unknown_rows(test, table: _Table) -> np.ndarray:
+    nan_rows = np.zeros(table.n, dtype=bool)
+    probe = _Probe(table)
+    test(probe)
+    for term in probe.used:
+        nan_rows |= np.isnan(table.get(term))
+    return nan_rows
+
+
+class _Probe:
+    def __init__(self, table: _Table):
+        self.table = table
+        self.used: list[str] = []
+
+    def get(self, term: str) -> np.ndarray:
+        self.used.append(term)
+        return self.table.get(term)

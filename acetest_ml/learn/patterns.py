@@ -1,0 +1,318 @@
+"""Error messages -> candidate rules, driven by the table in ``patterns.yaml``.
+
+``candidates_from_message(spec, ai, message)`` cleans a framework's error
+message, matches it against every family of its framework, resolves the
+arguments the message names against the spec (names, ``In[0]``, ``Input 0``,
+plural/singular, prefixes such as ``filter_tensor`` -> ``filter``) or, when
+it names none, against the failing input (the tensor with the quoted shape,
+the argument the rule rejects), and expands the family's templates into rule
+expressions. Only expressions that the failing input *violates* are returned:
+a rule the failing run already satisfies cannot explain its failure.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import yaml
+
+from ..errors import ConfigError
+from ..model import (INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
+                     TensorDesc)
+from .evaluate import holds
+
+PATTERNS_PATH = os.path.join(os.path.dirname(__file__), "patterns.yaml")
+
+_TOKEN = (r"(?:`|')?(?:In\[\d+\]|[Ii]nput(?: tensor)? #?\d+|input\(\d+\)|argument #?\d+|"
+          r"[A-Za-z_][A-Za-z0-9_]*)(?:`|')?")
+_PLACEHOLDERS = {
+    "{A}": f"(?P<arg>{_TOKEN})",
+    "{B}": f"(?P<arg2>{_TOKEN})",
+    "{N}": r"(?P<n>-?\d+|one|two|three|four|five|six)",
+    "{M}": r"(?P<m>-?\d+|one|two|three|four|five|six)",
+    "{SET}": r"(?P<set>\d+(?:-?D)?(?: \((?:un)?batched\))?(?:(?:,| or|, or| and) \d+(?:-?D)?)+)",
+    "{SHAPE}": r"\[(?P<shape>[\d, ]*)\]",
+    "{SHAPE2}": r"\[(?P<shape2>[\d, ]*)\]",
+    "{GOT}": r"(?P<got>-?\d+)",
+    "{XSHAPE}": r"(?P<shape>\d+(?:x\d+)*)",
+    "{XSHAPE2}": r"(?P<shape2>\d+(?:x\d+)*)",
+}
+_KINDS = {
+    "tensor": (TENSOR, TENSOR_LIST),
+    "list": (INT_LIST, SHAPE),
+    "int": (INT,),
+    "any": None,
+}
+#: words a message uses for "the (first) input tensor" rather than a name
+_GENERIC = {"input", "self", "tensor", "inputs", "x", "a"}
+#: framework dtype spellings in messages -> canonical names
+_DTYPE_WORDS = {
+    "Bool": "bool", "bool": "bool", "Int": "int32", "Long": "int64", "Short": "int16",
+    "Char": "int8", "Byte": "uint8", "Float": "float32", "Double": "float64", "Half": "float16",
+    "BFloat16": "bfloat16", "ComplexFloat": "complex64", "ComplexDouble": "complex128",
+    "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64", "Int8": "int8",
+}
+MAX_DIMS = 6
+_WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    frameworks: tuple
+    kind: Optional[tuple]
+    kind2: Optional[tuple]
+    regexes: tuple
+    rules: tuple
+
+
+@dataclass(frozen=True)
+class Candidate:
+    expr: str
+    family: str
+    key: str          # the normalised message it came from
+
+
+def _compile(pattern: str, where: str) -> re.Pattern:
+    p = pattern
+    for k, v in _PLACEHOLDERS.items():
+        p = p.replace(k, v)
+    try:
+        return re.compile(p)
+    except re.error as e:
+        raise ConfigError(f"{where}: bad pattern {pattern!r} ({e})") from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_families(path: str = PATTERNS_PATH) -> tuple:
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read message patterns ({e})") from None
+    out = []
+    for i, d in enumerate(doc.get("families") or []):
+        where = f"{path}: families[{i}]"
+        if not isinstance(d, dict) or not d.get("family") or not d.get("match") or not d.get("rules"):
+            raise ConfigError(f"{where}: needs family, match and rules")
+        kind = d.get("kind", "any")
+        if kind not in _KINDS or d.get("kind2", "any") not in _KINDS:
+            raise ConfigError(f"{where}: kind must be one of {sorted(_KINDS)}")
+        out.append(Family(d["family"], tuple(d.get("fw") or ("tf", "torch")), _KINDS[kind],
+                          _KINDS[d.get("kind2", "any")],
+                          tuple(_compile(p, where) for p in d["match"]), tuple(d["rules"])))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- messages
+
+_NODE_RE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+_OP_RE = re.compile(r"\s*\[Op:[^\]]*\].*$")
+
+
+def clean_message(message: Optional[str]) -> str:
+    """First meaningful line of an error message, without TensorFlow's
+    ``{{function_node ...}}`` prefix and ``[Op:...] name:`` suffix."""
+    m = _NODE_RE.sub("", (message or "").strip())
+    lines = [ln.strip() for ln in m.splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    return _OP_RE.sub("", first)[:400]
+
+
+def message_key(message: Optional[str]) -> str:
+    """A message with its numbers and shapes blanked: failures of one kind."""
+    m = clean_message(message)
+    m = re.sub(r"\[[^\]]*\]", "[]", m)
+    m = re.sub(r"-?\d+", "#", m)
+    return m[:160]
+
+
+def match_message(message: str, framework: str) -> list[tuple[Family, dict]]:
+    """Every (family, groups) whose patterns match ``message`` (cleaned)."""
+    out = []
+    for fam in load_families():
+        if framework not in fam.frameworks:
+            continue
+        for rx in fam.regexes:
+            m = rx.search(message)
+            if m:
+                out.append((fam, {k: v for k, v in m.groupdict().items() if v is not None}))
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- resolution
+
+def _of_kind(spec: ApiSpec, kinds) -> list[str]:
+    return [a.name for a in spec.args if kinds is None or a.kind in kinds]
+
+
+def _tensor_args(spec: ApiSpec) -> list[str]:
+    return [a.name for a in spec.args if a.kind in (TENSOR, TENSOR_LIST)]
+
+
+def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
+    """Argument names a message token may mean (best first)."""
+    tok = token.strip("`'")
+    pos = re.fullmatch(r"(?:In\[|[Ii]nput(?: tensor)? #?|input\(|argument #?)(\d+)[\])]?", tok)
+    tensors = _tensor_args(spec)
+    if pos:
+        i = int(pos.group(1))
+        if kinds is None or TENSOR in kinds:
+            return [tensors[i]] if i < len(tensors) else []
+        return []
+    names = _of_kind(spec, kinds)
+    low = tok.lower()
+    exact = [n for n in names if n.lower() == low]
+    if exact:
+        return exact
+    plural = [n for n in names if n.lower().rstrip("s") == low.rstrip("s")
+              or (low.endswith("es") and n.lower() == low[:-2])]
+    if plural:
+        return plural
+    pref = [n for n in names if len(n) >= 3 and (low.startswith(n.lower() + "_")
+                                                  or (len(low) >= 4 and n.lower().startswith(low)))]
+    if pref:
+        return pref[:1]
+    if low in _GENERIC and (kinds is None or TENSOR in kinds) and tensors:
+        return tensors[:1]
+    return []
+
+
+def _shape_of(text: str) -> tuple:
+    return tuple(int(x) for x in re.findall(r"-?\d+", text))
+
+
+def _args_with_shape(ai: AbstractInput, spec: ApiSpec, shape: tuple) -> list[str]:
+    out = []
+    for name in _tensor_args(spec):
+        v = ai.args.get(name)
+        t = v if isinstance(v, TensorDesc) else (v[0] if isinstance(v, list) and v else None)
+        if isinstance(t, TensorDesc) and tuple(t.shape) == shape:
+            out.append(name)
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"(?<![\w-])-?\d+", text)]
+
+
+def _quote_dtype(word: str) -> Optional[str]:
+    d = _DTYPE_WORDS.get(word)
+    return repr(d) if d else None
+
+
+_MACROS = {
+    "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
+                                            + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
+    "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
+    "in_rank": lambda i, t: f"({t}.rank == 0 and {i} in (-1, 0)) or (-{t}.rank <= {i} and {i} < {t}.rank)",
+}
+
+
+def _expand(template: str, env: dict) -> Optional[str]:
+    def sub(m):
+        key, _, default = m.group(1).partition("|")
+        v = env.get(key)
+        if v is None:
+            v = default or None
+        if v is None:
+            raise KeyError(key)
+        return str(v)
+    try:
+        text = re.sub(r"\{([a-z0-9_]+(?:\|[^}]*)?)\}", sub, template)
+    except KeyError:
+        return None
+    if text.startswith("@"):
+        m = re.fullmatch(r"@(\w+)(?:\((.*)\))?", text)
+        if not m:
+            return None
+        if m.group(1) == "same_rank_all":
+            ts = env.get("_tensors") or []
+            if len(ts) < 2:
+                return None
+            return " and ".join(f"{ts[0]}.rank == {t}.rank" for t in ts[1:])
+        fn = _MACROS.get(m.group(1))
+        if fn is None:
+            return None
+        params = [p.strip() for p in (m.group(2) or "").split(",") if p.strip()]
+        try:
+            return fn(*params)
+        except TypeError:
+            return None
+    return text
+
+
+def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[str],
+                            framework: Optional[str] = None) -> list[Candidate]:
+    """Rules that ``message`` (raised by ``ai``) states, each violated by ``ai``."""
+    fw = framework or spec.framework
+    text = clean_message(message)
+    if not text:
+        return []
+    key = message_key(message)
+    out: list[Candidate] = []
+    seen = set()
+    tensors = _tensor_args(spec)
+    for fam, groups in match_message(text, fw):
+        env: dict = {"_tensors": tensors, "data": tensors[0] if tensors else None}
+        env["data2"] = tensors[1] if len(tensors) > 1 else None
+        for g in ("n", "m"):
+            if g in groups:
+                env[g] = _WORD_NUMBERS.get(groups[g]) or int(groups[g])
+        if "set" in groups:
+            vals = sorted(set(_ints(groups["set"].replace("D", " "))))
+            if len(vals) < 2:
+                continue
+            env["set"] = ", ".join(str(v) for v in vals)
+        if "dtype" in groups:
+            q = _quote_dtype(groups["dtype"])
+            if q is None:
+                continue
+            env["dtype"] = q
+        # candidate argument names for {arg} and {arg2}
+        arg_opts = _arg_options(spec, ai, groups, "arg", "shape", fam.kind)
+        arg2_opts = _arg_options(spec, ai, groups, "arg2", "shape2", fam.kind2)
+        uses2 = any("{arg2}" in r for r in fam.rules)
+        for tmpl in fam.rules:
+            for a, b in itertools.product(arg_opts or [None], (arg2_opts or [None]) if uses2 else [None]):
+                if a is not None and a == b:
+                    continue
+                e = dict(env, arg=a, arg2=b)
+                if fam.kind == (INT,) and e.get("data") is None:
+                    continue
+                expr = _expand(tmpl, e)
+                if expr is None or expr in seen:
+                    continue
+                if holds(expr, ai):
+                    continue  # the failing input already satisfies it: not the cause
+                seen.add(expr)
+                out.append(Candidate(expr, fam.name, key))
+                break  # the first violated reading of the message is the one kept
+    return out
+
+
+def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g: str,
+                 kinds) -> list[str]:
+    named = g in groups and groups[g].strip("`'").lower() not in _GENERIC
+    if g in groups:
+        names = resolve_token(groups[g], spec, kinds)
+        if names:
+            return names
+    if shape_g in groups:
+        got = _args_with_shape(ai, spec, _shape_of(groups[shape_g]))
+        if got:
+            return got
+    if named:
+        return []
+    if kinds == (INT,) and "got" in groups:
+        v = int(groups["got"])
+        hits = [n for n in _of_kind(spec, kinds) if ai.args.get(n) == v]
+        if hits:
+            return hits
+    # not named: every argument of the kind (the violation check picks)
+    return _of_kind(spec, kinds) if kinds is not None else []

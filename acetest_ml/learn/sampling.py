@@ -1,0 +1,145 @@
+"""A sampler that learns: draws candidates from the API's constraint sets
+conjoined with the rules learned so far, and re-solves whenever the learner
+changes its active rules.
+
+Each change starts a new *rule set* (epoch ``k``): a fresh ``Sampler`` over
+the same problems plus the active rules, seeded from (API seed, k). With
+registry constraints the rules are compiled into the Z3 problem; ACETest's
+constraint sets fill much of an input at random after solving, so there the
+rules are enforced on the decoded input (a draw that breaks one is redrawn).
+Every input records its rule set in ``origin["rules"]``.
+
+The candidate stream is deterministic given the recorded runs: ``replay``
+redraws the recorded candidates and feeds the learner the recorded
+outcomes, which rebuilds the same epochs (``--resume``).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable, Optional, Sequence
+
+import z3
+
+from ..model import AbstractInput, ApiSpec
+from ..solve.registry import RegistryProblem
+from ..solve.rules import RuleError
+from ..solve.sampler import NoSolutionError, Sampler
+from .evaluate import holds
+from .learner import RuleLearner
+
+#: redraws before a rule set counts as unreachable for a draw (enforced rules)
+MAX_REDRAWS = 64
+SAT_TIMEOUT_MS = 5000
+
+
+def registry_check(spec: ApiSpec, base_rules: Sequence[str] = ()) -> Callable[[Sequence[str]], Optional[str]]:
+    """``check_sat`` for the learner: None when ``base_rules + rules`` compile
+    against ``spec`` and have a solution, else the reason."""
+
+    @functools.lru_cache(maxsize=256)
+    def check(rules: tuple) -> Optional[str]:
+        try:
+            p = RegistryProblem(spec, list(base_rules) + list(rules), rules_source="learned")
+        except RuleError as e:
+            return f"does not compile ({str(e).split(': ')[-1][:80]})"
+        except Exception as e:  # a spec the registry encoder cannot take
+            return f"cannot encode ({type(e).__name__})"
+        s = z3.Solver(ctx=p.ctx)
+        s.set("timeout", SAT_TIMEOUT_MS)
+        s.add(*p.formulas())
+        r = s.check()
+        if r == z3.sat:
+            return None
+        return "makes the constraints unsatisfiable" if r == z3.unsat else "solver gave up"
+
+    return lambda rules: check(tuple(rules))
+
+
+class LearningSampler:
+    def __init__(self, spec: ApiSpec, problems: Sequence, seed: int, *, source: str = "registry",
+                 base_rules: Sequence[str] = (), models_per_set: Optional[int] = None,
+                 on_change: Optional[Callable[[dict], None]] = None, window: int = 10):
+        self.spec = spec
+        self.problems = list(problems)
+        self.seed = seed
+        self.source = source
+        self.base_rules = list(base_rules)
+        self.models_per_set = models_per_set
+        self.on_change = on_change
+        self.learner = RuleLearner(spec, registry_check(spec, base_rules if source == "registry" else ()),
+                                   window=window)
+        self.epoch = 0
+        self.epochs: list[dict] = []
+        self.drawn = 0
+        self._build()
+
+    # -- rule sets --------------------------------------------------------------
+    def _build(self) -> None:
+        rules = self.learner.active()
+        self.enforced = list(rules) if self.source != "registry" else []
+        if rules and self.source == "registry":
+            problems = [RegistryProblem(self.spec, self.base_rules + rules, rules_source="learned")]
+        else:
+            problems = self.problems
+        seed = self.seed if self.epoch == 0 else (self.seed * 1000003 + self.epoch) % (2 ** 31)
+        self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set)
+        self.set_id = "base" if not rules else f"learned@{self.epoch}"
+        self.epochs.append({"epoch": self.epoch, "from_run": self.learner.n, "rules": list(rules)})
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self._build()
+        if self.on_change is not None:
+            self.on_change(self.info())
+
+    # -- drawing ----------------------------------------------------------------
+    def next(self) -> AbstractInput:
+        while True:
+            try:
+                ai = self.sampler.next()
+            except NoSolutionError:
+                if not self._drop_newest("no solution with this rule set"):
+                    raise
+                continue
+            tries = 1
+            while self.enforced and not all(holds(r, ai) for r in self.enforced) and tries < MAX_REDRAWS:
+                ai = self.sampler.next()
+                tries += 1
+            if self.enforced and not all(holds(r, ai) for r in self.enforced):
+                if self._drop_newest(f"no input in {MAX_REDRAWS} draws satisfies it"):
+                    continue
+            break
+        ai.origin["rules"] = self.set_id
+        self.drawn += 1
+        return ai
+
+    def _drop_newest(self, reason: str) -> bool:
+        """An unreachable rule set: reject the most recently adopted rule."""
+        live = [r for r in self.learner.rules if r.status in ("probation", "kept")]
+        if not live:
+            return False
+        self.learner._reject(live[-1], reason)
+        self._new_epoch()
+        return True
+
+    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
+        """Feed one executed run; True when the rule set changed (the caller
+        drops the rest of a batch drawn from the old one)."""
+        if self.learner.observe(ai, outcome, message):
+            self._new_epoch()
+            return True
+        return False
+
+    def replay(self, records: Iterable) -> None:
+        """Redraw the recorded candidates and feed their outcomes (resume)."""
+        from ..store import EXECUTED_OUTCOMES
+        for rec in records:
+            self.next()
+            if rec.outcome in EXECUTED_OUTCOMES:
+                self.observe(rec.input, rec.outcome, rec.message)
+
+    def info(self) -> dict:
+        d = self.learner.info()
+        d["epochs"] = [dict(e) for e in self.epochs]
+        d["source"] = self.source
+        return d

@@ -1,0 +1,94 @@
+"""Each message family learned from a real message of a real op: the op is
+called with an input that breaks the constraint, the message it raises is
+turned into a rule, and the solver's next samples satisfy the rule."""
+import pytest
+
+from acetest_ml.execute.supervisor import Executor
+from acetest_ml.learn.evaluate import holds
+from acetest_ml.learn.patterns import candidates_from_message, load_families
+from acetest_ml.model import AbstractInput, DTypeValue, TensorDesc
+from acetest_ml.solve.registry import RegistryProblem
+from acetest_ml.solve.sampler import Sampler
+from acetest_ml.spec import get_spec
+
+
+def T(dtype, *shape, values=None):
+    return TensorDesc(dtype, tuple(shape), 0, 3, values)
+
+
+# family -> (api, arguments of a failing call, the rule expected)
+CASES = {
+    "scalar": ("tf.raw_ops.MatrixBandPart",
+               dict(input=T("float32", 3, 3), num_lower=T("int64", 2), num_upper=T("int64")),
+               "num_lower.rank == 0"),
+    "vector": ("tf.raw_ops.BiasAdd", dict(value=T("float32", 2, 3), bias=T("float32", 3, 1)),
+               "bias.rank == 1"),
+    "rank_ge": ("tf.raw_ops.BiasAdd", dict(value=T("float32", 3), bias=T("float32", 3)),
+                "value.rank >= 2"),
+    "matrix": ("torch.ops.aten.mm", dict(self=T("float32", 2, 3, 1), mat2=T("float32", 3, 2)),
+               "self.rank == 2"),
+    "rank_in": ("torch.ops.aten.conv2d", dict(input=T("float32", 3, 3), weight=T("float32", 2, 3, 1, 1)),
+                "input.rank in (3, 4)"),
+    "rank_eq": ("tf.raw_ops.EncodeJpeg", dict(image=T("uint8", 2, 2)), "image.rank == 3"),
+    "list_length": ("tf.raw_ops.AvgPool", dict(value=T("float64", 5, 3, 4, 3, 2), ksize=[1, 3, 4, 2],
+                                               strides=[1, 1, 2, 4, 1], padding="VALID"),
+                    "len(strides) == 4"),
+    "list_length_ge": ("tf.raw_ops.MaxPool", dict(input=T("float32", 1, 4, 4, 1), ksize=[1, 2, 1],
+                                                  strides=[1, 1, 1, 1], padding="VALID"),
+                       "len(ksize) >= 4"),
+    "batch_and_depth_one": ("tf.raw_ops.Conv2D",
+                            dict(input=T("float32", 2, 4, 4, 1), filter=T("float32", 1, 1, 1, 2),
+                                 strides=[2, 1, 1, 1], padding="VALID"),
+                            "strides[0] == 1 and strides[-1] == 1"),
+    "list_empty": ("tf.raw_ops.Conv2D",
+                   dict(input=T("float64", 1, 7, 2), filter=T("float64", 2, 8),
+                        strides=[1, 1, 4, 1], padding="VALID", explicit_paddings=[3, 3, 3],
+                        data_format="NCHW"),
+                   "len(explicit_paddings) == 0"),
+    "same_shape": ("tf.raw_ops.ApproximateEqual", dict(x=T("float32", 2, 3), y=T("float32", 3)),
+                   "x.rank == y.rank and x.dim[0] == y.dim[0]"),
+    "matmul_inner": ("torch.ops.aten.mm", dict(self=T("float32", 2, 3), mat2=T("float32", 4, 2)),
+                     "self.dim[-1] == mat2.dim[-2]"),
+    "square": ("tf.raw_ops.Cholesky", dict(input=T("float32", 2, 3)), "input.dim[-1] == input.dim[-2]"),
+    "int_in_set": ("tf.raw_ops.DecodeAndCropJpeg",
+                   dict(contents=TensorDesc("string", ()), crop_window=T("int32", 4), channels=2),
+                   "channels in (0, 1, 3, 4)"),
+    "int_positive": ("torch.ops.aten.conv2d",
+                     dict(input=T("float32", 1, 2, 4, 4), weight=T("float32", 2, 2, 1, 1), groups=0),
+                     "groups > 0"),
+    "axis_in_rank": ("torch.ops.aten.softmax.int", dict(self=T("float32", 2, 3), dim=4),
+                     "-self.rank <= dim and dim < self.rank"),
+    "dtype_not": ("torch.ops.aten._adaptive_avg_pool3d", dict(self=T("int32", 2, 3, 3, 3), output_size=[1, 1, 1]),
+                  "self.dtype != 'int32'"),
+}
+
+
+@pytest.fixture(scope="module")
+def executors():
+    ex = {}
+    yield lambda fw: ex.setdefault(fw, Executor(fw, timeout=30))
+    for e in ex.values():
+        e.close()
+
+
+def test_every_family_in_the_table_has_a_case():
+    assert {f.name for f in load_families()} >= set(CASES)
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_family_learned_from_a_real_message(family, executors):
+    api, args, want = CASES[family]
+    spec = get_spec(api)
+    args = {k: v for k, v in args.items() if v is not None}
+    ai = AbstractInput(api=api, args=args, value_seed=1)
+    res = executors(spec.framework).run(spec, ai)
+    assert res.outcome == "invalid", (res.outcome, res.message)
+    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
+    assert cands, f"no {family} rule from {res.message!r}"
+    rule = cands[0].expr
+    assert want in rule, (rule, res.message)
+    assert not holds(rule, ai)  # the failing input breaks the rule it taught
+    # the solver's next samples satisfy it
+    sampler = Sampler([RegistryProblem(spec, [rule])], seed=3)
+    for _ in range(15):
+        assert holds(rule, sampler.next())
