@@ -32,16 +32,17 @@ quick:
     assert rc == 0
     res = json.load(open(out / "results.json"))
     for scope in ("overall", "overall_all"):
-        for key in ("baseline_pass_rate", "filtered_pass_rate", "online_pass_rate",
+        for key in ("baseline_pass_rate", "filtered_pass_rate", "online_pass_rate", "learned_pass_rate",
+                    "learned_filter_pass_rate", "learned_valid_exec_per_s", "learned_filter_candidates_per_exec",
                     "mean_balanced_accuracy", "lost_crash_signatures", "apis"):
             assert key in res[scope], (scope, key)
     assert len(res["overall_all"]["apis"]) == (3 if have_data else 2)
     for api, row in res["apis"].items():
-        for arm in ("baseline", "filtered", "online"):
+        for arm in ("baseline", "filtered", "online", "learned", "learned_filter"):
             assert row[arm]["executed"] == 20, (api, arm)
     report = (out / "report.md").read_text()
     for col in ("baseline pass", "filtered pass", "online pass", "ratio", "bal. acc", "exec/s",
-                "valid exec/s", "µs/cand", "crash sigs", "lost"):
+                "valid exec/s", "µs/cand", "crash sigs", "lost", "learned+filter", "cand/exec learned"):
         assert col in report, col
     assert (out / "pass_rate_per_api.png").stat().st_size > 1000
     assert (out / "overall.png").stat().st_size > 1000

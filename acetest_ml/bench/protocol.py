@@ -4,7 +4,9 @@ For the APIs of ``benchmarks/apis.yaml``:
 1. train arm: unfiltered campaign, seed A, N_train executions; train a model per API;
 2. baseline arm: unfiltered, seed B, N_eval; its labels also score the classifiers;
 3. filtered arm: seed B, N_eval, ``--ml-filter`` with the models of step 1;
-4. online arm: seed B, N_eval, ``--ml-filter online`` (no prior training).
+4. online arm: seed B, N_eval, ``--ml-filter online`` (no prior training);
+5. learned arm: seed B, N_eval, ``--learn-rules`` (no classifier);
+6. learned+filter arm: seed B, N_eval, ``--learn-rules --ml-filter`` (models of step 1).
 Each arm is a campaign folder under ``<out>/work``; a killed bench reruns
 with ``--resume <out>`` and every campaign continues where it stopped.
 """
@@ -22,7 +24,7 @@ import yaml
 from ..campaign import CampaignConfig, run_campaign
 from ..errors import ConfigError
 
-ARMS = ("baseline", "filtered", "online")
+ARMS = ("baseline", "filtered", "online", "learned", "learned_filter")
 
 
 @dataclass
@@ -107,13 +109,15 @@ def _log(msg: str) -> None:
 
 
 def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_data: str,
-              ml_filter: str | None = None, models: str | None = None, progress: bool = True) -> dict:
+              ml_filter: str | None = None, models: str | None = None, progress: bool = True,
+              learn_rules: bool = False) -> dict:
     resume = os.path.exists(os.path.join(out, "runs.sqlite"))
     done_marker = os.path.join(out, "summary.json")
     ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=seed, constraints="registry",
                           acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
                           resume=resume, ml_filter=ml_filter, models=models or cfg.models,
-                          exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api())
+                          exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api(),
+                          learn_rules=learn_rules)
     if resume and os.path.exists(done_marker):
         with open(done_marker) as f:
             prev = json.load(f)
@@ -162,12 +166,14 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
     timings["training_s"] = time.time() - t
 
     arms: dict[str, dict] = {}
-    for i, (arm, filt) in enumerate((("baseline", None), ("filtered", "offline"), ("online", "online")), 2):
+    plan = (("baseline", None, False), ("filtered", "offline", False), ("online", "online", False),
+            ("learned", None, True), ("learned_filter", "offline", True))
+    for i, (arm, filt, learn) in enumerate(plan, 2):
         t = time.time()
-        _log(f"arm {i}/4: {arm} campaign (seed B)")
+        _log(f"arm {i}/{len(plan) + 1}: {arm} campaign (seed B)")
         arms[arm] = _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,
                               acetest_data=acetest_data, ml_filter=filt, models=models_yaml,
-                              progress=progress)
+                              progress=progress, learn_rules=learn)
         timings[f"{arm}_campaign_s"] = time.time() - t
 
     _log("scoring the classifiers on the baseline arm's labels")

@@ -6,7 +6,7 @@ import os
 from statistics import mean
 from typing import Optional
 
-ARMS = ("baseline", "filtered", "online")
+ARMS = ("baseline", "filtered", "online", "learned", "learned_filter")
 
 
 def _arm_row(s: dict) -> dict:
@@ -17,8 +17,11 @@ def _arm_row(s: dict) -> dict:
         "pass_rate": s.get("pass_rate", 0.0), "exec_per_s": s.get("exec_per_s", 0.0),
         "valid_exec_per_s": s.get("valid_exec_per_s", 0.0), "elapsed_s": s.get("elapsed_s", 0.0),
         "crash_signatures": s.get("crash_signatures", []),
-        "candidates": f.get("candidates"), "discarded": f.get("discarded"),
-        "candidates_per_exec": f.get("candidates_per_exec"),
+        "candidates": f.get("candidates", s.get("executed", 0) + s.get("skipped_inputs", 0)),
+        "discarded": f.get("discarded"),
+        "candidates_per_exec": f.get("candidates_per_exec") if f else (1.0 if s.get("executed") else None),
+        "learned_rules": (s.get("learned") or {}).get("kept", 0) + (s.get("learned") or {}).get("probation", 0)
+        if s.get("learned") else None,
         "accepted_pass_rate": f.get("accepted_pass_rate"),
         "est_false_discard_rate": f.get("est_false_discard_rate"),
         "score_us_per_candidate": f.get("score_us_per_candidate"),
@@ -40,7 +43,7 @@ def build_results(cfg, train_sum: dict, train_rep: dict, arms: dict, clf: dict, 
                       "reason": rep.get("reason") or tr.get("reason")},
         }
         for arm in ARMS:
-            row[arm] = _arm_row(arms[arm]["apis"].get(api, {}))
+            row[arm] = _arm_row(arms.get(arm, {"apis": {}})["apis"].get(api, {}))
         c = clf.get(api, {})
         row["classifier"] = {k: c.get(k) for k in ("accuracy", "balanced_accuracy", "precision", "recall",
                                                    "f1", "roc_auc", "n")} if c.get("status") == "evaluated" else None
@@ -90,6 +93,15 @@ def overall(per_api: dict, apis: list[str]) -> dict:
         out[f"{arm}_exec_per_s"] = _rate(ran, arm, "executed")
         out[f"{arm}_valid_exec_per_s"] = _rate(ran, arm, "passed")
         out[f"{arm}_crash_signatures"] = len({s for r in ran for s in r[arm]["crash_signatures"]})
+    for arm in ARMS:
+        ex = sum(r[arm]["executed"] for r in ran)
+        out[f"{arm}_candidates_per_exec"] = (sum(r[arm]["candidates"] or 0 for r in ran) / ex) if ex else None
+    bv = {id(r): r["baseline"]["valid_exec_per_s"] for r in ran}
+    for arm in ("learned", "learned_filter"):
+        out[f"{arm}_valid_ratio"] = (out[f"{arm}_valid_exec_per_s"] / out["baseline_valid_exec_per_s"]
+                                     if out["baseline_valid_exec_per_s"] else None)
+        out[f"{arm}_apis_valid_ge_0.8x"] = sum(1 for r in ran if r[arm]["executed"]
+                                               and r[arm]["valid_exec_per_s"] >= 0.8 * bv[id(r)])
     b = out["baseline_pass_rate"]
     out["ratio_pooled"] = out["filtered_pass_rate"] / b if b else None
     out["online_ratio_pooled"] = out["online_pass_rate"] / b if b else None
@@ -133,6 +145,27 @@ def overall_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def learned_table(results: dict) -> str:
+    """The learned-rules arms beside the baseline (pooled)."""
+    lines = ["| scope | APIs | pass base / learned / learned+filter | valid exec/s base / learned / learned+filter "
+             "| valid exec/s ratio learned / learned+filter | APIs >= 0.8x baseline valid exec/s "
+             "learned / learned+filter | cand/exec learned / learned+filter |",
+             "|" + "---|" * 7]
+    for scope in ("overall", "overall_all"):
+        o = results[scope]
+        if "learned_pass_rate" not in o:
+            continue
+        lines.append(
+            f"| {scope} | {o['n_apis']} | {_pct(o['baseline_pass_rate'])} / {_pct(o['learned_pass_rate'])} / "
+            f"{_pct(o['learned_filter_pass_rate'])} | {_num(o['baseline_valid_exec_per_s'])} / "
+            f"{_num(o['learned_valid_exec_per_s'])} / {_num(o['learned_filter_valid_exec_per_s'])} "
+            f"| {_num(o['learned_valid_ratio'], '{:.2f}x')} / {_num(o['learned_filter_valid_ratio'], '{:.2f}x')} "
+            f"| {o['learned_apis_valid_ge_0.8x']} / {o['learned_filter_apis_valid_ge_0.8x']} "
+            f"| {_num(o['learned_candidates_per_exec'], '{:.2f}')} / "
+            f"{_num(o['learned_filter_candidates_per_exec'], '{:.2f}')} |")
+    return "\n".join(lines)
+
+
 def report_md(results: dict) -> str:
     c = results["config"]
     o = results["overall"]
@@ -145,13 +178,16 @@ def report_md(results: dict) -> str:
            f"and {c['min_per_class']} failing runs (a classifier can be trained); `overall_all`: all "
            f"{results['overall_all']['n_apis']} APIs. Pass rates are pooled (all executions of the scope) "
            "unless marked mean.", "", "## Overall", "", overall_table(results), ""]
+    out += ["## Learned rules (`--learn-rules`, without and with the classifier)", "", learned_table(results), ""]
     lost = results["overall_all"]["lost_crash_signatures"]
     out += ["Crash signatures found by the baseline arm and missed by the filtered arm: "
             + ("; ".join(lost) if lost else "none") + ".", ""]
     out += ["## Per API", "",
             "| API | constr. | train pass/fail | base pass | filt pass | online pass | ratio | acc | bal. acc "
-            "| AUC | cand/exec | µs/cand | exec/s b/f/o | valid exec/s b/f/o | sigs b/f/o | lost |",
-            "|" + "---|" * 16]
+            "| AUC | cand/exec | µs/cand | exec/s b/f/o | valid exec/s b/f/o | sigs b/f/o | lost "
+            "| learned / +filter pass | valid exec/s learned / +filter | cand/exec learned / +filter "
+            "| learned rules |",
+            "|" + "---|" * 20]
     for api, r in results["apis"].items():
         cl = r["classifier"] or {}
         b, f, on = r["baseline"], r["filtered"], r["online"]
@@ -164,7 +200,12 @@ def report_md(results: dict) -> str:
             f"| {_num(b['exec_per_s'])}/{_num(f['exec_per_s'])}/{_num(on['exec_per_s'])} "
             f"| {_num(b['valid_exec_per_s'])}/{_num(f['valid_exec_per_s'])}/{_num(on['valid_exec_per_s'])} "
             f"| {len(b['crash_signatures'])}/{len(f['crash_signatures'])}/{len(on['crash_signatures'])} "
-            f"| {len(r['lost_crash_signatures'])} |")
+            f"| {len(r['lost_crash_signatures'])} "
+            f"| {_pct(r['learned']['pass_rate'])} / {_pct(r['learned_filter']['pass_rate'])} "
+            f"| {_num(r['learned']['valid_exec_per_s'])} / {_num(r['learned_filter']['valid_exec_per_s'])} "
+            f"| {_num(r['learned']['candidates_per_exec'], '{:.2f}')} / "
+            f"{_num(r['learned_filter']['candidates_per_exec'], '{:.2f}')} "
+            f"| {_num(r['learned_filter']['learned_rules'], '{}')} |")
     never = [a for a, r in results["apis"].items() if r["baseline"]["executed"] and r["baseline"]["passed"] == 0
              and r["train"]["valid"] == 0]
     if never:

@@ -54,6 +54,23 @@ def value_of(expr: str, ai: AbstractInput) -> Any:
         return None
 
 
+#: tensors up to this many elements have their elements read (``x.value``, ``x[i]``)
+MAX_ELEMENTS = 8
+
+
+def _elements(v: Any, seed: int, name: str) -> Optional[tuple]:
+    """The elements of a small numeric tensor: its explicit values, else the
+    ones the materialiser derives from the value seed."""
+    if not isinstance(v, TensorDesc) or v.numel > MAX_ELEMENTS or v.dtype in ("string", "bool") \
+            or v.dtype.startswith("complex"):
+        return None
+    if v.values is not None:
+        return tuple(v.values)
+    from ..materialize import arg_seed, generate_array
+    arr = generate_array(v.dtype, v.shape, v.low, v.high, None, arg_seed(seed, name))
+    return tuple(x.item() for x in arr.reshape(-1))
+
+
 class _Unsupported(Exception):
     pass
 
@@ -69,6 +86,7 @@ def _tensor(v: Any) -> Optional[TensorDesc]:
 class _Eval:
     def __init__(self, ai: AbstractInput):
         self.args = ai.args
+        self.seed = ai.value_seed
 
     def visit(self, n: ast.AST):
         fn = getattr(self, "v_" + type(n).__name__, None)
@@ -93,6 +111,9 @@ class _Eval:
         arg, attr = n.value.id, n.attr
         if attr == "present":
             return arg in self.args
+        if attr == "value":
+            vals = _elements(self.args.get(arg), self.seed, arg)
+            return vals[0] if vals is not None and len(vals) == 1 else _UNKNOWN
         t = _tensor(self.args.get(arg))
         if attr == "rank":
             return _UNKNOWN if t is None else t.rank
@@ -117,6 +138,9 @@ class _Eval:
             raise _Unsupported("subscript")
         if isinstance(n.value, ast.Name):
             v = self.args.get(n.value.id, _UNKNOWN)
+            if isinstance(v, TensorDesc):
+                vals = _elements(v, self.seed, n.value.id)
+                return vals[idx] if vals is not None and -len(vals) <= idx < len(vals) else _UNKNOWN
             if not isinstance(v, list):
                 return _UNKNOWN
             if idx < 0:

@@ -8,6 +8,8 @@ Candidate predicates are enumerated over the shape abstraction of the spec
 - ``t.dim[-1] == t.dim[-2]``
 - ``len(l) == t.rank``, ``len(l) == k``
 - ``v >= lo``, ``v <= hi``, ``v in (...)`` (small sets), ``-t.rank <= v < t.rank``
+- for one-element int tensors (0-d axes, ks, bands): ``t.value >= 0``,
+  ``-d.rank <= t.value < d.rank``, ``t.value <= d.dim[-1]`` / ``d.dim[-2]``
 
 A predicate is proposed when it holds in every passing run (there must be a
 few), fails in many invalid runs, and is unlikely to hold in all passing runs
@@ -23,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .evaluate import _elements
 from ..model import INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, TensorDesc
 
 DIM_INDEX = (0, 1, -1, -2)
@@ -58,6 +61,7 @@ class _Table:
         self.lists = [a.name for a in spec.args if a.kind in (INT_LIST, SHAPE)]
         self.ints = [a.name for a in spec.args if a.kind == INT]
         cols: dict[str, list] = {}
+        self.valued: set[str] = set()
 
         def put(name, i, v):
             cols.setdefault(name, [math.nan] * len(runs))[i] = v
@@ -70,6 +74,10 @@ class _Table:
                 put(f"{t}.rank", i, d.rank)
                 for k in DIM_INDEX:
                     put(f"{t}.dim[{k}]", i, _dim(d, k))
+                vals = _elements(ai.args.get(t), ai.value_seed, t)
+                if vals is not None and len(vals) == 1 and isinstance(vals[0], int):
+                    put(f"{t}.value", i, vals[0])
+                    self.valued.add(t)
             for l in self.lists:
                 v = ai.args.get(l)
                 if isinstance(v, list):
@@ -127,6 +135,18 @@ def _candidates(table_pass: _Table) -> list[tuple[str, callable]]:
         r = rng_of(f"len({l})")
         if r and r[0] == r[1]:
             out.append((f"len({l}) == {r[0]}", lambda T, l=l, k=r[0]: T.get(f"len({l})") == k))
+    for t in sorted(P.valued):
+        term = f"{t}.value"
+        out.append((f"{term} >= 0", lambda T, term=term: T.get(term) >= 0))
+        for d in P.tensors:
+            if d == t:
+                continue
+            out.append((f"-{d}.rank <= {term} and {term} < {d}.rank",
+                        lambda T, term=term, d=d: (-T.get(f"{d}.rank") <= T.get(term))
+                        & (T.get(term) < T.get(f"{d}.rank"))))
+            for k in (-1, -2):
+                out.append((f"{term} <= {d}.dim[{k}]",
+                            lambda T, term=term, d=d, k=k: T.get(term) <= T.get(f"{d}.dim[{k}]")))
     for n in P.ints:
         r = rng_of(n)
         if r is None:

@@ -23,7 +23,7 @@ import yaml
 from ..errors import ConfigError
 from ..model import (INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
                      TensorDesc)
-from .evaluate import holds
+from .evaluate import holds, value_of
 
 PATTERNS_PATH = os.path.join(os.path.dirname(__file__), "patterns.yaml")
 
@@ -283,6 +283,9 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 if a is not None and a == b:
                     continue
                 e = dict(env, arg=a, arg2=b)
+                others = [t for t in tensors if t != a]
+                e["data"] = others[0] if others else None      # the tensor {arg} relates to
+                e["data2"] = others[1] if len(others) > 1 else None
                 if fam.kind == (INT,) and e.get("data") is None:
                     continue
                 expr = _expand(tmpl, e)
@@ -309,9 +312,12 @@ def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g
             return got
     if named:
         return []
-    if kinds == (INT,) and "got" in groups:
+    if "got" in groups and kinds is not None:
         v = int(groups["got"])
-        hits = [n for n in _of_kind(spec, kinds) if ai.args.get(n) == v]
+        if kinds == (INT,):
+            hits = [n for n in _of_kind(spec, kinds) if ai.args.get(n) == v]
+        else:
+            hits = [n for n in _of_kind(spec, kinds) if value_of(f"{n}.value", ai) == v]
         if hits:
             return hits
     # not named: every argument of the kind (the violation check picks)

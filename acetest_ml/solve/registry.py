@@ -30,6 +30,9 @@ from .rules import Terms, compile_rule
 
 MAX_RANK = 6
 MAX_LIST = 8
+#: elements of a small tensor that rules may decide (``x.value``, ``x[i]``)
+MAX_TENSOR_VALUES = 4
+TENSOR_VALUE_RANGE = (-16, 64)
 DEFAULT_DTYPES = ["float32", "float64", "int32", "int64"]
 BUILDABLE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
              "uint16", "uint32", "uint64", "bool", "complex64", "complex128", "string"}
@@ -87,6 +90,7 @@ class RegistryProblem(Problem, Terms):
         self._hard: list[z3.BoolRef] = []
         self._dtype_sets: dict[str, list[str]] = {}   # dtype var name -> allowed list
         self._tensor_dtype_var: dict[str, str] = {}   # tensor arg -> dtype var name
+        self._value_vars: dict[str, int] = {}         # tensor arg -> element vars made for rules
         self._build()
         for i, r in enumerate(self.rules):
             self._hard.append(compile_rule(r, self, where=f"{rules_source}: {spec.name}[{i}]"))
@@ -293,6 +297,10 @@ class RegistryProblem(Problem, Terms):
                 key = self._tensor_dtype_var.get(name)
                 if key and key.endswith(".dtype") and rng.random() < 0.8:
                     t.append(self._int(key) == rng.randrange(len(self._dtype_sets[key])))
+        for arg, n in self._value_vars.items():
+            for i in range(n):
+                if rng.random() < 0.8:
+                    t.append(self._int(f"{arg}.v{i}") == rng.choice([-1, 0, 1, 1, 2, 2, 3, 4, 8]))
         for key, allowed in self._dtype_sets.items():
             if key == "__group__.val" and rng.random() < 0.8:
                 t.append(self._int(key) == rng.randrange(len(allowed)))
@@ -363,8 +371,21 @@ class RegistryProblem(Problem, Terms):
         allowed = self._dtype_sets[key]
         return allowed[min(max(iv(key), 0), len(allowed) - 1)]
 
-    def _tensor(self, a: ArgSpec, dtype: str, shape: tuple, rng: random.Random, min_dim: int) -> TensorDesc:
+    def _tensor(self, a: ArgSpec, dtype: str, shape: tuple, rng: random.Random, min_dim: int,
+                iv=None) -> TensorDesc:
         k = dtype_kind(dtype)
+        n_vars = self._value_vars.get(a.name, 0)
+        if n_vars and iv is not None and k in ("i", "u", "f"):
+            # elements that rules decide: solved, the rest filled in range
+            n = int(math.prod(shape)) if shape else 1
+            vals = [iv(f"{a.name}.v{i}") for i in range(min(n, n_vars))]
+            vals += [rng.randint(0, 3) for _ in range(n - len(vals))]
+            if k == "u":
+                vals = [max(v, 0) for v in vals]
+            if k == "f":
+                vals = [float(v) for v in vals]
+            if n <= 64:
+                return TensorDesc(dtype, shape, None, None, tuple(vals))
         role = self._role_values(a, k, shape, rng)
         if role is not None:
             return TensorDesc(dtype, shape, *role)
@@ -410,7 +431,7 @@ class RegistryProblem(Problem, Terms):
         name, kind = a.name, a.kind
         if kind == TENSOR:
             shape = tuple(iv(f"{name}.d{i}") for i in range(iv(f"{name}.rank")))
-            return self._tensor(a, self._dtype_of(name, iv), shape, rng, min_dim)
+            return self._tensor(a, self._dtype_of(name, iv), shape, rng, min_dim, iv)
         if kind == TENSOR_LIST:
             shape = tuple(iv(f"{name}.d{i}") for i in range(iv(f"{name}.rank")))
             n = iv(f"{name}.len")
@@ -483,7 +504,23 @@ class RegistryProblem(Problem, Terms):
     def length(self, arg):
         return self._need(f"{arg}.len")
 
+    def tensor_value(self, arg, index):
+        from .rules import RuleError
+        a = self._arg(arg)
+        if a.kind != TENSOR:
+            raise RuleError(f"{arg} is not a tensor")
+        if not 0 <= index < MAX_TENSOR_VALUES:
+            raise RuleError(f"tensor elements 0..{MAX_TENSOR_VALUES - 1} only")
+        for i in range(self._value_vars.get(arg, 0), index + 1):
+            v = self._int(f"{arg}.v{i}")
+            lo, hi = TENSOR_VALUE_RANGE
+            self._hard += [v >= lo, v <= hi]
+            self._value_vars[arg] = i + 1
+        return self._vars[f"{arg}.v{index}"]
+
     def item(self, arg, index):
+        if self._arg(arg).kind == TENSOR:
+            return self.tensor_value(arg, index)
         if index >= 0:
             return self._need(f"{arg}.i{index}")
         n = self._need(f"{arg}.len")

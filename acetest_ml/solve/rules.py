@@ -11,7 +11,9 @@ A rules file maps API names to lists of expressions over argument properties::
 Expressions are parsed with ``ast`` into a syntax tree and translated node by
 node into Z3 terms; nothing is ever evaluated as Python. Supported terms:
 ``x.rank``, ``x.dim[i]`` / ``x.shape[i]`` (constant ``i``, negative counts from
-the end), ``len(x)``, ``x[i]`` (list item), ``x`` (int / bool / enum value;
+the end), ``len(x)``, ``x[i]`` (list item; for a tensor: its i-th element, of
+the first few), ``x.value`` (the element of a one-element tensor, e.g. a 0-d
+int tensor), ``x`` (int / bool / enum value;
 compare an enum or dtype with a string constant), ``x.dtype``, ``x.present``,
 integer constants, ``+ - * // %``, comparisons (chained), ``and or not`` and
 ``in (a, b, ...)``.
@@ -73,6 +75,7 @@ class Terms:
     def dim(self, arg: str, index: int) -> z3.ArithRef: ...
     def length(self, arg: str) -> z3.ArithRef: ...
     def item(self, arg: str, index: int) -> z3.ArithRef: ...
+    def tensor_value(self, arg: str, index: int) -> z3.ArithRef: ...
     def value(self, arg: str) -> z3.ExprRef: ...
     def enum_code(self, arg: str, literal: Any) -> z3.ArithRef | None: ...
     def dtype(self, arg: str) -> z3.ArithRef: ...
@@ -145,6 +148,8 @@ class _Compiler:
             return self.t.rank(arg)
         if n.attr == "present":
             return self.t.present(arg)
+        if n.attr == "value":
+            return self.t.tensor_value(arg, 0)
         if n.attr == "dtype":
             return ("dtype", arg)
         if n.attr in ("dim", "shape"):
