@@ -49,6 +49,8 @@ _KINDS = {
 }
 #: words a message uses for "the (first) input tensor" rather than a name
 _GENERIC = {"input", "self", "tensor", "inputs", "x", "a"}
+#: words messages use for an argument of another name
+_SYNONYMS = {"index": "indices", "biases": "bias"}
 #: framework dtype spellings in messages -> canonical names
 _DTYPE_WORDS = {
     "Bool": "bool", "bool": "bool", "Int": "int32", "Long": "int64", "Short": "int16",
@@ -167,6 +169,7 @@ def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
         return []
     names = _of_kind(spec, kinds)
     low = tok.lower()
+    low = _SYNONYMS.get(low, low) if low not in {n.lower() for n in names} else low
     exact = [n for n in names if n.lower() == low]
     if exact:
         return exact
@@ -175,7 +178,8 @@ def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
     if plural:
         return plural
     pref = [n for n in names if len(n) >= 3 and (low.startswith(n.lower() + "_")
-                                                  or (len(low) >= 4 and n.lower().startswith(low)))]
+                                                  or (len(low) >= 4 and n.lower().startswith(low))
+                                                  or (len(low) >= 4 and n.lower().endswith("_" + low)))]
     if pref:
         return pref[:1]
     if low in _GENERIC and (kinds is None or TENSOR in kinds) and tensors:
