@@ -58,6 +58,15 @@ CASES = {
                      "groups > 0"),
     "axis_in_rank": ("torch.ops.aten.softmax.int", dict(self=T("float32", 2, 3), dim=4),
                      "-self.rank <= dim and dim < self.rank"),
+    # values of small int tensors, decided by the solver once a rule names them
+    "value_le_rows": ("tf.raw_ops.MatrixBandPart",
+                      dict(input=T("float32", 2, 3), num_lower=T("int64", values=(5,)),
+                           num_upper=T("int64", values=(0,))),
+                      "num_lower.value <= input.dim[-2]"),
+    "value_in_rank": ("tf.raw_ops.Cumsum", dict(x=T("float32", 2, 3), axis=T("int32", values=(3,))),
+                      "-x.rank <= axis.value and axis.value < x.rank"),
+    "dim0_match": ("tf.raw_ops.SegmentSum", dict(data=T("float32", 4, 2), segment_ids=T("int32", 3, values=(0, 0, 1))),
+                   "segment_ids.dim[0] == data.dim[0]"),
     "dtype_not": ("torch.ops.aten._adaptive_avg_pool3d", dict(self=T("int32", 2, 3, 3, 3), output_size=[1, 1, 1]),
                   "self.dtype != 'int32'"),
 }
@@ -89,6 +98,13 @@ def test_family_learned_from_a_real_message(family, executors):
     assert want in rule, (rule, res.message)
     assert not holds(rule, ai)  # the failing input breaks the rule it taught
     # the solver's next samples satisfy it
-    sampler = Sampler([RegistryProblem(spec, [rule])], seed=3)
+    rules = [rule]
+    if ".value" in rule:  # x.value: the element of a one-element tensor (learned after x.rank == 0)
+        name = rule.split(".value")[0].split()[-1].lstrip("(-")
+        rules.append(f"{name}.rank == 0")
+    sampler = Sampler([RegistryProblem(spec, rules)], seed=3)
     for _ in range(15):
-        assert holds(rule, sampler.next())
+        ai = sampler.next()
+        assert holds(rule, ai)
+        if ".value" in rule:  # the element is in the AbstractInput, decided by the solver
+            assert ai.args[name].values is not None
