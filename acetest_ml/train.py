@@ -55,7 +55,8 @@ def datasets(store: Store, apis: list[str] | None = None, *, seed: int | None = 
         for r in store.records(api, executed_only=True, seed=seed):
             y = LABELS.get(r.outcome)
             if y is None:
-                setattr(ds, r.outcome, getattr(ds, r.outcome) + 1)
+                name = str(r.outcome)
+                setattr(ds, name, getattr(ds, name) + 1)
                 continue
             ds.inputs.append(r.input)
             ds.labels.append(y)
@@ -66,10 +67,11 @@ def datasets(store: Store, apis: list[str] | None = None, *, seed: int | None = 
 def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
               out_dir: str | None = None, kind: str | None = None, min_per_class: int = 10
               ) -> dict[str, dict]:
-    """Train and save a model per API; returns {api: report}."""
+    """Train and save a model per API into ``out_dir`` (default: the
+    registry's models folder, created on demand); returns {api: report}."""
     from .classify import ModelRegistry, TooFewExamples, train_model
-    registry = ModelRegistry.load(models_yaml)
-    target = out_dir or str(registry.models_dir)
+    registry = ModelRegistry.load(models_yaml, out_dir)
+    target = str(registry.models_dir)
     os.makedirs(target, exist_ok=True)
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
@@ -93,8 +95,8 @@ def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
     return report
 
 
-def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: list[str] | None
-                 ) -> dict[str, dict]:
+def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: list[str] | None,
+                 models_dir: str | None = None) -> dict[str, dict]:
     from .classify import ModelRegistry, ValidityModel
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
@@ -103,7 +105,7 @@ def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: 
             m = ValidityModel.load(p)
             by_api[m.api] = m
         wanted = apis or (list(by_api) if by_api else store.apis())
-        registry = ModelRegistry.load(models_yaml) if not by_api else None
+        registry = ModelRegistry.load(models_yaml, models_dir) if not by_api else None
         for api, ds in datasets(store, wanted).items():
             model = by_api.get(api)
             if model is None and registry is not None:
@@ -129,7 +131,7 @@ def _fmt(v) -> str:
 
 
 def train_command(args) -> int:
-    rep = train_all(args.runs, args.models, args.api or None, args.out, args.kind)
+    rep = train_all(args.runs, args.models, args.api or None, args.models_dir, args.kind)
     print(f"{'API':44} {'n':>5} {'valid':>5} {'inv':>5} {'crash':>5}  status")
     for api, r in rep.items():
         extra = ""
@@ -146,7 +148,7 @@ def train_command(args) -> int:
 
 
 def eval_command(args) -> int:
-    rep = evaluate_all(args.runs, args.models, args.model, args.api or None)
+    rep = evaluate_all(args.runs, args.models, args.model, args.api or None, args.models_dir)
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0

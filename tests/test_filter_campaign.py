@@ -14,7 +14,7 @@ API = "tf.raw_ops.Add"  # broadcasting rules: both outcomes are common
 
 
 def _models_yaml(tmp_path):
-    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "configs", "models.yaml")))
+    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "acetest_ml", "configs", "models.yaml")))
     doc["models_dir"] = "models"
     doc["apis"] = {}
     path = tmp_path / "models.yaml"

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from ..errors import ConfigError
+from ..settings import DEFAULT_MODELS, DEFAULT_MODELS_DIR
 from ..model import AbstractInput, ApiSpec
 from .base import ClassifierKind, ModelFileError
 from .kinds import KINDS, get_kind
@@ -66,8 +67,21 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "ModelRegistry":
-        path = Path(path)
+    def load(cls, path: Union[str, Path], models_dir: Union[str, Path, None] = None
+             ) -> "ModelRegistry":
+        """Read ``path``. ``models_dir`` overrides the file's ``models_dir``;
+        the registry shipped in the package keeps its models in
+        ``./models`` of the current folder (models never go into the
+        installed package)."""
+        reg = cls._load(Path(path))
+        if models_dir is not None:
+            reg.models_dir = Path(models_dir).absolute()
+        elif _is_packaged(Path(path)):
+            reg.models_dir = Path.cwd() / DEFAULT_MODELS_DIR
+        return reg
+
+    @classmethod
+    def _load(cls, path: Path) -> "ModelRegistry":
         try:
             text = path.read_text()
         except OSError as e:
@@ -204,6 +218,13 @@ class ModelRegistry:
         if save:
             m.save_prefix(cfg.model_path)
         return m
+
+
+def _is_packaged(path: Path) -> bool:
+    try:
+        return path.resolve() == Path(DEFAULT_MODELS).resolve()
+    except OSError:
+        return False
 
 
 def _check_kind(err, key: str, kind: Any) -> None:

@@ -46,11 +46,14 @@ from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UserError
 from ..model import AbstractInput, ApiSpec
+from ..outcome import EXECUTED, Outcome
 from . import convert
 
 STATS_FILE = "acetest_ml_filter.json"
 MODES = ("models", "online")
-OUTCOMES = ("pass", "invalid", "crash", "timeout", "oom", "unsupported", "unknown")
+#: upstream's runner also reports out-of-memory and runs it could not label
+OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
+OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
 DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 # Upstream's modules and the classes the hook patches in them.
@@ -279,17 +282,17 @@ class ApiFilter:
     def outcome_of(runner, counters: dict) -> str:
         delta = {k: getattr(runner, k, 0) - counters[k] for k in _COUNTERS}
         if delta["invalid"] > 0:
-            return "invalid"
+            return Outcome.INVALID
         if delta["crash"] > 0:
-            return "crash"
+            return Outcome.CRASH
         if delta["timeout"] > 0:
-            return "timeout"
+            return Outcome.TIMEOUT
         if delta["OOM"] > 0:
-            return "oom"
+            return OOM
         proc = getattr(runner, "runner_p", None)
         if proc is None or proc.is_alive():
-            return "pass"
-        return "unknown"  # the worker died but upstream stopped before counting it
+            return Outcome.PASS
+        return UNKNOWN  # the worker died but upstream stopped before counting it
 
     def settle(self, runner, forced_outcome: Optional[str] = None) -> Optional[str]:
         """Label the pending input (the one that ran last) from the runner's
@@ -301,9 +304,9 @@ class ApiFilter:
         outcome = forced_outcome or self.outcome_of(runner, p.counters)
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
-        if self.config.mode == "online" and p.ai is not None and outcome in ("pass", "invalid", "crash", "timeout"):
+        if self.config.mode == "online" and p.ai is not None and outcome in EXECUTED:
             # valid = the input got past the API's validation (it did not raise)
-            label = 0 if outcome == "invalid" else 1
+            label = 0 if outcome == Outcome.INVALID else 1
             self.inputs.append(p.ai)
             self.labels.append(label)
             self.online["labelled"] += 1
@@ -518,7 +521,7 @@ class FilterHook:
             # A message means upstream gave up on the API after the last run
             # raised an "unsupported" error, which it does not count.
             with keep_global_rng():
-                flt.settle(runner, forced_outcome="unsupported" if msg is not None else None)
+                flt.settle(runner, forced_outcome=UNSUPPORTED if msg is not None else None)
             try:
                 return term_orig(runner, msg, *args, **kwargs)
             finally:
