@@ -24,6 +24,9 @@ from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
 
 CRASH_OUTCOMES = FAILURES
+#: an API's health (summary ``health``): ok, or why its figures are weak
+HEALTH_OK = "ok"
+HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -126,12 +129,16 @@ class ApiCampaign:
         self.progress(name, executed, cfg.budget)
         crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
         cap = cfg.candidate_cap
-        status, reason = ApiStatus.DONE, None
+        status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
         try:
             while executed < cfg.budget:
                 if idx >= cap:
-                    status, reason = ApiStatus.DONE, f"candidate cap reached ({cap})"
+                    # nearly every candidate is discarded: the figures of this
+                    # API are weak (Hypothesis calls this filter_too_much)
+                    status, health = ApiStatus.UNHEALTHY, HEALTH_FILTER_TOO_MUCH
+                    reason = (f"candidate cap reached: {cap} candidates for {executed} of "
+                              f"{cfg.budget} executed runs ({HEALTH_FILTER_TOO_MUCH})")
                     break
                 # batches only once a model scores them (warm-up runs one by one,
                 # so the filter switches on as soon as it is trained)
@@ -177,7 +184,7 @@ class ApiCampaign:
                     self.progress(name, executed, cfg.budget)
                 self.store.add_many(rows)
         finally:
-            info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
+            info = {**notes, "elapsed": elapsed_before + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
             self.store.set_api_status(name, status, reason, info)

@@ -54,6 +54,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
         "crash_signatures": sorted(sigs),
         "top_errors": [[m, n] for m, n in top_errors.most_common(3)],
     }
+    out["health"] = info.get("health") or "ok"
     if status.get("reason"):
         out["reason"] = status["reason"]
     if info.get("constraints"):
@@ -111,6 +112,7 @@ def summarize(store: Store, cfg=None) -> dict:
     out["overall"] = {
         "apis_run": len(ran),
         "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == ApiStatus.SKIPPED),
+        "apis_unhealthy": sorted(a for a, v in out["apis"].items() if v.get("health", "ok") != "ok"),
         "executed": total,
         "passed": passed,
         "pooled_pass_rate": passed / total if total else 0.0,
@@ -137,15 +139,21 @@ def format_table(summary: dict) -> str:
         if v.get("status") == ApiStatus.SKIPPED and not v.get("executed"):
             rows.append((api, "-", "-", "-", "-", "-", "-", "-", "skipped: " + (v.get("reason") or "")[:70]))
             continue
-        note = ""
+        notes = []
+        if v.get("health", "ok") != "ok":
+            notes.append(f"UNHEALTHY {v['health']}: {v.get('reason') or ''}")
+        if v.get("internal_errors"):
+            notes.append(f"{v['internal_errors']} internal errors (ours, see summary.json)")
         f = v.get("filter")
         if f:
             apr = f.get("accepted_pass_rate")
-            note = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
+            fnote = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
             if apr is not None:
-                note += f", accepted pass {apr:.0%}"
+                fnote += f", accepted pass {apr:.0%}"
             if f.get("note"):
-                note += f" ({f['note']})"
+                fnote += f" ({f['note']})"
+            notes.append(fnote)
+        note = "; ".join(notes)
         rows.append((api, str(v["executed"]), f"{v['pass_rate']:.1%}", str(v["invalid"]),
                      str(v["crash"]), str(v["timeout"]), str(len(v["crash_signatures"])),
                      f"{v['exec_per_s']:.1f}", note))

@@ -78,9 +78,9 @@ def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
         for api, ds in datasets(store, apis).items():
             row = {"n": len(ds.labels), "valid": ds.n_valid, "invalid": ds.n_invalid,
                    "crash": ds.crash, "timeout": ds.timeout}
-            conf = registry.config_for(api)
+            conf = registry.config_for(api, kind)
             try:
-                model = train_model(ds.spec, ds.inputs, ds.labels, kind=kind or conf.kind,
+                model = train_model(ds.spec, ds.inputs, ds.labels, kind=conf.kind,
                                     params=conf.params, threshold=conf.threshold,
                                     min_per_class=min_per_class)
             except TooFewExamples as e:

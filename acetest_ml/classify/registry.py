@@ -176,13 +176,22 @@ class ModelRegistry:
         return reg
 
     # ------------------------------------------------------------------ queries
-    def config_for(self, api: str) -> ModelConfig:
+    def config_for(self, api: str, kind: Optional[str] = None) -> ModelConfig:
+        """The effective configuration of ``api``; ``kind`` overrides the
+        configured kind (``train --kind``), and the parameters are then that
+        kind's own (its ``kind_params``, plus ``default.params`` / the API's
+        ``params`` only when they were written for that kind)."""
         ov = self.apis.get(api, {})
-        kind = ov.get("kind", self.default.kind)
+        configured = ov.get("kind", self.default.kind)
+        if kind is None:
+            kind = configured
+        elif kind not in KINDS:
+            raise ConfigError(f"unknown classifier kind {kind!r} (known: {', '.join(sorted(KINDS))})")
         params = {**get_kind(kind).default_params(), **self.kind_params.get(kind, {})}
         if kind == self.default.kind:
             params.update(self.default.params)
-        params.update(ov.get("params", {}))
+        if kind == configured:
+            params.update(ov.get("params", {}))
         model = ov.get("model") or (self.models_dir / f"{safe_name(api)}.json")
         return ModelConfig(api=api, kind=kind, threshold=ov.get("threshold", self.default.threshold),
                            params=params, model_path=Path(model))
