@@ -26,8 +26,6 @@ DB_NAME = "runs.sqlite"
 SCHEMA_VERSION = 1
 
 EXECUTED_OUTCOMES = EXECUTED
-#: training labels: pass = valid (1), invalid = 0; crash and timeout stay out
-LABELS = {Outcome.PASS: 1, Outcome.INVALID: 0}
 _EXECUTED_SQL = sql_list(EXECUTED)
 _OUTCOMES = {o.value: o for o in Outcome}
 _DECISIONS = {d.value: d for d in Decision}
