@@ -93,7 +93,8 @@ def learn_store(runs_dir: str, apis: Optional[list[str]] = None) -> dict[str, Ru
     """Learn rules offline from every API (or ``apis``) of a campaign folder."""
     from ..errors import UserError
     from ..model import ApiSpec
-    from ..store import EXECUTED_OUTCOMES, Store
+    from ..outcome import EXECUTED as EXECUTED_OUTCOMES
+    from ..store import Store
     out: dict[str, RuleLearner] = {}
     with Store(runs_dir, create=False) as st:
         statuses = st.api_statuses()

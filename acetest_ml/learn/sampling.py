@@ -132,7 +132,7 @@ class LearningSampler:
 
     def replay(self, records: Iterable) -> None:
         """Redraw the recorded candidates and feed their outcomes (resume)."""
-        from ..store import EXECUTED_OUTCOMES
+        from ..outcome import EXECUTED as EXECUTED_OUTCOMES
         for rec in records:
             self.next()
             if rec.outcome in EXECUTED_OUTCOMES:
