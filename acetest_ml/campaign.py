@@ -44,6 +44,17 @@ class CampaignConfig:
     max_candidates_per_exec: int = 50
     warmup: int = 60
     retrain_every: int = 50
+    #: crash-aware filtering: a candidate with P(crash or timeout) >= this is
+    #: never discarded
+    crash_threshold: float = 0.3
+    #: a signature seen this many times is known: inputs predicted to
+    #: reproduce it run only from the exploration share (0: off)
+    known_crash_k: int = 3
+    #: exploration draws predicted-invalid inputs whose score lies within
+    #: this distance below the threshold (1.0: any score)
+    explore_band: float = 0.25
+    #: wall-clock seconds per API (None: no limit; the budget still applies)
+    time_budget: Optional[float] = None
     mem_limit_mb: Optional[int] = None
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
@@ -118,6 +129,7 @@ class ApiCampaign:
         self.progress = progress or (lambda api, done, total: None)
 
     def run(self) -> ApiResult:
+        from .filter import explorable
         from .solve.sampler import NoSolutionError, Sampler
         cfg = self.cfg
         try:
@@ -157,6 +169,9 @@ class ApiCampaign:
         executor = self.executor_factory(spec.framework)
         try:
             while executed < cfg.budget:
+                if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                    reason = f"time budget reached ({cfg.time_budget:g}s)"
+                    break
                 if idx >= cap:
                     status, reason = "done", f"candidate cap reached ({cap})"
                     break
@@ -171,15 +186,19 @@ class ApiCampaign:
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == "reject":
-                        # predicted invalid: run it anyway while exploration
-                        # runs are below their share of the executed budget
-                        if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
+                    if decision == "crash":  # predicted crash: run it unless its bug is known
+                        decision = filt.settle_crash(ai, score)
+                    if decision in ("reject", "known"):
+                        # not worth a run by the model (predicted invalid, or a
+                        # known crash): run it anyway while exploration runs
+                        # are below their share of the executed budget
+                        if (self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget
+                                and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = "explore"
                             self.explored += 1
-                        else:
+                        elif decision == "reject":
                             decision = "discard"
-                    if decision == "discard" or executed >= cfg.budget:
+                    if decision in ("discard", "known") or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -196,7 +215,7 @@ class ApiCampaign:
                     if res.outcome != "skipped":
                         executed += 1
                         if filt is not None:
-                            filt.observe(ai, res.outcome)
+                            filt.observe(ai, res.outcome, res.signature)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.store.add_many(rows)
@@ -219,14 +238,13 @@ class ApiCampaign:
 
     def _decide(self, filt, batch):
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
-        reject (predicted invalid; the loop turns it into explore or discard)."""
+        reject (predicted invalid) / crash (predicted crash); the loop settles
+        crash into accept or known and turns reject and known into explore or
+        discard / known."""
         if filt is None:
             return [None] * len(batch), ["none"] * len(batch)
-        scores = filt.scores(batch)
-        if scores is None:
-            return [None] * len(batch), ["warmup"] * len(batch)
-        decisions = ["accept" if s >= filt.threshold else "reject" for s in scores]
-        return [float(s) for s in scores], decisions
+        from .filter import decide
+        return decide(filt, batch)
 
     def _execute(self, executor, spec, ai):
         from .execute.supervisor import RunResult

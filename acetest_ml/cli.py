@@ -46,6 +46,17 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="online filter: labelled runs before the first model (default 60)")
     p.add_argument("--retrain-every", type=int, default=50,
                    help="online filter: new labels between retrainings (default 50)")
+    p.add_argument("--crash-threshold", type=float, default=0.3,
+                   help="filter: never discard an input whose predicted crash/timeout probability "
+                   "reaches this (default 0.3)")
+    p.add_argument("--known-crash-k", type=int, default=3,
+                   help="filter: after a crash signature was seen K times, inputs predicted to "
+                   "reproduce it run only from the exploration share (default 3; 0 = off)")
+    p.add_argument("--explore-band", type=float, default=0.25,
+                   help="filter: explore predicted-invalid inputs scoring within this distance "
+                   "below the threshold (default 0.25; 1 = any)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop each API after this many seconds of wall time (the budget still applies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -91,6 +102,14 @@ def cmd_campaign(args) -> int:
         raise UserError("--budget must be at least 1")
     if not 0.0 <= args.exploration <= 1.0:
         raise UserError("--exploration must be between 0 and 1")
+    if not 0.0 <= args.crash_threshold <= 1.0:
+        raise UserError("--crash-threshold must be between 0 and 1")
+    if not 0.0 <= args.explore_band <= 1.0:
+        raise UserError("--explore-band must be between 0 and 1")
+    if args.known_crash_k < 0:
+        raise UserError("--known-crash-k must be 0 (off) or more")
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise UserError("--time-budget must be a positive number of seconds")
     if args.constraints == "acetest":
         from .campaign import _acetest_data
         _acetest_data(args.acetest_data)  # a missing/malformed data dir stops here
@@ -111,7 +130,9 @@ def cmd_campaign(args) -> int:
                          jobs=max(1, args.jobs), resume=args.resume, ml_filter=args.ml_filter,
                          models=args.models, exploration=args.exploration, batch=max(1, args.batch),
                          warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
-                         mem_limit_mb=args.mem_limit_mb)
+                         mem_limit_mb=args.mem_limit_mb, crash_threshold=args.crash_threshold,
+                         known_crash_k=args.known_crash_k, explore_band=args.explore_band,
+                         time_budget=args.time_budget)
     summary = run_campaign(cfg, show_progress=not args.no_progress)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
