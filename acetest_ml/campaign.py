@@ -167,11 +167,11 @@ class ApiCampaign:
         cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
         status, reason = "done", None
         executor = self.executor_factory(spec.framework)
-        if cfg.time_budget is not None and hasattr(executor, "start"):
-            # equal-time runs: the clock starts once the worker is up
-            executor.start()
-            t0 = time.time()
         try:
+            if cfg.time_budget is not None and hasattr(executor, "start"):
+                # equal-time runs: the clock starts once the worker is up
+                executor.start()
+                t0 = time.time()
             while executed < cfg.budget:
                 if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
                     reason = f"time budget reached ({cfg.time_budget:g}s)"
