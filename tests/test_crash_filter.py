@@ -185,3 +185,13 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     s = json.load(open(os.path.join(out, "summary.json")))["apis"][CONV]
     assert s["filter"]["known_crash_skipped"] == sum(1 for r in rows if r[2] == "known") > 0
     assert s["filter"]["crash_kept"] == 2 and s["filter"]["crash_class"] is True
+
+
+def test_time_budget_stops_the_campaign(tmp_path):
+    out = str(tmp_path / "t")
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--budget", "100000", "--seed", "1", "--out", out,
+                 "--no-progress", "--jobs", "1", "--time-budget", "3"]) == 0
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"]["tf.raw_ops.Add"]
+    assert 0 < s["executed"] < 100000 and "time budget reached (3s)" in s["reason"]
+    assert 3.0 <= s["elapsed_s"] < 15.0  # the worker start is not in the clock
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", str(tmp_path / "u"), "--time-budget", "0"]) == 2
