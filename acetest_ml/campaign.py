@@ -14,54 +14,19 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec, safe_name
+from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
+from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
 
-CRASH_OUTCOMES = ("crash", "timeout")
-
-
-@dataclass
-class CampaignConfig:
-    apis: list[str]
-    out: str
-    budget: int = 200
-    seed: int = 0
-    framework: Optional[str] = None
-    constraints: str = "registry"          # registry | acetest
-    acetest_data: str = "third_party/ACETest/Tester/data"
-    rules: Optional[str] = None             # YAML rules file (registry constraints)
-    timeout: float = 10.0
-    jobs: int = 2
-    resume: bool = False
-    ml_filter: Optional[str] = None         # None | "offline" | "online"
-    models: str = "configs/models.yaml"
-    exploration: float = 0.05
-    batch: int = 16
-    max_candidates_per_exec: int = 50
-    warmup: int = 60
-    retrain_every: int = 50
-    #: crash-aware filtering: a candidate with P(crash or timeout) >= this is
-    #: never discarded
-    crash_threshold: float = 0.3
-    #: a signature seen this many times is known: inputs predicted to
-    #: reproduce it run only from the exploration share (0: off)
-    known_crash_k: int = 3
-    #: exploration draws predicted-invalid inputs whose score lies within
-    #: this distance below the threshold (1.0: any score)
-    explore_band: float = 0.25
-    #: wall-clock seconds per API (None: no limit; the budget still applies)
-    time_budget: Optional[float] = None
-    mem_limit_mb: Optional[int] = None
-    #: per-API constraint source overriding ``constraints`` (the benchmark
-    #: mixes ACETest-data APIs and registry APIs in one campaign)
-    constraints_by_api: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
+CRASH_OUTCOMES = FAILURES
+#: an API's health (summary ``health``): ok, or why its figures are weak
+HEALTH_OK = "ok"
+HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -114,7 +79,7 @@ def _acetest_data(path: str):
 @dataclass
 class ApiResult:
     api: str
-    status: str                 # done | skipped | error
+    status: str                 # an ApiStatus
     reason: Optional[str] = None
     summary: dict = field(default_factory=dict)
 
@@ -135,8 +100,8 @@ class ApiCampaign:
         try:
             spec, problems, notes = resolve(cfg, self.api)
         except UserError as e:
-            self.store.set_api_status(self.api, "skipped", str(e))
-            return ApiResult(self.api, "skipped", str(e))
+            self.store.set_api_status(self.api, ApiStatus.SKIPPED, str(e))
+            return ApiResult(self.api, ApiStatus.SKIPPED, str(e))
         name = spec.name
         notes["spec"] = spec.to_dict()  # training reads the spec the runs were made with
         seed = api_seed(cfg.seed, name)
@@ -154,18 +119,18 @@ class ApiCampaign:
             for _ in range(start):
                 sampler.next()
         except NoSolutionError as e:
-            self.store.set_api_status(name, "skipped", f"{name}: {e}")
-            return ApiResult(name, "skipped", str(e))
+            self.store.set_api_status(name, ApiStatus.SKIPPED, f"{name}: {e}")
+            return ApiResult(name, ApiStatus.SKIPPED, str(e))
         filt = self._make_filter(spec)
         # exploration runs so far (their share of executed runs is bounded)
-        self.explored = self.store.count_decision(name, seed, "explore")
+        self.explored = self.store.count_decision(name, seed, Decision.EXPLORE)
         idx = start
         t0 = time.time()
-        self.store.set_api_status(name, "running", None, {**notes, "elapsed": elapsed_before})
+        self.store.set_api_status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": elapsed_before})
         self.progress(name, executed, cfg.budget)
         crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
-        cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
-        status, reason = "done", None
+        cap = cfg.candidate_cap
+        status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
         try:
             if cfg.time_budget is not None and hasattr(executor, "start"):
@@ -177,7 +142,11 @@ class ApiCampaign:
                     reason = f"time budget reached ({cfg.time_budget:g}s)"
                     break
                 if idx >= cap:
-                    status, reason = "done", f"candidate cap reached ({cap})"
+                    # nearly every candidate is discarded: the figures of this
+                    # API are weak (Hypothesis calls this filter_too_much)
+                    status, health = ApiStatus.UNHEALTHY, HEALTH_FILTER_TOO_MUCH
+                    reason = (f"candidate cap reached: {cap} candidates for {executed} of "
+                              f"{cfg.budget} executed runs ({HEALTH_FILTER_TOO_MUCH})")
                     break
                 # batches only once a model scores them (warm-up runs one by one,
                 # so the filter switches on as soon as it is trained)
@@ -185,24 +154,24 @@ class ApiCampaign:
                 try:
                     batch = [sampler.next() for _ in range(n)]
                 except NoSolutionError as e:
-                    status, reason = "skipped", f"{name}: {e}"
+                    status, reason = ApiStatus.SKIPPED, f"{name}: {e}"
                     break
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == "crash":  # predicted crash: run it unless its bug is known
+                    if decision == Decision.CRASH:  # predicted crash: run it unless its bug is known
                         decision = filt.settle_crash(ai, score)
-                    if decision in ("reject", "known"):
+                    if decision in (Decision.REJECT, Decision.KNOWN):
                         # not worth a run by the model (predicted invalid, or a
                         # known crash): run it anyway while exploration runs
                         # are below their share of the executed budget
                         if (self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget
                                 and explorable(decision, score, filt.threshold, cfg.explore_band)):
-                            decision = "explore"
+                            decision = Decision.EXPLORE
                             self.explored += 1
-                        elif decision == "reject":
-                            decision = "discard"
-                    if decision in ("discard", "known") or executed >= cfg.budget:
+                        elif decision == Decision.REJECT:
+                            decision = Decision.DISCARD
+                    if decision in (Decision.DISCARD, Decision.KNOWN) or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -211,12 +180,14 @@ class ApiCampaign:
                                      None, None))
                         idx += 1
                         continue
+                    if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                        break  # not recorded: a resumed campaign regenerates it identically
                     res = self._execute(executor, spec, ai)
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
                         self._save_reproducer(crash_dir, spec, ai, idx, res)
-                    if res.outcome != "skipped":
+                    if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
                             filt.observe(ai, res.outcome, res.signature)
@@ -227,7 +198,7 @@ class ApiCampaign:
                     self.progress(name, executed, cfg.budget)
                 self.store.add_many(rows)
         finally:
-            info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
+            info = {**notes, "elapsed": elapsed_before + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
             self.store.set_api_status(name, status, reason, info)
@@ -246,7 +217,7 @@ class ApiCampaign:
         crash into accept or known and turns reject and known into explore or
         discard / known."""
         if filt is None:
-            return [None] * len(batch), ["none"] * len(batch)
+            return [None] * len(batch), [Decision.NONE] * len(batch)
         from .filter import decide
         return decide(filt, batch)
 
@@ -255,13 +226,13 @@ class ApiCampaign:
         from .materialize import CapExceeded
         try:
             res = executor.run(spec, ai)
-            if res.outcome == "invalid" and res.stage == "materialize":
+            if res.outcome == Outcome.INVALID and res.stage == Stage.MATERIALIZE:
                 # our own conversion failed before the API was called: not the
                 # API's verdict, so neither executed nor a training label
-                res.outcome = "skipped"
+                res.outcome = Outcome.SKIPPED
             return res
         except CapExceeded as e:
-            return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
+            return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
 
     def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
@@ -282,7 +253,11 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
                  executor_factory=None) -> dict:
     """Run every API of ``cfg``; returns the summary dict (also summary.json)."""
     from .summary import summarize, write_summary
-    os.makedirs(cfg.out, exist_ok=True)
+    cfg.validate()  # fields may have been changed since construction
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise SettingError("out", f"cannot create {cfg.out} ({e.strerror or e})") from None
     with Store(cfg.out) as store:
         if store.apis() and not cfg.resume:
             raise UserError(f"{cfg.out} already holds a campaign: pass --resume to continue it "

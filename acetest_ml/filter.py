@@ -30,12 +30,13 @@ import numpy as np
 
 from .learner import Label, OnlineLearner, label_of
 from .model import AbstractInput, ApiSpec
+from .outcome import Decision
 
 
-def check_models_config(path: str) -> None:
+def check_models_config(path: str, models_dir: str | None = None) -> None:
     """Load the model registry once so a broken YAML stops the CLI early."""
     from .classify import ModelRegistry
-    ModelRegistry.load(path)
+    ModelRegistry.load(path, models_dir)
 
 
 class _Timing:
@@ -144,10 +145,10 @@ class _Filter:
         signature seen ``known_crash_k`` times, else ``accept``."""
         if self.crashes.saturated and bool(self.crashes.known([ai])[0]):
             self.counts["known"] += 1
-            return "known"
+            return Decision.KNOWN
         if score < self.threshold:
             self.counts["crash_kept"] += 1
-        return "accept"
+        return Decision.ACCEPT
 
     def scores(self, batch: list[AbstractInput]):
         a = self.assess(batch)
@@ -171,14 +172,14 @@ def decide(filt, batch: list[AbstractInput]):
     The loop turns reject and known into explore or discard / known."""
     a = filt.assess(batch)
     if a is None:
-        return [None] * len(batch), ["warmup"] * len(batch)
+        return [None] * len(batch), [Decision.WARMUP] * len(batch)
     thr = filt.threshold
     out = []
     for s, c in zip(a.scores, a.crash):
         if c >= filt.crash_threshold:
-            out.append("crash")
+            out.append(Decision.CRASH)
         else:
-            out.append("accept" if s >= thr else "reject")
+            out.append(Decision.ACCEPT if s >= thr else Decision.REJECT)
     return [float(s) for s in a.scores], out
 
 
@@ -186,9 +187,9 @@ def explorable(decision: str, score: Optional[float], threshold: float, band: fl
     """May a candidate the filter would not run be explored? Known crashes
     always; predicted-invalid ones only from the uncertain band below the
     threshold (``band`` >= 1 explores every score)."""
-    if decision == "known":
+    if decision == Decision.KNOWN:
         return True
-    return decision == "reject" and score is not None and score >= threshold - band
+    return decision == Decision.REJECT and score is not None and score >= threshold - band
 
 
 class OfflineFilter(_Filter):
@@ -245,7 +246,7 @@ def make_filter(cfg, spec: ApiSpec, store):
     learns again from what it recorded."""
     from .campaign import api_seed
     from .classify import ModelRegistry
-    registry = ModelRegistry.load(cfg.models)
+    registry = ModelRegistry.load(cfg.models, cfg.models_dir)
     kw = {"known_crash_k": getattr(cfg, "known_crash_k", 0),
           "crash_threshold": getattr(cfg, "crash_threshold", 0.5)}
     note = None
