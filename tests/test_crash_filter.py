@@ -195,3 +195,14 @@ def test_time_budget_stops_the_campaign(tmp_path):
     assert 0 < s["executed"] < 100000 and "time budget reached (3s)" in s["reason"]
     assert 3.0 <= s["elapsed_s"] < 15.0  # the worker start is not in the clock
     assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", str(tmp_path / "u"), "--time-budget", "0"]) == 2
+
+
+def test_crash_settings_are_validated(capsys):
+    from acetest_ml.settings import CampaignConfig, SettingError
+    for kw, name in (({"crash_threshold": 1.5}, "crash_threshold"), ({"explore_band": -0.1}, "explore_band"),
+                     ({"known_crash_k": -1}, "known_crash_k"), ({"time_budget": float("nan")}, "time_budget")):
+        with pytest.raises(SettingError, match=name):
+            CampaignConfig(apis=["tf.raw_ops.Add"], out="/tmp/never-created-ilearn", **kw)
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", "/tmp/never-created-ilearn",
+                 "--known-crash-k", "-2"]) == 2
+    assert "known_crash_k" in capsys.readouterr().err
