@@ -205,4 +205,4 @@ def test_crash_settings_are_validated(capsys):
             CampaignConfig(apis=["tf.raw_ops.Add"], out="/tmp/never-created-ilearn", **kw)
     assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", "/tmp/never-created-ilearn",
                  "--known-crash-k", "-2"]) == 2
-    assert "known_crash_k" in capsys.readouterr().err
+    assert "--known-crash-k: must be a whole number >= 0" in capsys.readouterr().err
