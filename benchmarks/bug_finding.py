@@ -63,7 +63,8 @@ def _log(msg: str) -> None:
 
 
 def _models_yaml(work: str) -> str:
-    with open(os.path.join(REPO, "configs", "models.yaml")) as f:
+    from acetest_ml.settings import DEFAULT_MODELS
+    with open(DEFAULT_MODELS) as f:
         doc = yaml.safe_load(f) or {}
     doc["models_dir"] = os.path.abspath(os.path.join(work, "models"))
     doc["apis"] = {}
@@ -79,23 +80,38 @@ def _arm_configs(args, models_yaml: str) -> dict[str, dict]:
             "online": {"ml_filter": "online", "models": models_yaml}}
     if "learn_rules" in {f.name for f in dataclasses.fields(CampaignConfig)}:
         arms["learned+filter"] = {"ml_filter": "offline", "models": models_yaml, "learn_rules": True}
-    wanted = args.arms.split(",") if args.arms else list(arms)
+    wanted = args.arms.split(",") if args.arms else [a for a in arms if a != "online"]
     return {a: arms[a] for a in wanted if a in arms}
 
 
-def _campaign(args, apis, by_api, out, seed, time_budget, **kw) -> dict:
+def _campaign(args, api, by_api, out, seed, time_budget, executors, **kw) -> dict:
     from acetest_ml.campaign import CampaignConfig, run_campaign
     if os.path.exists(out):
         shutil.rmtree(out)
-    cfg = CampaignConfig(apis=apis, out=out, budget=BIG_BUDGET, seed=seed, constraints="registry",
+    cfg = CampaignConfig(apis=[api], out=out, budget=BIG_BUDGET, seed=seed, constraints="registry",
                          acetest_data=args.acetest_data, rules=os.path.join(REPO, "configs", "rules.yaml"),
-                         timeout=args.timeout, jobs=args.jobs, exploration=args.exploration,
+                         timeout=args.timeout, jobs=1, exploration=args.exploration,
                          constraints_by_api=by_api, time_budget=time_budget,
                          known_crash_k=args.known_crash_k, **kw)
-    t = time.time()
-    summary = run_campaign(cfg, show_progress=False)
-    summary["wall_s"] = time.time() - t
-    return summary
+    return run_campaign(cfg, show_progress=False, executor_factory=executors)
+
+
+class _Workers:
+    """One worker per framework for the whole benchmark (restarted after a
+    crash or timeout): every arm starts its clock on a running worker."""
+
+    def __init__(self, timeout: float, log_dir: str):
+        self.timeout, self.log_dir, self.by_fw = timeout, log_dir, {}
+
+    def __call__(self, framework: str):
+        from acetest_ml.execute.supervisor import Executor
+        if framework not in self.by_fw:
+            self.by_fw[framework] = Executor(framework, timeout=self.timeout, log_dir=self.log_dir)
+        return self.by_fw[framework]
+
+    def close(self) -> None:
+        for ex in self.by_fw.values():
+            ex.close()
 
 
 def _row(v: dict) -> dict:
@@ -137,7 +153,7 @@ def build(apis, arms: dict[str, dict], train: dict, train_rep: dict, args) -> di
                         "valid_exec_per_s": passed / cpu_s if cpu_s else 0.0,
                         "lost_vs_baseline": lost, "new_vs_baseline": new}
     return {"time_budget_s": args.time_budget, "train_time_s": args.train_time, "seeds": [args.seed_train, args.seed],
-            "jobs": args.jobs, "exploration": args.exploration, "known_crash_k": args.known_crash_k,
+            "jobs": 1, "exploration": args.exploration, "known_crash_k": args.known_crash_k,
             "arms": list(arms), "apis": per_api, "overall": overall}
 
 
@@ -146,10 +162,12 @@ def markdown(res: dict, command: str) -> str:
     lines = ["# Equal-time bug finding: unique crash signatures per arm", "",
              f"`{command}`", "",
              f"Every arm ran {res['time_budget_s']:g} s of wall time per API (seeds: training "
-             f"{res['seeds'][0]}, arms {res['seeds'][1]}; {res['jobs']} APIs at a time on a shared "
-             f"2-core machine; exploration {res['exploration']:g}, known-crash k {res['known_crash_k']}). "
+             f"{res['seeds'][0]}, arms {res['seeds'][1]}; one API at a time, its arms back to back, "
+             f"on a shared 2-core machine; exploration {res['exploration']:g}, known-crash k {res['known_crash_k']}). "
              f"The filtered arm's models come from a {res['train_time_s']:g} s training campaign per API, "
-             "not counted in the arms' time.", "",
+             "not counted in the arms' time. The clock of every campaign starts on a running worker; "
+             "restarts after crashes and timeouts are inside it. CPU-hours: the sum of the arms' "
+             "per-API wall times (one campaign drives one worker).", "",
              "| arm | unique signatures | per CPU-hour | crashes | executions | pass rate | valid exec/s | lost vs baseline | new vs baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
@@ -157,6 +175,11 @@ def markdown(res: dict, command: str) -> str:
         lines.append(f"| {arm} | {o['signatures']} | {o['signatures_per_cpu_hour']:.0f} | {o['crashes']} | "
                      f"{o['executed']} | {o['pass_rate']:.1%} | {o['valid_exec_per_s']:.1f} | "
                      f"{len(o['lost_vs_baseline'])} | {len(o['new_vs_baseline'])} |")
+    if res.get("not_run_apis"):
+        lines += ["", "Not run (wall-time limit of this run): " +
+                  ", ".join(a.replace("tf.raw_ops.", "") for a in res["not_run_apis"]) + "."]
+    if res.get("skipped_apis"):
+        lines += ["", "Skipped: " + "; ".join(f"{a}: {r}" for a, r in res["skipped_apis"].items()) + "."]
     lines += ["", "Per API: executions / crashes / unique signatures of each arm.", "",
               "| API | " + " | ".join(arms) + " | model |", "|---|" + "---|" * (len(arms) + 1)]
     for api, r in res["apis"].items():
@@ -173,15 +196,26 @@ def markdown(res: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render(json_path: str, md_path: str, command: str) -> None:
+    """Rewrite the Markdown report from the JSON one."""
+    with open(json_path) as f:
+        res = json.load(f)
+    with open(md_path, "w") as f:
+        f.write(markdown(res, res.get("command", command)))
+
+
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time-budget", type=float, default=25.0, help="seconds of wall time per API and arm")
     ap.add_argument("--train-time", type=float, default=25.0, help="seconds per API of the training campaign")
     ap.add_argument("--apis", default=None, help="comma-separated APIs (default: issue 11's list)")
-    ap.add_argument("--arms", default=None, help="comma-separated arms (default: all available)")
+    ap.add_argument("--arms", default=None, help="comma-separated arms of baseline, filtered, online, "
+                    "learned+filter (default: all available but online)")
+    ap.add_argument("--max-wall", type=float, default=None, metavar="SECONDS",
+                    help="start no further API after this much wall time (the report names the APIs covered)")
     ap.add_argument("--seed-train", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--exploration", type=float, default=0.05)
     ap.add_argument("--known-crash-k", type=int, default=3)
@@ -212,32 +246,63 @@ def main(argv=None) -> int:
     models_yaml = _models_yaml(args.out)
     _log(f"{len(usable)} APIs ({len(by_api)} on ACETest constraints); {args.time_budget:g} s per API "
          f"and arm; skipped: {', '.join(skipped) or 'none'}")
-    _log(f"training campaign ({args.train_time:g} s per API, seed {args.seed_train})")
-    train = _campaign(args, usable, by_api, os.path.join(args.out, "train"), args.seed_train, args.train_time)
+    from acetest_ml.model import safe_name
     from acetest_ml.train import train_all
-    rep = train_all(os.path.join(args.out, "train"), models_yaml,
-                    [a for a in usable if train["apis"].get(a, {}).get("executed")],
-                    os.path.join(args.out, "models"), min_per_class=5)
-    for api, r in rep.items():
-        if r.get("status") == "trained":
-            with open(r["model"]) as f:
-                r["crash_class"] = 2 in json.load(f).get("classes", [])
-    arms = {}
-    for arm, kw in _arm_configs(args, models_yaml).items():
-        _log(f"arm {arm}")
-        arms[arm] = _campaign(args, usable, by_api, os.path.join(args.out, arm.replace("+", "_")),
-                              args.seed, args.time_budget, **kw)
-    res = build(usable, arms, train, rep, args)
+    workers = _Workers(args.timeout, os.path.join(args.out, "logs"))
+    arm_cfgs = _arm_configs(args, models_yaml)
+    train: dict = {"apis": {}}
+    rep: dict = {}
+    arms: dict = {arm: {"apis": {}} for arm in arm_cfgs}
+    done: list[str] = []
+    not_run: list[str] = []
+    try:
+        # API by API, every arm back to back: the shared machine's load is
+        # about the same for the arms of one API
+        t_start = time.time()
+        for i, api in enumerate(usable, 1):
+            if args.max_wall is not None and time.time() - t_start > args.max_wall:
+                not_run[:] = usable[i - 1:]
+                _log(f"--max-wall {args.max_wall:g} s reached: {len(not_run)} APIs not run")
+                break
+            _log(f"{i}/{len(usable)} {api}: training campaign ({args.train_time:g} s)")
+            tdir = os.path.join(args.out, "train", safe_name(api))
+            t = _campaign(args, api, by_api, tdir, args.seed_train, args.train_time, workers)
+            train["apis"].update(t["apis"])
+            if t["apis"].get(api, {}).get("executed"):
+                rep.update(train_all(tdir, models_yaml, [api], os.path.join(args.out, "models"),
+                                     min_per_class=5))
+            r = rep.get(api, {})
+            if r.get("status") == "trained":
+                with open(r["model"]) as f:
+                    r["crash_class"] = 2 in json.load(f).get("classes", [])
+            for arm, kw in arm_cfgs.items():
+                s = _campaign(args, api, by_api, os.path.join(args.out, arm.replace("+", "_"), safe_name(api)),
+                              args.seed, args.time_budget, workers, **kw)
+                arms[arm]["apis"].update(s["apis"])
+                v = s["apis"].get(api, {})
+                _log(f"  {arm}: {v.get('executed', 0)} runs, {v.get('crash', 0)} crashes, "
+                     f"{len(v.get('crash_signatures') or [])} signatures")
+            done.append(api)
+            write_report(args, argv, done, arms, train, rep, skipped, usable[i:])  # partial results survive
+    finally:
+        workers.close()
+    print(write_report(args, argv, done, arms, train, rep, skipped, not_run))
+    return 0
+
+
+def write_report(args, argv, apis, arms, train, rep, skipped, not_run) -> str:
+    res = build(apis, arms, train, rep, args)
     res["skipped_apis"] = skipped
+    res["not_run_apis"] = not_run
     cmd = "python benchmarks/bug_finding.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res["command"] = cmd.strip()
     os.makedirs(args.report_dir, exist_ok=True)
     with open(os.path.join(args.report_dir, "bug_finding.json"), "w") as f:
         json.dump(res, f, indent=1)
-    md = markdown(res, cmd.strip())
+    md = markdown(res, res["command"])
     with open(os.path.join(args.report_dir, "bug_finding.md"), "w") as f:
         f.write(md)
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":
