@@ -45,6 +45,9 @@ class CampaignConfig:
     warmup: int = 60
     retrain_every: int = 50
     mem_limit_mb: Optional[int] = None
+    #: a warm spare worker per framework takes over after a crash or timeout
+    #: (off: every restart is a cold framework start; kept to measure it)
+    warm_spare: bool = True
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -301,7 +304,8 @@ class _Executors:
         ex = self.by_framework.get(framework)
         if ex is None:
             from .execute.supervisor import Executor
-            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
+            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs"),
+                  "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             ex = self.by_framework[framework] = Executor(framework, **kw)
@@ -317,7 +321,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

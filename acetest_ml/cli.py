@@ -47,6 +47,8 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrain-every", type=int, default=50,
                    help="online filter: new labels between retrainings (default 50)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # measuring switch: cold worker restarts instead of the warm spare
+    p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
 
 
 def _read_api_file(path: str) -> list[str]:
@@ -111,7 +113,7 @@ def cmd_campaign(args) -> int:
                          jobs=max(1, args.jobs), resume=args.resume, ml_filter=args.ml_filter,
                          models=args.models, exploration=args.exploration, batch=max(1, args.batch),
                          warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
-                         mem_limit_mb=args.mem_limit_mb)
+                         mem_limit_mb=args.mem_limit_mb, warm_spare=not args.no_warm_spare)
     summary = run_campaign(cfg, show_progress=not args.no_progress)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")

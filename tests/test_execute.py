@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -28,6 +29,9 @@ def tf_exec(tmp_path_factory):
     # oneDNN pinned on: the crash test relies on a check failure in the oneDNN Conv2D path.
     ex = Executor("tf", timeout=60, log_dir=str(tmp_path_factory.mktemp("tflogs")),
                   env={"TF_ENABLE_ONEDNN_OPTS": "1"})
+    t = time.monotonic()
+    ex.start()
+    ex.cold_start_s = time.monotonic() - t  # zygote import + first forked worker
     yield ex
     ex.close()
 
@@ -119,9 +123,15 @@ def test_tf_crash_then_worker_restarts(tf_exec):
     assert "0x" not in r.signature.replace("0x?", "")
     assert "Check failed" in r.stderr
     assert tf_exec.worker_pid is None
+    t = time.monotonic()
     after = tf_exec.run(ADD, add_input(1))
+    restart_and_run = time.monotonic() - t
     assert after.outcome == "pass"
     assert tf_exec.starts == starts + 1 and tf_exec.worker_pid != pid
+    # the warm spare took over: no framework start, and the run after the
+    # crash waited far less than the cold start measured in this module
+    assert tf_exec.cold_starts == 1
+    assert restart_and_run < 0.2 * tf_exec.cold_start_s, (restart_and_run, tf_exec.cold_start_s)
     with open(tf_exec.log_path) as f:
         assert "acetest-ml run" in f.read()
 
@@ -216,6 +226,16 @@ def test_timeout_kills_worker_and_next_run_passes(torch_exec):
     small = AbstractInput(ATEN_MM.name, {"self": f32(2, 3), "mat2": f32(3, 2)})
     assert torch_exec.run(ATEN_MM, small).outcome == "pass"
     assert torch_exec.starts == starts + 1
+
+
+def test_without_warm_spare_each_restart_is_a_cold_start():
+    with Executor("torch", timeout=60, warm_spare=False) as ex:
+        big = AbstractInput(ATEN_MM.name, {"self": TensorDesc("float64", (2000, 2000)),
+                                           "mat2": TensorDesc("float64", (2000, 2000))})
+        assert ex.run(ATEN_MM, big, timeout=0.3).outcome == "timeout"
+        small = AbstractInput(ATEN_MM.name, {"self": f32(2, 3), "mat2": f32(3, 2)})
+        assert ex.run(ATEN_MM, small).outcome == "pass"
+        assert ex.starts == 2 and ex.cold_starts == 2 and ex._zygote is None
 
 
 # --------------------------------------------------------------------------- supervisor API
