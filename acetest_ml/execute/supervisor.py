@@ -46,6 +46,7 @@ from ..materialize import (DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, CapExceeded,
                            check_caps, plan_call)
 from ..model import AbstractInput, ApiSpec
 from .frameworks import adapter_class
+from .native_stack import top_frames
 from .worker import HEADER, MAX_MESSAGE, encode_message, write_all
 from .workers import ForkedWorker, PopenWorker, WorkerGone, Zygote, spawn_worker
 
@@ -56,6 +57,15 @@ TEMP_LOG_MAX_BYTES = 64 * 2 ** 20
 #: at most this much of a run's stderr is read back (from its start)
 RUN_STDERR_MAX = 1 << 20
 STDERR_KEEP = 8000
+
+
+def _keep(text: str) -> str | None:
+    """At most STDERR_KEEP characters of a run's stderr: its start (the fatal
+    message, the native stack) and its end (the Python traceback)."""
+    if len(text) <= STDERR_KEEP:
+        return text or None
+    head = STDERR_KEEP * 5 // 8
+    return text[:head] + "\n[...]\n" + text[-(STDERR_KEEP - head):]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -76,13 +86,15 @@ class RunResult:
     exc_type    invalid: ``module.Class`` of the exception
     message     invalid: first 2000 chars of the exception text;
                 crash/timeout: a short description
-    signature   crash only: ``SIGNAL: first fatal line`` (normalised)
+    signature   crash only: ``SIGNAL: first fatal line`` (normalised), plus the
+                top native frames when that line is generic (``crash_signature``)
     duration    seconds: around the call for pass/invalid (measured in the
                 worker); from request to death / deadline for crash/timeout
     exit_code   crash: the worker's exit status (negative = killed by signal)
     signal_name crash: e.g. "SIGABRT"
     stage       invalid: "call", or "materialize" when building the arguments failed
-    stderr      crash/timeout: the worker's stderr for this run (last 8000 chars)
+    stderr      crash/timeout: the worker's stderr for this run (its first 5000
+                and last 3000 chars when longer)
     """
 
     outcome: str
@@ -142,7 +154,17 @@ def fatal_line(stderr_text: str) -> str | None:
     return None
 
 
+#: fatal lines that name no bug (the signal's own words): the signature adds
+#: the top native frames
+_GENERIC_FATAL = re.compile(r"^(Fatal Python error: |(Aborted|Segmentation fault|Bus error|"
+                            r"Floating point exception|Illegal instruction)\b)")
+SIGNATURE_FRAMES = 3
+
+
 def crash_signature(exit_code: int | None, stderr_text: str) -> str:
+    """``SIGNAL: fatal line``; when the fatal line is generic (or missing),
+    `` @ frame < frame < frame`` adds the top native frames, so crashes in
+    different kernels get different signatures."""
     if exit_code is not None and exit_code < 0:
         try:
             head = signal.Signals(-exit_code).name
@@ -151,7 +173,12 @@ def crash_signature(exit_code: int | None, stderr_text: str) -> str:
     else:
         head = f"exit {exit_code}"
     line = fatal_line(stderr_text)
-    return f"{head}: {line}" if line else head
+    sig = f"{head}: {line}" if line else head
+    if line is None or _GENERIC_FATAL.match(line):
+        frames = top_frames(stderr_text, SIGNATURE_FRAMES)
+        if frames:
+            sig += " @ " + " < ".join(frames)
+    return sig
 
 
 def _signal_name(exit_code: int | None) -> str | None:
@@ -446,7 +473,8 @@ class Executor:
             os.truncate(self.log_path, 0)  # the worker appends (O_APPEND), so this is safe
         self._next_id += 1
         rid = self._next_id
-        offset = self._log_size()
+        log_path = self.log_path  # the run's own worker's log (the spare has another)
+        offset = self._log_size(log_path)
         request = encode_message({"id": rid, "ai": ai.to_json(), "plan": plan})
         t0 = time.monotonic()
         try:
@@ -459,15 +487,15 @@ class Executor:
             self._kill()
             return RunResult(outcome="timeout", duration=elapsed,
                              message=f"no reply within {limit:g}s; worker killed",
-                             stderr=self._log_text(offset)[-STDERR_KEEP:] or None)
+                             stderr=_keep(self._log_text(offset, log_path)))
         if reply is None:
             code = self._kill()
-            text = self._log_text(offset)
+            text = self._log_text(offset, log_path)
             sig = _signal_name(code)
             return RunResult(outcome="crash", duration=elapsed, exit_code=code, signal_name=sig,
                              signature=crash_signature(code, text),
                              message=f"worker died ({sig or f'exit {code}'})",
-                             stderr=text[-STDERR_KEEP:] or None)
+                             stderr=_keep(text))
         if not isinstance(reply, dict) or reply.get("id") != rid or reply.get("outcome") not in (
                 "pass", "invalid"):
             self._kill()

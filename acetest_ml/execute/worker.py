@@ -121,6 +121,14 @@ def _redirect_stdout() -> int:
     return reply_fd
 
 
+def _crash_reports() -> None:
+    """On a fatal signal: the native stack (for the signature), then
+    faulthandler's Python traceback, on stderr."""
+    from .native_stack import install
+    faulthandler.enable(file=sys.stderr, all_threads=False)
+    install()
+
+
 def _ready(adapter, framework: str, version: str) -> bytes:
     return encode_message({"ready": True, "framework": framework, "version": version,
                            "pid": os.getpid()})
@@ -143,7 +151,7 @@ def _serve_loop(adapter, in_fd: int, out_fd: int) -> int:
 def serve(framework: str) -> int:
     """A worker started on its own: import, say ready, serve stdin."""
     reply_fd = _redirect_stdout()
-    faulthandler.enable(file=sys.stderr, all_threads=False)
+    _crash_reports()
 
     from .frameworks import get_adapter
 
@@ -171,7 +179,7 @@ def zygote(framework: str, ctl_fd: int) -> int:
     import socket
 
     _redirect_stdout()
-    faulthandler.enable(file=sys.stderr, all_threads=False)
+    _crash_reports()  # inherited by every forked worker
     ctl = socket.socket(fileno=ctl_fd)
 
     from .frameworks import get_adapter
