@@ -10,7 +10,6 @@ process (the framework work happens in the workers; Z3 releases the GIL).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field, asdict
 from typing import Callable, Optional
 
 from .errors import UserError
-from .model import AbstractInput, ApiSpec, safe_name
+from .model import AbstractInput, ApiSpec
 from .store import Store
 
 CRASH_OUTCOMES = ("crash", "timeout")
@@ -154,7 +153,6 @@ class ApiCampaign:
         t0 = time.time()
         self.store.set_api_status(name, "running", None, {**notes, "elapsed": elapsed_before})
         self.progress(name, executed, cfg.budget)
-        crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
         cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
         status, reason = "done", None
         executor = self.executor_factory(spec.framework)
@@ -195,7 +193,9 @@ class ApiCampaign:
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
-                        self._save_reproducer(crash_dir, spec, ai, idx, res)
+                        from .triage import record_bug  # one bug folder per signature
+                        record_bug(cfg.out, spec, ai, res, seed=seed, idx=idx, timeout=cfg.timeout,
+                                   framework_version=getattr(executor, "worker_version", None))
                     if res.outcome != "skipped":
                         executed += 1
                         if filt is not None:
@@ -244,17 +244,6 @@ class ApiCampaign:
         except CapExceeded as e:
             return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
-
-    def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
-        from .materialize import reproducer_script
-        os.makedirs(crash_dir, exist_ok=True)
-        base = os.path.join(crash_dir, f"{res.outcome}_{idx:06d}")
-        with open(base + ".py", "w") as f:
-            f.write(reproducer_script(spec, ai))
-        with open(base + ".json", "w") as f:
-            json.dump({"api": spec.name, "idx": idx, "outcome": res.outcome,
-                       "signature": res.signature, "message": res.message,
-                       "input": ai.to_json()}, f, indent=1)
 
 
 # --------------------------------------------------------------------------

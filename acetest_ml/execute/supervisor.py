@@ -34,7 +34,6 @@ import os
 import re
 import select
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, asdict
