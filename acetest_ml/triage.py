@@ -55,9 +55,7 @@ def _write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: a killed campaign leaves the old or the new file
     except BaseException:
         try:
             os.unlink(tmp)

@@ -78,6 +78,7 @@ def main() -> int:
                     help="folder for crash_restart.md/.json")
     args = ap.parse_args()
     arms = {}
+    load_before = os.getloadavg()
     for name, spare in (("spare", True), ("cold", False)):
         print(f"== {args.api}: warm spare {'on' if spare else 'off'}", flush=True)
         arms[name] = run_arm(args.api, args.budget, args.seed, os.path.join(args.out, name), spare)
@@ -86,17 +87,21 @@ def main() -> int:
     result = {"api": args.api, "budget": args.budget, "seed": args.seed,
               "constraints": "registry", "target_exec_per_s": TARGET_EXEC_PER_S,
               "target_met": on["exec_per_s"] >= TARGET_EXEC_PER_S, "speedup": speedup,
-              "same_signatures": on["crash_signatures"] == off["crash_signatures"], "arms": arms}
+              "same_signatures": on["crash_signatures"] == off["crash_signatures"],
+              "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+              "arms": arms}
     os.makedirs(args.write, exist_ok=True)
     with open(os.path.join(args.write, "crash_restart.json"), "w") as f:
         json.dump(result, f, indent=1)
     rows = ["| warm spare | executed | pass | crash | timeout | elapsed s | exec/s | valid exec/s "
-            "| workers started | framework starts | first start s | signatures |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| workers started | framework starts | waited for a worker after crashes, s | first start s "
+            "| signatures |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in (on, off):
         rows.append(f"| {'on' if a['warm_spare'] else 'off'} | {a['executed']} | {a['passed']} "
                     f"| {a['crash']} | {a['timeout']} | {a['elapsed_s']:.1f} | {a['exec_per_s']:.2f} "
                     f"| {a['valid_exec_per_s']:.2f} | {a['workers_started']} | {a['framework_starts']} "
+                    f"| {a['restart_wait_s']:.1f} "
                     f"| {a['first_start_s']:.1f} | {len(a['crash_signatures'])} |")
     text = (f"# Crash restart: warm spare on vs off\n\n"
             f"`python benchmarks/crash_restart.py --api {args.api} --budget {args.budget} "
@@ -106,7 +111,10 @@ def main() -> int:
             f"exec/s with the spare: {'met' if result['target_met'] else 'NOT met'}. "
             f"Same crash signatures in both arms: {result['same_signatures']}.\n\n"
             "exec/s = executed / the API's campaign time; the framework's first start "
-            "(\"first start s\") is paid before that clock starts, in both arms.\n")
+            "(\"first start s\") is paid before that clock starts, in both arms. "
+            f"Machine: {os.cpu_count()} cores, 1-minute load average "
+            f"{load_before[0]:.1f} before / {result['loadavg_after'][0]:.1f} after "
+            "(shared with other jobs).\n")
     with open(os.path.join(args.write, "crash_restart.md"), "w") as f:
         f.write(text)
     print(text)

@@ -152,3 +152,16 @@ def test_resume_does_not_duplicate_bug_folders(campaign, tmp_path):
     assert len(crashes) == 5 and len(bugs) == 1 and bugs[0]["count"] == 5
     assert sorted(json.load(open(os.path.join(folder, BUG_FILE)))["runs"]) == \
         [[s, i] for s, i, _ in crashes]
+
+
+def test_bad_bug_folders_are_one_line_errors(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["minimize", str(tmp_path / "nope")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["minimize", str(tmp_path / "empty")]) == 2
+    assert main(["replay", str(tmp_path / "empty")]) == 2
+    assert main(["crashes", str(tmp_path / "empty")]) == 2
+    (tmp_path / "f").write_text("x")
+    assert main(["minimize", str(tmp_path / "f"), "--max-runs", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(err) == 5 and all(line.startswith("acetest-ml: error: ") for line in err)
