@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec, TensorDesc, safe_name
+from .outcome import Outcome
 
 BUGS_DIR = "bugs"
 BUG_FILE = "bug.json"
@@ -73,7 +74,7 @@ def _versions(framework: str, framework_version: str | None) -> dict:
 
 def signature_of(res) -> str:
     """The signature a run is filed under (timeouts have none of their own)."""
-    return res.signature or (TIMEOUT_SIGNATURE if res.outcome == "timeout" else res.outcome)
+    return res.signature or (TIMEOUT_SIGNATURE if res.outcome == Outcome.TIMEOUT else str(res.outcome))
 
 
 def record_bug(out_dir: str, spec: ApiSpec, ai: AbstractInput, res, *, seed: int, idx: int,
@@ -211,7 +212,7 @@ def replay_bug(folder: str, *, minimized: bool = False) -> tuple[bool, Any]:
         try:
             res = ex.run(spec, ai)
         except CapExceeded as e:
-            res = RunResult(outcome="skipped", message=str(e))
+            res = RunResult(outcome=Outcome.SKIPPED, message=str(e))
     return _same_bug(bug, res), res
 
 
@@ -339,7 +340,7 @@ def minimize_bug(folder: str, max_runs: int = 150,
         first = ex.run(spec, ai)
         if not _same_bug(bug, first):
             raise UserError(f"{folder}: the bug does not reproduce (got {first.outcome}"
-                            f"{': ' + signature_of(first) if first.outcome in ('crash', 'timeout') else ''})"
+                            f"{': ' + signature_of(first) if Outcome(first.outcome).failure else ''})"
                             f"; nothing to minimise")
         count = [0]
 
@@ -350,7 +351,7 @@ def minimize_bug(folder: str, max_runs: int = 150,
             try:
                 res = ex.run(spec, cand)
             except CapExceeded as e:
-                res = RunResult(outcome="skipped", message=str(e))
+                res = RunResult(outcome=Outcome.SKIPPED, message=str(e))
             except UserError:
                 return False  # the variant does not fit the spec
             return _same_bug(bug, res)
