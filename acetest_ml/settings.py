@@ -105,6 +105,9 @@ class CampaignConfig:
     #: wall-clock seconds per API, counted once its worker is up (None: no
     #: limit; the budget still applies)
     time_budget: Optional[float] = None
+    #: a warm spare worker per framework takes over after a crash or timeout
+    #: (off: every restart is a cold framework start; kept to measure it)
+    warm_spare: bool = True
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -164,6 +167,8 @@ class CampaignConfig:
                                              or self.time_budget <= 0):
             raise SettingError("time_budget", f"must be a finite number of seconds > 0 "
                                               f"(got {self.time_budget!r})")
+        if not isinstance(self.warm_spare, bool):
+            raise SettingError("warm_spare", f"must be true or false (got {self.warm_spare!r})")
 
     @property
     def candidate_cap(self) -> int:
