@@ -173,7 +173,7 @@ def markdown(res: dict, command: str) -> str:
     for arm in arms:
         o = res["overall"][arm]
         lines.append(f"| {arm} | {o['signatures']} | {o['signatures_per_cpu_hour']:.0f} | {o['crashes']} | "
-                     f"{o['executed']} | {o['pass_rate']:.1%} | {o['valid_exec_per_s']:.1f} | "
+                     f"{o['executed']} | {o['pass_rate']:.1%} | {o['valid_exec_per_s']:.2f} | "
                      f"{len(o['lost_vs_baseline'])} | {len(o['new_vs_baseline'])} |")
     if res.get("not_run_apis"):
         lines += ["", "Not run (wall-time limit of this run): " +
