@@ -389,7 +389,7 @@ class AcetestData:
             combos = [[f] for f in (computes or constructors)]
         problems: list = []
         for combo in combos:
-            prob = AcetestProblem(spec, [(f.name, f.assertions) for f in combo], extras=extras,
+            prob = AcetestProblem(spec, [(f.name, f.text) for f in combo], extras=extras,
                                   aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms)
             r = prob.satisfiable(self.check_timeout_ms)
             if r == z3.unsat:
