@@ -95,8 +95,8 @@ def summarize(store: Store, cfg=None) -> dict:
     out = {"apis": {}}
     for api in apis:
         st = statuses.get(api, {})
-        if st.get("status") == "skipped" and not store.count_executed(api):
-            out["apis"][api] = {"status": "skipped", "reason": st.get("reason"), "executed": 0,
+        if st.get("status") in ("skipped", "error") and not store.count_executed(api):
+            out["apis"][api] = {"status": st["status"], "reason": st.get("reason"), "executed": 0,
                                 "passed": 0, "invalid": 0, "crash": 0, "timeout": 0,
                                 "pass_rate": 0.0, "exec_per_s": 0.0, "crash_signatures": []}
             continue
@@ -107,6 +107,7 @@ def summarize(store: Store, cfg=None) -> dict:
     out["overall"] = {
         "apis_run": len(ran),
         "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == "skipped"),
+        "apis_error": sum(1 for v in out["apis"].values() if v.get("status") == "error"),
         "executed": total,
         "passed": passed,
         "pooled_pass_rate": passed / total if total else 0.0,
@@ -130,10 +131,11 @@ def write_summary(out_dir: str, summary: dict) -> str:
 def format_table(summary: dict) -> str:
     rows = [("API", "exec", "pass%", "invalid", "crash", "timeout", "sigs", "exec/s", "note")]
     for api, v in summary["apis"].items():
-        if v.get("status") == "skipped" and not v.get("executed"):
-            rows.append((api, "-", "-", "-", "-", "-", "-", "-", "skipped: " + (v.get("reason") or "")[:70]))
+        if v.get("status") in ("skipped", "error") and not v.get("executed"):
+            rows.append((api, "-", "-", "-", "-", "-", "-", "-",
+                         f"{v['status']}: " + (v.get("reason") or "")[:70]))
             continue
-        note = ""
+        note = f"error: {(v.get('reason') or '')[:60]}" if v.get("status") == "error" else ""
         f = v.get("filter")
         if f:
             apr = f.get("accepted_pass_rate")
@@ -142,6 +144,8 @@ def format_table(summary: dict) -> str:
                 note += f", accepted pass {apr:.0%}"
             if f.get("note"):
                 note += f" ({f['note']})"
+            if v.get("status") == "error":
+                note += f"; error: {(v.get('reason') or '')[:60]}"
         rows.append((api, str(v["executed"]), f"{v['pass_rate']:.1%}", str(v["invalid"]),
                      str(v["crash"]), str(v["timeout"]), str(len(v["crash_signatures"])),
                      f"{v['exec_per_s']:.1f}", note))

@@ -45,7 +45,7 @@ from ..model import (
     SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
     DTypeValue, TensorDesc,
 )
-from .problem import Problem, int_value
+from .problem import Problem, int_value, limit
 
 BV_WIDTH = 64
 
@@ -547,7 +547,7 @@ class AcetestProblem(Problem):
             hi = SOLVED_DIM_MAX if s.part == "dims" else ITEM_MAX
             loose += [s.term >= 0, s.term <= hi]
         self._solver = z3.Solver(ctx=self.ctx)
-        self._solver.set("timeout", analyse_timeout_ms)
+        limit(self._solver, analyse_timeout_ms)
         self._solver.add(self._core)
         self._solver.add(ext)
         self._solver.add(loose)
@@ -604,7 +604,7 @@ class AcetestProblem(Problem):
         if self._stage3 is not None:
             s.add(self._stage3)
             self._stage3 = None
-        s.set("timeout", timeout_ms)
+        limit(s, timeout_ms)
         return s.check()
 
     def _string_codes(self, spec: ArgSpec) -> list[int]:
@@ -620,9 +620,9 @@ class AcetestProblem(Problem):
         lo_v: Optional[int] = None
         if not getattr(self, "_warm", False):
             self._warm = True
-            s.set("timeout", max(timeout_ms, 30000))
+            limit(s, max(timeout_ms, 30000))
             r = s.check()
-            s.set("timeout", timeout_ms)
+            limit(s, timeout_ms)
             if r != z3.sat:     # unsat or too hard: upstream would get nothing either
                 return None, None
         if want_max:
@@ -645,7 +645,7 @@ class AcetestProblem(Problem):
 
     def _optimise_slow(self, ext, c, *, want_max: bool, timeout_ms: int):
         opt = z3.Optimize(ctx=self.ctx)
-        opt.set("timeout", timeout_ms)
+        limit(opt, timeout_ms)
         opt.set("priority", "box")
         opt.add(self._core)
         opt.add(ext)
@@ -815,7 +815,7 @@ class AcetestProblem(Problem):
         if not self._core:
             return True
         s = z3.Solver(ctx=self.ctx)
-        s.set("timeout", timeout_ms)
+        limit(s, timeout_ms)
         s.add(self._core)
         s.add(self.input_constraints(ai))
         return s.check() == z3.sat
