@@ -33,6 +33,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="YAML file of extra per-API rules (registry constraints)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per run before it is a timeout")
     p.add_argument("--jobs", type=int, default=2, help="APIs run in parallel (one worker each)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run each API as a Ray task: 'local' (a Ray instance on this machine with "
+                   "--jobs CPUs), 'auto' or 'ray://host:port' / 'host:port' (a running cluster); "
+                   "needs the ray extra: pip install -e '.[ray]'")
     p.add_argument("--mem-limit-mb", type=int, default=None, help="worker memory limit")
     p.add_argument("--ml-filter", nargs="?", const="offline", choices=["offline", "online"],
                    default=None, help="discard predicted-invalid inputs (models from --models; "
@@ -89,6 +93,9 @@ def cmd_campaign(args) -> int:
     from .summary import format_table
     if args.budget < 1:
         raise UserError("--budget must be at least 1")
+    if args.ray is not None:
+        from .distributed import import_ray
+        import_ray()  # not installed: one line, exit 2
     if not 0.0 <= args.exploration <= 1.0:
         raise UserError("--exploration must be between 0 and 1")
     if args.constraints == "acetest":
@@ -112,9 +119,16 @@ def cmd_campaign(args) -> int:
                          models=args.models, exploration=args.exploration, batch=max(1, args.batch),
                          warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
                          mem_limit_mb=args.mem_limit_mb)
-    summary = run_campaign(cfg, show_progress=not args.no_progress)
+    summary = run_campaign(cfg, show_progress=not args.no_progress, ray_address=args.ray)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .campaign_report import write
+    md, png = write(args.dir)
+    print(f"report: {md}\nplot: {png}")
     return 0
 
 
@@ -173,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("campaign", help="generate and execute inputs, record every run")
     _add_campaign_args(c)
     c.set_defaults(fn=cmd_campaign)
+
+    r = sub.add_parser("report", help="Markdown report and throughput plot of a campaign folder")
+    r.add_argument("dir", help="campaign folder (holds runs.sqlite)")
+    r.set_defaults(fn=cmd_report)
 
     t = sub.add_parser("train", help="train validity models from a campaign's runs")
     t.add_argument("--runs", required=True, help="campaign folder")
