@@ -28,7 +28,7 @@ def cluster():
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # the Ray workers import this checkout
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        "num_cpus": 2, "include_dashboard": False})
     try:
         yield c
     finally:

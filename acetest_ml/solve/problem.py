@@ -60,7 +60,7 @@ class Problem(ABC):
 #: ACETest queries spend about 1-2 million units per second of solver time)
 RLIMIT_PER_MS = 2000
 #: the wall-clock backstop, as a multiple of the budget
-WALL_FACTOR = 10
+WALL_FACTOR = 30
 
 
 def limit(solver, ms: int) -> None:
