@@ -18,43 +18,21 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec, safe_name
+from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
+from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
 
-CRASH_OUTCOMES = ("crash", "timeout")
-
-
-@dataclass
-class CampaignConfig:
-    apis: list[str]
-    out: str
-    budget: int = 200
-    seed: int = 0
-    framework: Optional[str] = None
-    constraints: str = "registry"          # registry | acetest
-    acetest_data: str = "third_party/ACETest/Tester/data"
-    rules: Optional[str] = None             # YAML rules file (registry constraints)
-    timeout: float = 10.0
-    jobs: int = 2
-    resume: bool = False
-    ml_filter: Optional[str] = None         # None | "offline" | "online"
-    models: str = "configs/models.yaml"
-    exploration: float = 0.05
-    batch: int = 16
-    max_candidates_per_exec: int = 50
-    warmup: int = 60
-    retrain_every: int = 50
-    mem_limit_mb: Optional[int] = None
-    #: per-API constraint source overriding ``constraints`` (the benchmark
-    #: mixes ACETest-data APIs and registry APIs in one campaign)
-    constraints_by_api: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
+CRASH_OUTCOMES = FAILURES
+#: an API's health (summary ``health``): ok, or why its figures are weak
+HEALTH_OK = "ok"
+HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
+#: an API our own code failed on (status ``error``: the reason names the exception)
+STATUS_ERROR = "error"
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -136,7 +114,7 @@ def _acetest_data(path: str):
 @dataclass
 class ApiResult:
     api: str
-    status: str                 # done | skipped | error
+    status: str                 # an ApiStatus, or STATUS_ERROR
     reason: Optional[str] = None
     summary: dict = field(default_factory=dict)
 
@@ -154,7 +132,7 @@ class ResumeState:
         seed = api_seed(cfg.seed, name)
         prior = store.api_statuses().get(name, {}).get("info", {})
         return cls(start=store.next_index(name, seed), executed=store.count_executed(name, seed),
-                   explored=store.count_decision(name, seed, "explore"),
+                   explored=store.count_decision(name, seed, Decision.EXPLORE),
                    elapsed=float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0)
 
 
@@ -209,8 +187,8 @@ class ApiCampaign:
         try:
             spec = self.spec_given or spec_hint(self.cfg, self.api)
         except UserError as e:
-            self.sink.status(self.api, "skipped", str(e), {})
-            return ApiResult(self.api, "skipped", str(e))
+            self.sink.status(self.api, ApiStatus.SKIPPED, str(e), {})
+            return ApiResult(self.api, ApiStatus.SKIPPED, str(e))
         except Exception as e:
             return self._error(self.api, e)
         name = spec.name if spec is not None else api_name(self.cfg, self.api)
@@ -221,8 +199,8 @@ class ApiCampaign:
             return self._error(name, e)
         try:
             if stream.status == "skip":
-                self.sink.status(name, "skipped", stream.reason, {})
-                return ApiResult(name, "skipped", stream.reason)
+                self.sink.status(name, ApiStatus.SKIPPED, stream.reason, {})
+                return ApiResult(name, ApiStatus.SKIPPED, stream.reason)
             if stream.status != "ready":
                 return self._error(name, stream.reason)
             return self._loop(stream, state)
@@ -234,10 +212,10 @@ class ApiCampaign:
     def _error(self, name: str, e) -> ApiResult:
         reason = e if isinstance(e, str) else " ".join(f"{type(e).__name__}: {e}".split())[:500]
         try:
-            self.sink.status(name, "error", reason, {})
+            self.sink.status(name, STATUS_ERROR, reason, {})
         except Exception:
             pass
-        return ApiResult(name, "error", reason)
+        return ApiResult(name, STATUS_ERROR, reason)
 
     def _loop(self, stream, state: ResumeState) -> ApiResult:
         from .generate import GenerationError
@@ -254,16 +232,20 @@ class ApiCampaign:
         self.explored = state.explored
         idx = state.start
         t0 = time.time()
-        self.sink.status(name, "running", None, {**notes, "elapsed": state.elapsed})
+        self.sink.status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": state.elapsed})
         self.progress(name, executed, cfg.budget, crashes)
         crash_dir = os.path.join("crashes", safe_name(name))
-        cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
-        status, reason = "done", None
+        cap = cfg.candidate_cap
+        status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         try:
             executor = self.executor_factory(spec.framework)
             while executed < cfg.budget:
                 if idx >= cap:
-                    status, reason = "done", f"candidate cap reached ({cap})"
+                    # nearly every candidate is discarded: the figures of this
+                    # API are weak (Hypothesis calls this filter_too_much)
+                    status, health = ApiStatus.UNHEALTHY, HEALTH_FILTER_TOO_MUCH
+                    reason = (f"candidate cap reached: {cap} candidates for {executed} of "
+                              f"{cfg.budget} executed runs ({HEALTH_FILTER_TOO_MUCH})")
                     break
                 # batches only once a model scores them (warm-up runs one by one,
                 # so the filter switches on as soon as it is trained)
@@ -271,23 +253,23 @@ class ApiCampaign:
                 try:
                     batch = stream.take(n)
                 except NoSolutionError as e:
-                    status, reason = "skipped", f"{name}: {e}"
+                    status, reason = ApiStatus.SKIPPED, f"{name}: {e}"
                     break
                 except GenerationError as e:
-                    status, reason = "error", f"generator: {e}"
+                    status, reason = STATUS_ERROR, f"generator: {e}"
                     break
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == "reject":
+                    if decision == Decision.REJECT:
                         # predicted invalid: run it anyway while exploration
                         # runs are below their share of the executed budget
                         if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
-                            decision = "explore"
+                            decision = Decision.EXPLORE
                             self.explored += 1
                         else:
-                            decision = "discard"
-                    if decision == "discard" or executed >= cfg.budget:
+                            decision = Decision.DISCARD
+                    if decision == Decision.DISCARD or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -299,7 +281,7 @@ class ApiCampaign:
                     res = self._execute(executor, spec, ai)
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
-                    if res.outcome != "skipped":
+                    if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
                             filt.observe(ai, res.outcome)
@@ -313,9 +295,9 @@ class ApiCampaign:
                     self.progress(name, executed, cfg.budget, crashes)
                 self.sink.rows(rows)
         except Exception as e:
-            status, reason = "error", " ".join(f"{type(e).__name__}: {e}".split())[:500]
+            status, reason = STATUS_ERROR, " ".join(f"{type(e).__name__}: {e}".split())[:500]
         finally:
-            info = {**notes, "elapsed": state.elapsed + (time.time() - t0)}
+            info = {**notes, "elapsed": state.elapsed + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
             self.sink.status(name, status, reason, info)
@@ -332,11 +314,11 @@ class ApiCampaign:
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
         reject (predicted invalid; the loop turns it into explore or discard)."""
         if filt is None:
-            return [None] * len(batch), ["none"] * len(batch)
+            return [None] * len(batch), [Decision.NONE] * len(batch)
         scores = filt.scores(batch)
         if scores is None:
-            return [None] * len(batch), ["warmup"] * len(batch)
-        decisions = ["accept" if s >= filt.threshold else "reject" for s in scores]
+            return [None] * len(batch), [Decision.WARMUP] * len(batch)
+        decisions = [Decision.ACCEPT if s >= filt.threshold else Decision.REJECT for s in scores]
         return [float(s) for s in scores], decisions
 
     def _execute(self, executor, spec, ai):
@@ -344,13 +326,13 @@ class ApiCampaign:
         from .materialize import CapExceeded
         try:
             res = executor.run(spec, ai)
-            if res.outcome == "invalid" and res.stage == "materialize":
+            if res.outcome == Outcome.INVALID and res.stage == Stage.MATERIALIZE:
                 # our own conversion failed before the API was called: not the
                 # API's verdict, so neither executed nor a training label
-                res.outcome = "skipped"
+                res.outcome = Outcome.SKIPPED
             return res
         except CapExceeded as e:
-            return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
+            return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
 
     def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
@@ -377,7 +359,11 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
     summary is written whatever happened to single APIs. ``ray_address``
     runs the APIs as Ray tasks (see :mod:`acetest_ml.distributed`)."""
     from .summary import summarize, write_summary
-    os.makedirs(cfg.out, exist_ok=True)
+    cfg.validate()  # fields may have been changed since construction
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise SettingError("out", f"cannot create {cfg.out} ({e.strerror or e})") from None
     with Store(cfg.out) as store:
         if store.apis() and not cfg.resume:
             raise UserError(f"{cfg.out} already holds a campaign: pass --resume to continue it "
@@ -499,13 +485,13 @@ def _run_parallel(cfg: CampaignConfig) -> None:
 
 def _started(cfg: CampaignConfig, api: str) -> bool:
     with Store(cfg.out) as st:
-        return st.api_statuses().get(api_name(cfg, api), {}).get("status") == "running"
+        return st.api_statuses().get(api_name(cfg, api), {}).get("status") == ApiStatus.RUNNING
 
 
 def _record_error(cfg: CampaignConfig, api: str, e) -> None:
     reason = e if isinstance(e, str) else " ".join(f"{type(e).__name__}: {e}".split())[:500]
     with Store(cfg.out) as st:
-        st.set_api_status(api_name(cfg, api), "error", reason, {})
+        st.set_api_status(api_name(cfg, api), STATUS_ERROR, reason, {})
 
 
 class _Progress:
@@ -514,7 +500,7 @@ class _Progress:
     a thread reads the rows added since its last look every half second.
     Shows runs done / total, runs per second, APIs done, crashes so far."""
 
-    FINAL = ("done", "skipped", "error")
+    FINAL = (ApiStatus.DONE, ApiStatus.SKIPPED, ApiStatus.UNHEALTHY, STATUS_ERROR)
 
     def __init__(self, cfg: CampaignConfig, enabled: bool, interval: float = 0.5):
         self.cfg = cfg
