@@ -92,6 +92,10 @@ def markdown(res: dict) -> str:
                      f"({c['rows'][0]} / {c['rows'][1]} rows; {c['differing_rows']} differing, "
                      f"{c['differing_rows_with_a_timeout']} of them involving a timeout; "
                      f"APIs: {', '.join(c['differing_apis']) or 'none'})")
+    if res["sample"]:
+        lines += ["", "The sample:", ""]
+        for fw, r in res["frameworks"].items():
+            lines.append(f"- {fw}: {', '.join(r['apis'])}")
     if res.get("note"):
         lines += ["", res["note"]]
     return "\n".join(lines) + "\n"
