@@ -14,7 +14,6 @@ campaign goes on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
-from .model import AbstractInput, ApiSpec, safe_name
+from .model import AbstractInput, ApiSpec
 from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
 from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
@@ -138,7 +137,7 @@ class ResumeState:
 
 class StoreSink:
     """Where an ApiCampaign puts what it produces: rows and statuses into the
-    results store, reproducers into the campaign folder. (On Ray the sink
+    results store, crashes into the campaign's bug folders. (On Ray the sink
     streams the same calls back to the driver, which owns the store.)"""
 
     def __init__(self, store: Store, out: str):
@@ -151,11 +150,9 @@ class StoreSink:
     def status(self, api: str, status: str, reason: Optional[str], info: dict) -> None:
         self.store.set_api_status(api, status, reason, info)
 
-    def file(self, relpath: str, text: str) -> None:
-        path = os.path.join(self.out, relpath)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
+    def bug(self, spec: ApiSpec, ai: AbstractInput, res, **kw) -> None:
+        from .triage import record_bug  # one bug folder per signature
+        record_bug(self.out, spec, ai, res, **kw)
 
     def state(self, cfg: CampaignConfig, name: str) -> ResumeState:
         return ResumeState.read(self.store, cfg, name)
@@ -227,6 +224,7 @@ class ApiCampaign:
         seed = api_seed(cfg.seed, name)
         executed = state.executed
         crashes = 0
+        self.bug_errors: list[str] = []
         filt = self._make_filter(spec)
         # exploration runs so far (their share of executed runs is bounded)
         self.explored = state.explored
@@ -234,7 +232,6 @@ class ApiCampaign:
         t0 = time.time()
         self.sink.status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": state.elapsed})
         self.progress(name, executed, cfg.budget, crashes)
-        crash_dir = os.path.join("crashes", safe_name(name))
         cap = cfg.candidate_cap
         status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         try:
@@ -291,7 +288,7 @@ class ApiCampaign:
                     rows = []
                     if res.outcome in CRASH_OUTCOMES:
                         crashes += 1
-                        self._save_reproducer(crash_dir, spec, ai, idx - 1, res)
+                        self._file_bug(spec, ai, res, seed, idx - 1, executor)
                     self.progress(name, executed, cfg.budget, crashes)
                 self.sink.rows(rows)
         except Exception as e:
@@ -300,6 +297,8 @@ class ApiCampaign:
             info = {**notes, "elapsed": state.elapsed + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
+            if self.bug_errors:
+                info["bug_folder_errors"] = self.bug_errors[:5]
             self.sink.status(name, status, reason, info)
         return ApiResult(name, status, reason)
 
@@ -335,18 +334,14 @@ class ApiCampaign:
             return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
 
-    def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
-        """A reproducer script and a JSON record per crash or timeout (the run
-        itself is already in the store; a script we cannot write is noted)."""
-        from .materialize import reproducer_script
-        base = os.path.join(crash_dir, f"{res.outcome}_{idx:06d}")
-        record = {"api": spec.name, "idx": idx, "outcome": res.outcome,
-                  "signature": res.signature, "message": res.message, "input": ai.to_json()}
+    def _file_bug(self, spec, ai, res, seed, idx, executor) -> None:
+        """File a crash or timeout in its bug folder (the run itself is already
+        in the store; a folder we cannot write is noted in the API's info)."""
         try:
-            self.sink.file(base + ".py", reproducer_script(spec, ai))
+            self.sink.bug(spec, ai, res, seed=seed, idx=idx, timeout=self.cfg.timeout,
+                          framework_version=getattr(executor, "worker_version", None))
         except Exception as e:
-            record["reproducer_error"] = f"{type(e).__name__}: {e}"
-        self.sink.file(base + ".json", json.dumps(record, indent=1))
+            self.bug_errors.append(" ".join(f"{type(e).__name__}: {e}".split())[:300])
 
 
 # --------------------------------------------------------------------------
@@ -406,7 +401,8 @@ class _Executors:
         ex = self.by_framework.get(framework)
         if ex is None:
             from .execute.supervisor import Executor
-            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
+            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs"),
+                  "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             ex = self.by_framework[framework] = Executor(framework, **kw)
@@ -422,7 +418,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

@@ -2,7 +2,8 @@
 
 Each API is one Ray task (a streaming generator) that runs the API with its
 own framework worker on whichever node Ray picks and streams back what it
-produces: candidate rows, status changes and crash reproducers. The driver
+produces: candidate rows, status changes and crashes (filed into the
+driver's bug folders). The driver
 writes them into the campaign's one SQLite store as they arrive, so the
 store stays the single source of truth: ``--resume`` works across a Ray run,
 and the progress bar reads it as it does locally.
@@ -90,8 +91,8 @@ class _QueueSink:
     def status(self, api, status, reason, info):
         self.q.put(("status", (api, status, reason, info)))
 
-    def file(self, relpath, text):
-        self.q.put(("file", (relpath, text)))
+    def bug(self, spec, ai, res, **kw):
+        self.q.put(("bug", (spec, ai, res, kw)))
 
     def state(self, cfg, name):  # the driver always passes the state
         raise RuntimeError("no resume state given to a Ray task")
@@ -104,7 +105,7 @@ def _task_executors(cfg):
     """One framework worker per framework, reused by the tasks a Ray worker
     process runs (worker logs go to a temporary folder on that node)."""
     from .campaign import _Executors
-    key = (cfg.timeout, cfg.mem_limit_mb)
+    key = (cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
     ex = _TASK_EXECUTORS.get(key)
     if ex is None:
         import atexit
@@ -222,8 +223,12 @@ def _apply(sink, batch) -> None:
             sink.rows(payload)
         elif kind == "status":
             sink.status(*payload)
-        elif kind == "file":
-            sink.file(*payload)
+        elif kind == "bug":
+            spec, ai, res, kw = payload
+            try:
+                sink.bug(spec, ai, res, **kw)
+            except Exception:
+                pass  # the run itself is in the store
 
 
 def _reason(e: BaseException) -> str:
