@@ -95,7 +95,7 @@ def test_candidate_stream_does_not_depend_on_what_the_process_solved_before():
     from acetest_ml.campaign import CampaignConfig, resolve
     from acetest_ml.generate import CandidateStream
     from acetest_ml.solve.sampler import Sampler
-    cfg = CampaignConfig(apis=[], out="unused", constraints="acetest", acetest_data=ACETEST_DATA,
+    cfg = CampaignConfig(apis=["tf.raw_ops.Cumsum"], out="unused", constraints="acetest", acetest_data=ACETEST_DATA,
                          budget=300, seed=11)
 
     def stream():
