@@ -137,7 +137,9 @@ def cmd_campaign(args) -> int:
     from .campaign import run_campaign
     from .summary import format_table
     if args.ray is not None:
-        from .distributed import import_ray
+        from .distributed import import_ray, loopback_only
+        if args.ray == "local":
+            loopback_only()
         import_ray()  # not installed: one line, exit 2
     apis = _campaign_apis(args)
     # the settings first: a nonsensical number or a bad --out stops before any loading

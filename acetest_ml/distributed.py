@@ -36,6 +36,18 @@ RAY_ATTEMPTS = 3
 FLUSH_S = 0.2
 
 
+#: Ray picks the machine's network address for a node unless told that
+#: clusters are off; a ``local`` instance (and the tests' cluster) then lives
+#: on 127.0.0.1 only. Read by Ray when it is imported.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def loopback_only() -> None:
+    """Keep a Ray instance started from this process on the loopback
+    address (call before Ray is imported)."""
+    os.environ.update(LOOPBACK_ENV)
+
+
 def import_ray():
     """The ray module, or a one-line UserError saying how to get it."""
     try:
@@ -53,6 +65,7 @@ def _connect(ray, address: str, jobs: int) -> bool:
     env = {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         if address == "local":
+            env.update(LOOPBACK_ENV)
             env["PYTHONPATH"] = os.pathsep.join(
                 [pkg_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
             ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,

@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from acetest_ml.distributed import loopback_only  # noqa: E402
+
+loopback_only()  # the test cluster binds 127.0.0.1, nothing else
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -28,7 +31,8 @@ def cluster():
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # the Ray workers import this checkout
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False})
+        "num_cpus": 2, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    assert c.address.startswith("127.0.0.1:"), c.address
     try:
         yield c
     finally:
