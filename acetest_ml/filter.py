@@ -15,9 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from .learner import OnlineLearner
 from .model import AbstractInput, ApiSpec
-
-from .store import LABELS
 
 
 def check_models_config(path: str) -> None:
@@ -68,7 +67,8 @@ class OfflineFilter:
 class OnlineFilter:
     """Runs unfiltered for ``warmup`` labelled runs, then trains a model of
     the registry's configured kind and filters, retraining every
-    ``retrain_every`` new labels."""
+    ``retrain_every`` new labels (an :class:`~acetest_ml.learner.OnlineLearner`,
+    the same one the upstream hook uses)."""
 
     mode = "online"
 
@@ -76,16 +76,20 @@ class OnlineFilter:
                  min_per_class: int = 5, note: str | None = None):
         self.spec = spec
         self.config = config
-        self.warmup = warmup
-        self.retrain_every = retrain_every
-        self.min_per_class = min_per_class
-        self.inputs: list[AbstractInput] = []
-        self.labels: list[int] = []
-        self.model = None
-        self.trained_at = 0
-        self.retrains = 0
+        self.learner = OnlineLearner(spec, self._fit, warmup=warmup, retrain_every=retrain_every,
+                                     retry_after=retrain_every, min_per_class=min_per_class)
         self.note = note
         self.timing = _Timing()
+
+    def _fit(self, spec: ApiSpec, inputs, labels):
+        from .classify import train_model
+        return train_model(spec, inputs, labels, kind=self.config.kind, params=self.config.params,
+                           threshold=self.config.threshold,
+                           min_per_class=self.learner.min_per_class)
+
+    @property
+    def model(self):
+        return self.learner.model
 
     @property
     def active(self) -> bool:
@@ -101,39 +105,14 @@ class OnlineFilter:
         return self.timing.timed(self.model.score_batch, batch)
 
     def observe(self, ai: AbstractInput, outcome: str) -> None:
-        y = LABELS.get(outcome)
-        if y is None:
-            return
-        self.inputs.append(ai)
-        self.labels.append(y)
-        n = len(self.labels)
-        if self.model is None and n < self.warmup:
-            return
-        if self.model is not None and n - self.trained_at < self.retrain_every:
-            return
-        self._train()
-
-    def _train(self) -> None:
-        from .classify import TooFewExamples, train_model
-        n = len(self.labels)
-        pos = sum(self.labels)
-        if min(pos, n - pos) < self.min_per_class:
-            self.trained_at = n  # try again after retrain_every more labels
-            return
-        try:
-            self.model = train_model(self.spec, self.inputs, self.labels,
-                                     kind=self.config.kind, params=self.config.params,
-                                     threshold=self.config.threshold,
-                                     min_per_class=self.min_per_class)
-            self.retrains += 1
-        except TooFewExamples:
-            pass
-        self.trained_at = n
+        self.learner.observe(ai, outcome)
 
     def info(self) -> dict:
+        li = self.learner.info()
         return {"mode": self.mode, "model": "online", "note": self.note,
                 "score_us_per_candidate": self.timing.us_per_candidate,
-                "retrains": self.retrains, "labels": len(self.labels)}
+                "retrains": li["trainings"], "labels": li["labelled"],
+                "learner": li}
 
 
 def make_filter(cfg, spec: ApiSpec, store):
@@ -153,10 +132,6 @@ def make_filter(cfg, spec: ApiSpec, store):
     from .campaign import api_seed
     recs = [r for r in store.records(spec.name, executed_only=True, seed=api_seed(cfg.seed, spec.name))]
     for r in recs:
-        y = LABELS.get(r.outcome)
-        if y is not None:
-            f.inputs.append(r.input)
-            f.labels.append(y)
-    if len(f.labels) >= cfg.warmup:
-        f._train()
+        f.learner.add(r.input, r.outcome)
+    f.learner.maybe_train()
     return f

@@ -23,8 +23,6 @@ DB_NAME = "runs.sqlite"
 SCHEMA_VERSION = 1
 
 EXECUTED_OUTCOMES = ("pass", "invalid", "crash", "timeout")
-#: training labels: pass = valid (1), invalid = 0; crash and timeout stay out
-LABELS = {"pass": 1, "invalid": 0}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -1,8 +1,9 @@
 """``acetest-ml train`` and ``acetest-ml eval``: datasets from a campaign's
 store, one validity model per API.
 
-Labels: pass = 1 (valid), invalid = 0. Crashes and timeouts are counted but
-kept out of training (their inputs passed validation, or we cannot tell).
+Labels follow the one rule of :mod:`acetest_ml.learner` (the campaign's
+online filter and the upstream hook use it too): invalid = 0, pass = 1,
+crash and timeout = 2 (past validation: valid in the binary view).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
-from .store import LABELS, Store
+from .learner import is_valid, label_of
+from .store import Store
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Dataset:
 
     @property
     def n_valid(self) -> int:
-        return sum(self.labels)
+        return sum(1 for y in self.labels if is_valid(y))
 
     @property
     def n_invalid(self) -> int:
@@ -53,12 +55,13 @@ def datasets(store: Store, apis: list[str] | None = None, *, seed: int | None = 
             raise UserError(f"API {api} has no runs in {store.out_dir}")
         ds = Dataset(api, stored_spec(store, api))
         for r in store.records(api, executed_only=True, seed=seed):
-            y = LABELS.get(r.outcome)
-            if y is None:
+            y = label_of(r.outcome)
+            if r.outcome in ("crash", "timeout"):
                 setattr(ds, r.outcome, getattr(ds, r.outcome) + 1)
+            if y is None:
                 continue
             ds.inputs.append(r.input)
-            ds.labels.append(y)
+            ds.labels.append(int(y))
         out[api] = ds
     return out
 

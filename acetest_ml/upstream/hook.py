@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UserError
 from ..model import AbstractInput, ApiSpec
+from ..learner import OnlineLearner
 from . import convert
 
 STATS_FILE = "acetest_ml_filter.json"
@@ -194,15 +195,16 @@ class ApiFilter:
         self.scorer = None
         self.scorer_source = "none"
         self.pending: Optional[_Pending] = None
-        self.inputs: list[AbstractInput] = []
-        self.labels: list[int] = []
-        self.next_train_at = int(self.config.warmup)
+        warmup = int(self.config.warmup)
+        # the campaign's learner and labelling rule; the hook retrains
+        # geometrically and lets the trainer judge the class balance
+        self.learner = OnlineLearner(self.spec, self._fit, warmup=warmup, retrain_every=1,
+                                     retrain_factor=float(self.config.retrain_factor),
+                                     retry_after=max(10, warmup // 10), min_per_class=1)
         self.warned = False
         self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS + SAMPLE_COUNTS}
         self.outcomes: dict[str, dict[str, int]] = {}
         self.score_time = 0.0
-        self.online = {"labelled": 0, "valid": 0, "invalid": 0, "trainings": 0,
-                       "trained_at": [], "train_errors": 0, "last_error": None}
         self.modes: list[str] = []
 
     # -- setup
@@ -357,35 +359,18 @@ class ApiFilter:
         by[outcome] = by.get(outcome, 0) + 1
         if self.hook.collector is not None and p.ai is not None:
             self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
-        if self.config.mode == "online" and p.ai is not None and outcome in ("pass", "invalid", "crash", "timeout"):
-            # valid = the input got past the API's validation (it did not raise)
-            label = 0 if outcome == "invalid" else 1
-            self.inputs.append(p.ai)
-            self.labels.append(label)
-            self.online["labelled"] += 1
-            self.online["valid" if label else "invalid"] += 1
-            self.maybe_train()
+        if self.config.mode == "online" and p.ai is not None:
+            errors = self.learner.train_errors
+            self.learner.spec = self.spec
+            if self.learner.observe(p.ai, outcome):
+                self.scorer = self.learner.model
+                self.scorer_source = "online"
+            if self.learner.train_errors > errors:  # keep going unfiltered, but say so
+                self.warn(f"online training failed ({self.learner.last_error}); running unfiltered")
         return outcome
 
-    def maybe_train(self) -> None:
-        n = len(self.labels)
-        if n < self.next_train_at or len(set(self.labels)) < 2:
-            return
-        self.next_train_at = max(n + 1, int(math.ceil(n * float(self.config.retrain_factor))))
-        try:
-            scorer = self.hook.trainer(self.spec, list(self.inputs), list(self.labels), self.config)
-        except Exception as e:  # keep the campaign going unfiltered, but say so
-            if type(e).__name__ == "TooFewExamples":  # a normal state: try again with more data
-                self.next_train_at = n + max(10, int(self.config.warmup) // 10)
-                return
-            self.online["train_errors"] += 1
-            self.online["last_error"] = f"{type(e).__name__}: {e}"
-            self.warn(f"online training failed ({type(e).__name__}: {e}); running unfiltered")
-            return
-        self.scorer = scorer
-        self.scorer_source = "online"
-        self.online["trainings"] += 1
-        self.online["trained_at"].append(n)
+    def _fit(self, spec: ApiSpec, inputs: list[AbstractInput], labels: list[int]):
+        return self.hook.trainer(spec, inputs, labels, self.config)
 
     # -- report
     def stats(self) -> dict:
@@ -410,7 +395,7 @@ class ApiFilter:
             "outcomes": self.outcomes,
         }
         if self.config.mode == "online":
-            out["online"] = dict(self.online, warmup=self.config.warmup)
+            out["online"] = dict(self.learner.info(), warmup=self.config.warmup)
         return out
 
     def write_stats(self, directory: str) -> Optional[str]:
