@@ -260,3 +260,29 @@ def test_dtype_and_default_bounds_semantics(loaded):
             assert 0 <= td.rank <= 6
             assert all(0 <= d <= 16 or d >= 2 ** 32 for d in td.shape)
         assert isinstance(ai.args["T"], DTypeValue)
+
+
+def test_op_json_args_the_raw_op_does_not_accept_are_dropped_with_a_note(tmp_path):
+    """ACETest's op_json sometimes lists an attribute TensorFlow infers (a
+    ragged rank, a list length) as an argument; passing it makes every call
+    fail with an unexpected-keyword TypeError. It is kept as not passed."""
+    root = tmp_path / "tensorflow"
+    (root / "op_json").mkdir(parents=True)
+    (root / "API2OP.csv").write_text("api_name op_name file_path\ntf.raw_ops.Unpack UnpackOp x\n")
+    props = json.loads((DATA / "tensorflow" / "op_json" / "Unpack.json").read_text())
+    props["RAGGED_RANK"] = {"input_order": -1, "name": "RAGGED_RANK", "type": "int", "min": 0, "max": 3}
+    (root / "op_json" / "Unpack.json").write_text(json.dumps(props))
+    api = AcetestData(str(tmp_path)).load("tf.raw_ops.Unpack")
+    arg = api.spec.arg("RAGGED_RANK")
+    assert not arg.passed
+    assert "RAGGED_RANK: not an argument of tf.raw_ops.Unpack (TensorFlow infers it); not passed" in api.notes
+    assert api.spec.notes["dropped_args"] == ["RAGGED_RANK"]
+    assert all(a.passed for a in api.spec.args if a.name in ("value", "num", "axis"))
+
+    from acetest_ml.campaign import CampaignConfig, run_campaign
+    summary = run_campaign(CampaignConfig(apis=["tf.raw_ops.Unpack"], out=str(tmp_path / "run"), budget=30,
+                                          seed=0, constraints="acetest", acetest_data=str(tmp_path), jobs=1),
+                           show_progress=False)
+    s = summary["apis"]["tf.raw_ops.Unpack"]
+    assert s["executed"] == 30
+    assert not any("unexpected keyword" in m for m, _ in s["top_errors"]), s["top_errors"]
