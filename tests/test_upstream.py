@@ -725,3 +725,34 @@ def test_collect_folder_errors(tmp_path):
     (bad / "runs.sqlite").write_text("not a database" * 100)
     with pytest.raises(UserError, match="not a usable SQLite"):
         runner.run_upstream([f"--target_api={API}"], acetest_home=str(STANDIN), collect=str(bad))
+
+
+# ------------------------------------------------------------------ PyTorch mode
+
+def test_torch_mode_through_the_hook(tmp_path):
+    """Upstream's ``--framework=torch`` (data in Tester/data/torch as the ncsu-swat
+    fork keeps it; op_json named after the API2OP.csv op, torch.add -> binary):
+    the online hook learns from real PyTorch outcomes and --collect records them
+    under our aten name."""
+    from acetest_ml.store import Store
+    assert runner.data_dir(str(STANDIN), "torch").endswith(os.path.join("data", "torch"))
+    collect = tmp_path / "collected"
+    out = io.StringIO()
+    code = runner.run_upstream(["--framework=torch", "--target_api=torch.add", "--test_round=160",
+                                f"--work_path={tmp_path / 'w'}"], ml_filter="online", warmup=40, seed=2,
+                               acetest_home=str(STANDIN), collect=str(collect), out=out,
+                               log=str(tmp_path / "log.txt"))
+    assert code == 0, out.getvalue() + (tmp_path / "log.txt").read_text()[-3000:]
+    st = json.loads((tmp_path / "w" / "output_torch_0" / "torch.add" / hook.STATS_FILE).read_text())
+    assert st["framework"] == "torch" and st["runs"] == 160
+    assert st["online"]["trainings"] >= 1 and st["accepted"] > 0
+    outcomes = st["outcomes"]
+
+    def rate(d):
+        return d.get("pass", 0) / max(1, sum(d.values()))
+    assert rate(outcomes["accepted"]) > rate(outcomes["unfiltered"]), outcomes
+    with Store(str(collect), create=False) as store:
+        assert store.apis() == ["torch.ops.aten.add"]
+        recs = list(store.records("torch.ops.aten.add"))
+    assert len(recs) == 160
+    assert {r.input.args["input"].dtype for r in recs} <= {"float32", "float64"}

@@ -35,7 +35,10 @@ from .hook import STATS_FILE, load_registry, read_stats
 UPSTREAM_OPTIONS = ("framework=", "filter=", "mode=", "test_round=", "round_timeout=", "use_cons=",
                     "api_timeout=", "target_api=", "save_non_crash=", "total_round=", "get_cov=",
                     "work_path=", "save_bitmap=", "record_cov=", "api_workers=")
-DATA_SUBDIR = {"tf": "tensorflow", "torch": "pytorch"}
+# Data folders per framework: the original Tester keeps PyTorch data in
+# data/pytorch, the ncsu-swat fork in data/torch (its op_json and constraint
+# folders are named after the op of API2OP.csv, e.g. torch.add -> binary).
+DATA_SUBDIRS = {"tf": ("tensorflow",), "torch": ("pytorch", "torch")}
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -79,14 +82,16 @@ def parse_upstream_options(upstream_args: list[str]) -> dict[str, str]:
 
 
 def data_dir(home: str, framework: str) -> str:
-    sub = DATA_SUBDIR.get(framework)
-    if sub is None:
+    subs = DATA_SUBDIRS.get(framework)
+    if subs is None:
         raise UpstreamSetupError(f"unknown upstream framework {framework!r} (use tf or torch)")
-    d = os.path.join(home, "Tester", "data", sub)
-    if not os.path.isfile(os.path.join(d, "API2OP.csv")):
-        raise UpstreamSetupError(f"ACETest data not found at {d}: put upstream's constraint data "
-                                 f"(API2OP.csv, op_json/, constraints/) in Tester/data/{sub}")
-    return d
+    for sub in subs:
+        d = os.path.join(home, "Tester", "data", sub)
+        if os.path.isfile(os.path.join(d, "API2OP.csv")):
+            return d
+    where = " or ".join(f"Tester/data/{sub}" for sub in subs)
+    raise UpstreamSetupError(f"ACETest data not found in {os.path.join(home, 'Tester', 'data')}: put upstream's "
+                             f"constraint data (API2OP.csv, op_json/, constraints/) in {where}")
 
 
 def known_apis(data: str) -> set[str]:
