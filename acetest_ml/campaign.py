@@ -48,6 +48,10 @@ class CampaignConfig:
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
+    #: TensorFlow's oneDNN kernels in the worker: None = off for ACETest
+    #: constraints (upstream's ``cpu_ori`` mode sets TF_ENABLE_ONEDNN_OPTS=0,
+    #: and oneDNN's kernels reject other inputs), TensorFlow's default otherwise
+    onednn: Optional[bool] = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -304,6 +308,11 @@ class _Executors:
             kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
+            onednn = self.cfg.onednn
+            if onednn is None and self.cfg.constraints == "acetest" and not self.cfg.constraints_by_api:
+                onednn = False
+            if framework == "tf" and onednn is not None:
+                kw["env"] = {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}
             ex = self.by_framework[framework] = Executor(framework, **kw)
         return ex
 
@@ -317,7 +326,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.onednn, cfg.constraints)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

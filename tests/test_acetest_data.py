@@ -286,3 +286,21 @@ def test_op_json_args_the_raw_op_does_not_accept_are_dropped_with_a_note(tmp_pat
     s = summary["apis"]["tf.raw_ops.Unpack"]
     assert s["executed"] == 30
     assert not any("unexpected keyword" in m for m, _ in s["top_errors"]), s["top_errors"]
+
+
+def test_acetest_mode_runs_tensorflow_without_onednn_like_upstreams_cpu_mode(tmp_path):
+    """Upstream's cpu_ori mode sets TF_ENABLE_ONEDNN_OPTS=0 (oneDNN's kernels
+    accept and reject other inputs); our ACETest mode does the same unless told."""
+    from acetest_ml.campaign import CampaignConfig, _Executors
+
+    def env_of(**kw):
+        ex = _Executors(CampaignConfig(apis=[], out=str(tmp_path), **kw))
+        try:
+            return ex("tf")._env().get("TF_ENABLE_ONEDNN_OPTS"), ex("torch")._env().get("TF_ENABLE_ONEDNN_OPTS")
+        finally:
+            ex.close()
+    import os as _os
+    default = _os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    assert env_of(constraints="acetest") == ("0", default)
+    assert env_of(constraints="acetest", onednn=True) == ("1", default)
+    assert env_of(constraints="registry") == (default, default)

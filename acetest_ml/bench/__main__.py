@@ -35,6 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=300, help="--upstream: rounds per API and arm")
     ap.add_argument("--api", action="append", default=[], help="--upstream: only this API (repeatable)")
     ap.add_argument("--arms", nargs="+", default=None, help="--upstream: only these arms")
+    ap.add_argument("--report-only", action="store_true",
+                    help="--upstream: write the report from the arms already finished in --out, run nothing")
+    ap.add_argument("--round-timeout", type=int, default=10,
+                    help="--upstream: upstream's --round_timeout in seconds (its default 10; raise it on a loaded "
+                         "machine, where upstream's worker start-up alone can exceed it)")
     args = ap.parse_args(argv)
     if args.upstream:
         from . import upstream

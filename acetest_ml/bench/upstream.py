@@ -127,7 +127,7 @@ def _arm_row(runs: int, invalid: int, crash: int, timeout: int, oom: int, second
 
 def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, work_dir: str, *,
                      models: Optional[str], collect: Optional[str] = None, warmup: int = 40,
-                     exploration: float = 0.05, reallocate: bool = True) -> dict:
+                     exploration: float = 0.05, reallocate: bool = True, round_timeout: int = 10) -> dict:
     """One upstream run of ``api``; its res.csv row and statistics as a dict."""
     from ..upstream.runner import run_upstream
     priv = private_home(home, data, api, os.path.join(work_dir, "home"))
@@ -138,7 +138,7 @@ def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed
     out = io.StringIO()
     t0 = time.time()
     code = run_upstream([f"--target_api={api}", f"--test_round={rounds}", "--mode=cpu_ori", "--framework=tf",
-                         f"--work_path={work}"], ml_filter=mode, models=models or "configs/models.yaml",
+                         f"--round_timeout={int(round_timeout)}", f"--work_path={work}"], ml_filter=mode, models=models or "configs/models.yaml",
                         acetest_home=priv, seed=seed, warmup=warmup, exploration=exploration,
                         out=out, log=os.path.join(work_dir, "upstream.log"), collect=collect,
                         reallocate=reallocate)
@@ -200,7 +200,8 @@ def models_yaml_for(out: str, base_yaml: str) -> str:
 
 def run_scope(apis: list[str], home: str, acetest_data: str, out: str, *, rounds: int = 300,
               seed_train: int = 1, seed_eval: int = 2, arms: tuple = ARMS, base_models: str = "configs/models.yaml",
-              warmup: int = 40, progress=print) -> dict:
+              warmup: int = 40, round_timeout: int = 10, progress=print, report_only: bool = False) -> dict:
+    """Run (or, with ``report_only``, only read) every arm of every API."""
     data = data_root(home, acetest_data)
     os.makedirs(os.path.join(out, "arms"), exist_ok=True)
     models = models_yaml_for(out, base_models)
@@ -216,39 +217,46 @@ def run_scope(apis: list[str], home: str, acetest_data: str, out: str, *, rounds
                 with open(path) as f:
                     results[api][arm] = json.load(f)
                 continue
+            if report_only:
+                continue
             progress(f"[{i}/{len(apis)}] {api}: {arm} ...")
             wd = os.path.join(out, "work", api, arm)
             if arm == "up-offline":
-                row = _offline_arm(api, home, data, rounds, seed_train, seed_eval, out, models, warmup)
+                row = _offline_arm(api, home, data, rounds, seed_train, seed_eval, out, models, warmup,
+                                   round_timeout)
             elif arm in UPSTREAM_ARMS:
-                row = run_upstream_arm(arm, api, home, data, rounds, seed_eval, wd, models=models, warmup=warmup)
+                row = run_upstream_arm(arm, api, home, data, rounds, seed_eval, wd, models=models, warmup=warmup,
+                                       round_timeout=round_timeout)
             else:
                 row = run_our_arm(arm, api, acetest_data, rounds, seed_eval, wd, base_models)
             with open(path, "w") as f:
                 json.dump(row, f, indent=1)
             results[api][arm] = row
             progress(f"    {_short(row)}")
-    doc = {"rounds": rounds, "seeds": {"train": seed_train, "eval": seed_eval}, "apis": results,
+    doc = {"rounds": rounds, "seeds": {"train": seed_train, "eval": seed_eval}, "round_timeout": round_timeout,
+           "apis": results,
            "pooled": pooled(results, arms), "home": home, "data": data}
     return doc
 
 
-def _offline_arm(api, home, data, rounds, seed_train, seed_eval, out, models, warmup) -> dict:
+def _offline_arm(api, home, data, rounds, seed_train, seed_eval, out, models, warmup, round_timeout=10) -> dict:
     """Train on an unfiltered upstream run of another seed (recorded with
     --collect), then run upstream with those models."""
     from ..train import train_all
     collect = os.path.join(out, "collect")
     train_wd = os.path.join(out, "work", api, "up-train")
     train_row = run_upstream_arm("upstream", api, home, data, rounds, seed_train, train_wd, models=models,
-                                 collect=collect)
+                                 collect=collect, round_timeout=round_timeout)
     rep = train_all(collect, models, apis=[api]).get(api, {}) if train_row.get("runs") else {}
     wd = os.path.join(out, "work", api, "up-offline")
     if rep.get("status") != "trained":
-        row = run_upstream_arm("upstream", api, home, data, rounds, seed_eval, wd, models=models)
+        row = run_upstream_arm("upstream", api, home, data, rounds, seed_eval, wd, models=models,
+                               round_timeout=round_timeout)
         row["note"] = "no model (" + str(rep.get("reason") or train_row.get("error") or "not trained")[:200] + \
             "): ran unfiltered"
     else:
-        row = run_upstream_arm("up-offline", api, home, data, rounds, seed_eval, wd, models=models)
+        row = run_upstream_arm("up-offline", api, home, data, rounds, seed_eval, wd, models=models,
+                               round_timeout=round_timeout)
         row["model"] = {"n": rep.get("n"), "valid": rep.get("valid"), "invalid": rep.get("invalid"),
                         "validation": rep.get("validation")}
     row["train_run"] = {k: train_row.get(k) for k in ("runs", "invalid", "up_pass_rate")}
@@ -304,7 +312,7 @@ def _num(x) -> str:
 def markdown(doc: dict, arms=ARMS, command: str = "") -> str:
     lines = ["# Upstream scope: ACETest's Tester beside the hook and our engine", "",
              f"{doc['rounds']} rounds per API and arm; upstream seeds: train {doc['seeds']['train']}, "
-             f"eval {doc['seeds']['eval']}. " + (f"Command: `{command}`." if command else ""), "",
+             f"eval {doc['seeds']['eval']}; upstream round timeout {doc.get('round_timeout', 10)} s. " + (f"Command: `{command}`." if command else ""), "",
              "Arms: " + "; ".join(f"`{a}` = {LABELS[a]}" for a in arms) + ". "
              "`up pass` is upstream's definition ((runs - invalid) / runs); `pass` counts runs that "
              "returned normally (crash, timeout and OOM excluded). `cut` = invalid-run cut against `upstream`.", "",
@@ -405,10 +413,11 @@ def main(args) -> int:
     out = args.out or os.path.join("benchmarks", "results", "upstream-" + time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     doc = run_scope(apis, home, args.acetest_data, out, rounds=args.rounds, seed_train=cfg.seed_train,
-                    seed_eval=cfg.seed_eval, arms=arms, base_models=cfg.models,
+                    seed_eval=cfg.seed_eval, arms=arms, base_models=cfg.models, round_timeout=args.round_timeout,
+                    report_only=args.report_only,
                     progress=lambda m: print(m, file=sys.stderr, flush=True))
     here = os.path.dirname(os.path.abspath(args.config))
-    cmd = "python -m acetest_ml.bench --upstream " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    cmd = "python -m acetest_ml.bench " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     paths = write(doc, out, arms, cmd.strip(), publish_dir=here if args.publish else None)
     print(markdown(doc, arms).split("## Per API")[0])
     print("written: " + ", ".join(paths))
