@@ -14,47 +14,19 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec, safe_name
+from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
+from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
 
-CRASH_OUTCOMES = ("crash", "timeout")
-
-
-@dataclass
-class CampaignConfig:
-    apis: list[str]
-    out: str
-    budget: int = 200
-    seed: int = 0
-    framework: Optional[str] = None
-    constraints: str = "registry"          # registry | acetest
-    acetest_data: str = "third_party/ACETest/Tester/data"
-    rules: Optional[str] = None             # YAML rules file (registry constraints)
-    timeout: float = 10.0
-    jobs: int = 2
-    resume: bool = False
-    ml_filter: Optional[str] = None         # None | "offline" | "online"
-    models: str = "configs/models.yaml"
-    exploration: float = 0.05
-    batch: int = 16
-    max_candidates_per_exec: int = 50
-    warmup: int = 60
-    retrain_every: int = 50
-    mem_limit_mb: Optional[int] = None
-    #: per-API constraint source overriding ``constraints`` (the benchmark
-    #: mixes ACETest-data APIs and registry APIs in one campaign)
-    constraints_by_api: dict = field(default_factory=dict)
-    #: TensorFlow's oneDNN kernels in the worker: None = off for ACETest
-    #: constraints (upstream's ``cpu_ori`` mode sets TF_ENABLE_ONEDNN_OPTS=0,
-    #: and oneDNN's kernels reject other inputs), TensorFlow's default otherwise
-    onednn: Optional[bool] = None
-
-    def to_json(self) -> dict:
-        return asdict(self)
+CRASH_OUTCOMES = FAILURES
+#: an API's health (summary ``health``): ok, or why its figures are weak
+HEALTH_OK = "ok"
+HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -107,7 +79,7 @@ def _acetest_data(path: str):
 @dataclass
 class ApiResult:
     api: str
-    status: str                 # done | skipped | error
+    status: str                 # an ApiStatus
     reason: Optional[str] = None
     summary: dict = field(default_factory=dict)
 
@@ -127,8 +99,8 @@ class ApiCampaign:
         try:
             spec, problems, notes = resolve(cfg, self.api)
         except UserError as e:
-            self.store.set_api_status(self.api, "skipped", str(e))
-            return ApiResult(self.api, "skipped", str(e))
+            self.store.set_api_status(self.api, ApiStatus.SKIPPED, str(e))
+            return ApiResult(self.api, ApiStatus.SKIPPED, str(e))
         name = spec.name
         notes["spec"] = spec.to_dict()  # training reads the spec the runs were made with
         seed = api_seed(cfg.seed, name)
@@ -146,23 +118,27 @@ class ApiCampaign:
             for _ in range(start):
                 sampler.next()
         except NoSolutionError as e:
-            self.store.set_api_status(name, "skipped", f"{name}: {e}")
-            return ApiResult(name, "skipped", str(e))
+            self.store.set_api_status(name, ApiStatus.SKIPPED, f"{name}: {e}")
+            return ApiResult(name, ApiStatus.SKIPPED, str(e))
         filt = self._make_filter(spec)
         # exploration runs so far (their share of executed runs is bounded)
-        self.explored = self.store.count_decision(name, seed, "explore")
+        self.explored = self.store.count_decision(name, seed, Decision.EXPLORE)
         idx = start
         t0 = time.time()
-        self.store.set_api_status(name, "running", None, {**notes, "elapsed": elapsed_before})
+        self.store.set_api_status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": elapsed_before})
         self.progress(name, executed, cfg.budget)
         crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
-        cap = max(cfg.budget * cfg.max_candidates_per_exec, cfg.budget + 100)
-        status, reason = "done", None
+        cap = cfg.candidate_cap
+        status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
         try:
             while executed < cfg.budget:
                 if idx >= cap:
-                    status, reason = "done", f"candidate cap reached ({cap})"
+                    # nearly every candidate is discarded: the figures of this
+                    # API are weak (Hypothesis calls this filter_too_much)
+                    status, health = ApiStatus.UNHEALTHY, HEALTH_FILTER_TOO_MUCH
+                    reason = (f"candidate cap reached: {cap} candidates for {executed} of "
+                              f"{cfg.budget} executed runs ({HEALTH_FILTER_TOO_MUCH})")
                     break
                 # batches only once a model scores them (warm-up runs one by one,
                 # so the filter switches on as soon as it is trained)
@@ -170,20 +146,20 @@ class ApiCampaign:
                 try:
                     batch = [sampler.next() for _ in range(n)]
                 except NoSolutionError as e:
-                    status, reason = "skipped", f"{name}: {e}"
+                    status, reason = ApiStatus.SKIPPED, f"{name}: {e}"
                     break
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == "reject":
+                    if decision == Decision.REJECT:
                         # predicted invalid: run it anyway while exploration
                         # runs are below their share of the executed budget
                         if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
-                            decision = "explore"
+                            decision = Decision.EXPLORE
                             self.explored += 1
                         else:
-                            decision = "discard"
-                    if decision == "discard" or executed >= cfg.budget:
+                            decision = Decision.DISCARD
+                    if decision == Decision.DISCARD or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -197,7 +173,7 @@ class ApiCampaign:
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
                         self._save_reproducer(crash_dir, spec, ai, idx, res)
-                    if res.outcome != "skipped":
+                    if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
                             filt.observe(ai, res.outcome)
@@ -208,7 +184,7 @@ class ApiCampaign:
                     self.progress(name, executed, cfg.budget)
                 self.store.add_many(rows)
         finally:
-            info = {**notes, "elapsed": elapsed_before + (time.time() - t0)}
+            info = {**notes, "elapsed": elapsed_before + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
             self.store.set_api_status(name, status, reason, info)
@@ -225,11 +201,11 @@ class ApiCampaign:
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
         reject (predicted invalid; the loop turns it into explore or discard)."""
         if filt is None:
-            return [None] * len(batch), ["none"] * len(batch)
+            return [None] * len(batch), [Decision.NONE] * len(batch)
         scores = filt.scores(batch)
         if scores is None:
-            return [None] * len(batch), ["warmup"] * len(batch)
-        decisions = ["accept" if s >= filt.threshold else "reject" for s in scores]
+            return [None] * len(batch), [Decision.WARMUP] * len(batch)
+        decisions = [Decision.ACCEPT if s >= filt.threshold else Decision.REJECT for s in scores]
         return [float(s) for s in scores], decisions
 
     def _execute(self, executor, spec, ai):
@@ -237,13 +213,13 @@ class ApiCampaign:
         from .materialize import CapExceeded
         try:
             res = executor.run(spec, ai)
-            if res.outcome == "invalid" and res.stage == "materialize":
+            if res.outcome == Outcome.INVALID and res.stage == Stage.MATERIALIZE:
                 # our own conversion failed before the API was called: not the
                 # API's verdict, so neither executed nor a training label
-                res.outcome = "skipped"
+                res.outcome = Outcome.SKIPPED
             return res
         except CapExceeded as e:
-            return RunResult(outcome="skipped", exc_type="CapExceeded", message=str(e),
+            return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
 
     def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
@@ -264,7 +240,11 @@ def run_campaign(cfg: CampaignConfig, *, show_progress: bool = True,
                  executor_factory=None) -> dict:
     """Run every API of ``cfg``; returns the summary dict (also summary.json)."""
     from .summary import summarize, write_summary
-    os.makedirs(cfg.out, exist_ok=True)
+    cfg.validate()  # fields may have been changed since construction
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise SettingError("out", f"cannot create {cfg.out} ({e.strerror or e})") from None
     with Store(cfg.out) as store:
         if store.apis() and not cfg.resume:
             raise UserError(f"{cfg.out} already holds a campaign: pass --resume to continue it "

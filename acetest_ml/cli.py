@@ -11,41 +11,57 @@ import os
 import sys
 
 from .errors import UserError
+from .settings import (CONSTRAINT_SOURCES, DEFAULT_MODELS_DIR, DEFAULTS as D, FRAMEWORKS,
+                       ML_FILTERS, SettingError)
 
 EXIT_USER_ERROR = 2
+#: settings whose command-line option is not ``--<name with dashes>``
+_OPTION_OF_SETTING = {"apis": "--api", "max_candidates_per_exec": "max_candidates_per_exec"}
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default=D["models"],
+                   help="model registry YAML (default: the registry shipped with the package)")
+    p.add_argument("--models-dir", default=None,
+                   help="folder of model files, created on demand (default: the registry's "
+                   f"models_dir; ./{DEFAULT_MODELS_DIR} for the packaged registry)")
 
 
 def _add_campaign_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--framework", choices=["tf", "torch"], help="framework (inferred from API names)")
+    p.add_argument("--framework", choices=list(FRAMEWORKS), help="framework (inferred from API names)")
     p.add_argument("--api", action="append", default=[], help="API name (repeatable)")
     p.add_argument("--api-file", help="file with one API name per line (# comments allowed)")
     p.add_argument("--all", action="store_true", help="every supported API of --framework "
                    "(or every API in the ACETest data with --constraints acetest)")
-    p.add_argument("--budget", type=int, default=200, help="executed inputs per API (default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=D["budget"],
+                   help="executed inputs per API (default %(default)s)")
+    p.add_argument("--seed", type=int, default=D["seed"])
     p.add_argument("--out", required=True, help="campaign folder (results store, summary, crashes)")
     p.add_argument("--resume", action="store_true", help="continue the campaign recorded in --out")
-    p.add_argument("--constraints", choices=["registry", "acetest"], default="registry",
+    p.add_argument("--constraints", choices=list(CONSTRAINT_SOURCES), default=D["constraints"],
                    help="constraint source: our registry-derived rules or ACETest's extracted data")
-    p.add_argument("--acetest-data", default=os.path.join("third_party", "ACETest", "Tester", "data"),
+    p.add_argument("--acetest-data", default=D["acetest_data"],
                    help="ACETest data directory (holds tensorflow/API2OP.csv)")
-    p.add_argument("--rules", default=None,
+    p.add_argument("--rules", default=D["rules"],
                    help="YAML file of extra per-API rules (registry constraints)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per run before it is a timeout")
-    p.add_argument("--jobs", type=int, default=2, help="APIs run in parallel (one worker each)")
-    p.add_argument("--mem-limit-mb", type=int, default=None, help="worker memory limit")
-    p.add_argument("--ml-filter", nargs="?", const="offline", choices=["offline", "online"],
-                   default=None, help="discard predicted-invalid inputs (models from --models; "
-                   "'online' learns during the campaign)")
-    p.add_argument("--models", default=os.path.join("configs", "models.yaml"),
-                   help="model registry YAML (default configs/models.yaml)")
-    p.add_argument("--exploration", type=float, default=0.05,
-                   help="share of the executed budget spent on predicted-invalid inputs, run anyway to measure the filter's misses (default 0.05; 0 = none)")
-    p.add_argument("--batch", type=int, default=16, help="candidates scored per batch")
-    p.add_argument("--warmup", type=int, default=60,
-                   help="online filter: labelled runs before the first model (default 60)")
-    p.add_argument("--retrain-every", type=int, default=50,
-                   help="online filter: new labels between retrainings (default 50)")
+    p.add_argument("--timeout", type=float, default=D["timeout"],
+                   help="seconds per run before it is a timeout (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=D["jobs"],
+                   help="APIs run in parallel, one worker each (default %(default)s)")
+    p.add_argument("--mem-limit-mb", type=int, default=D["mem_limit_mb"], help="worker memory limit")
+    p.add_argument("--ml-filter", nargs="?", const="offline", choices=list(ML_FILTERS),
+                   default=D["ml_filter"], help="discard predicted-invalid inputs (models from "
+                   "--models; 'online' learns during the campaign)")
+    _models_args(p)
+    p.add_argument("--exploration", type=float, default=D["exploration"],
+                   help="share of the executed budget spent on predicted-invalid inputs, run "
+                   "anyway to measure the filter's misses (default %(default)s; 0 = none)")
+    p.add_argument("--batch", type=int, default=D["batch"],
+                   help="candidates scored per batch (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=D["warmup"],
+                   help="online filter: labelled runs before the first model (default %(default)s)")
+    p.add_argument("--retrain-every", type=int, default=D["retrain_every"],
+                   help="online filter: new labels between retrainings (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -84,18 +100,27 @@ def _campaign_apis(args) -> list[str]:
     return out
 
 
+def _campaign_config(args, apis: list[str]):
+    from .settings import CampaignConfig
+    return CampaignConfig(apis=apis, out=args.out, budget=args.budget, seed=args.seed,
+                          framework=args.framework, constraints=args.constraints,
+                          acetest_data=args.acetest_data, rules=args.rules, timeout=args.timeout,
+                          jobs=args.jobs, resume=args.resume, ml_filter=args.ml_filter,
+                          models=args.models, models_dir=args.models_dir,
+                          exploration=args.exploration, batch=args.batch, warmup=args.warmup,
+                          retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb)
+
+
 def cmd_campaign(args) -> int:
-    from .campaign import CampaignConfig, run_campaign
+    from .campaign import run_campaign
     from .summary import format_table
-    if args.budget < 1:
-        raise UserError("--budget must be at least 1")
-    if not 0.0 <= args.exploration <= 1.0:
-        raise UserError("--exploration must be between 0 and 1")
+    apis = _campaign_apis(args)
+    # the settings first: a nonsensical number or a bad --out stops before any loading
+    cfg = _campaign_config(args, apis)
     if args.constraints == "acetest":
         from .campaign import _acetest_data
         _acetest_data(args.acetest_data)  # a missing/malformed data dir stops here
-    apis = _campaign_apis(args)
-    if args.constraints == "registry":
+    else:
         from .spec import get_spec
         from .solve.rules import load_rules_file
         for a in apis:
@@ -104,14 +129,7 @@ def cmd_campaign(args) -> int:
             load_rules_file(args.rules)
     if args.ml_filter:
         from .filter import check_models_config
-        check_models_config(args.models)
-    cfg = CampaignConfig(apis=apis, out=args.out, budget=args.budget, seed=args.seed,
-                         framework=args.framework, constraints=args.constraints,
-                         acetest_data=args.acetest_data, rules=args.rules, timeout=args.timeout,
-                         jobs=max(1, args.jobs), resume=args.resume, ml_filter=args.ml_filter,
-                         models=args.models, exploration=args.exploration, batch=max(1, args.batch),
-                         warmup=max(1, args.warmup), retrain_every=max(1, args.retrain_every),
-                         mem_limit_mb=args.mem_limit_mb)
+        check_models_config(args.models, args.models_dir)
     summary = run_campaign(cfg, show_progress=not args.no_progress)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
@@ -165,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("specs", help="show an API spec, or spec counts of a framework")
-    s.add_argument("--framework", choices=["tf", "torch"])
+    s.add_argument("--framework", choices=list(FRAMEWORKS))
     s.add_argument("--api")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_specs)
@@ -177,15 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train validity models from a campaign's runs")
     t.add_argument("--runs", required=True, help="campaign folder")
     t.add_argument("--api", action="append", default=[])
-    t.add_argument("--models", default=os.path.join("configs", "models.yaml"))
-    t.add_argument("--out", default=None, help="folder for model files (default: models_dir of --models)")
+    _models_args(t)
+    t.add_argument("--out", dest="models_dir", default=None, help=argparse.SUPPRESS)  # old name
     t.add_argument("--kind", default=None, help="classifier kind (default from --models)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="score validity models on held-out runs")
     e.add_argument("--runs", required=True, help="campaign folder with other-seed runs")
     e.add_argument("--model", action="append", default=[], help="model sidecar .json (repeatable)")
-    e.add_argument("--models", default=os.path.join("configs", "models.yaml"))
+    _models_args(e)
     e.add_argument("--api", action="append", default=[])
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
@@ -205,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except UserError as e:
-        msg = " ".join(str(e).split("\n"))
+        msg = str(e)
+        if isinstance(e, SettingError):  # name the option the user typed
+            option = _OPTION_OF_SETTING.get(e.setting, "--" + e.setting.replace("_", "-"))
+            msg = f"{option}: {e.problem}"
+        msg = " ".join(msg.split("\n"))
         print(f"acetest-ml: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -17,12 +17,13 @@ import numpy as np
 
 from .learner import OnlineLearner
 from .model import AbstractInput, ApiSpec
+from .outcome import Outcome
 
 
-def check_models_config(path: str) -> None:
+def check_models_config(path: str, models_dir: str | None = None) -> None:
     """Load the model registry once so a broken YAML stops the CLI early."""
     from .classify import ModelRegistry
-    ModelRegistry.load(path)
+    ModelRegistry.load(path, models_dir)
 
 
 class _Timing:
@@ -56,7 +57,7 @@ class OfflineFilter:
     def scores(self, batch: list[AbstractInput]):
         return self.timing.timed(self.model.score_batch, batch)
 
-    def observe(self, ai: AbstractInput, outcome: str) -> None:
+    def observe(self, ai: AbstractInput, outcome: Outcome) -> None:
         pass
 
     def info(self) -> dict:
@@ -119,7 +120,7 @@ def make_filter(cfg, spec: ApiSpec, store):
     """The filter for one API of a campaign (offline model, or online when
     the registry has none / ``--ml-filter online``)."""
     from .classify import ModelRegistry
-    registry = ModelRegistry.load(cfg.models)
+    registry = ModelRegistry.load(cfg.models, cfg.models_dir)
     note = None
     if cfg.ml_filter == "offline":
         model = registry.model_for(spec.name, spec)

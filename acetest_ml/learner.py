@@ -24,6 +24,7 @@ import math
 from typing import Any, Callable, Optional, Sequence
 
 from .model import AbstractInput, ApiSpec
+from .outcome import Outcome
 
 
 class Label(enum.IntEnum):
@@ -32,8 +33,8 @@ class Label(enum.IntEnum):
     CRASH = 2  # crash or timeout
 
 
-_LABEL_OF = {"pass": Label.PASS, "invalid": Label.INVALID,
-             "crash": Label.CRASH, "timeout": Label.CRASH}
+_LABEL_OF = {Outcome.PASS: Label.PASS, Outcome.INVALID: Label.INVALID,
+             Outcome.CRASH: Label.CRASH, Outcome.TIMEOUT: Label.CRASH}
 
 
 def label_of(outcome: Any) -> Optional[Label]:

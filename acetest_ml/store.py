@@ -2,7 +2,9 @@
 
 A candidate that ran has an ``outcome`` (pass / invalid / crash / timeout);
 one that the filter discarded has ``decision = 'discard'`` and no outcome; one
-refused by the size caps has outcome ``skipped``. Every row is committed as
+refused by the size caps or not buildable has outcome ``skipped``; one whose
+call our own conversion code failed to build has outcome ``internal``
+(:mod:`acetest_ml.outcome` names them all). Every row is committed as
 it is written (WAL journal), so a killed campaign loses nothing it recorded;
 ``(api, seed, idx)`` is unique, so a resumed campaign cannot record a
 candidate twice.
@@ -18,11 +20,15 @@ from typing import Iterator, Optional
 
 from .errors import UserError
 from .model import AbstractInput
+from .outcome import ALL, EXECUTED, Decision, Outcome, sql_list
 
 DB_NAME = "runs.sqlite"
 SCHEMA_VERSION = 1
 
-EXECUTED_OUTCOMES = ("pass", "invalid", "crash", "timeout")
+EXECUTED_OUTCOMES = EXECUTED
+_EXECUTED_SQL = sql_list(EXECUTED)
+_OUTCOMES = {o.value: o for o in Outcome}
+_DECISIONS = {d.value: d for d in Decision}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,7 +67,7 @@ class Record:
     input: AbstractInput
     score: Optional[float]
     decision: str
-    outcome: Optional[str]
+    outcome: Optional[Outcome]
     exc_type: Optional[str]
     message: Optional[str]
     signature: Optional[str]
@@ -109,7 +115,7 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # -- writing --------------------------------------------------------------
-    def add(self, api: str, seed: int, idx: int, ai: AbstractInput, *, decision: str = "none",
+    def add(self, api: str, seed: int, idx: int, ai: AbstractInput, *, decision: str = Decision.NONE,
             score: float | None = None, outcome: str | None = None, exc_type: str | None = None,
             message: str | None = None, signature: str | None = None,
             duration: float | None = None) -> None:
@@ -145,7 +151,7 @@ class Store:
         return 0 if row[0] is None else int(row[0]) + 1
 
     def count_executed(self, api: str, seed: int | None = None) -> int:
-        q = "SELECT COUNT(*) FROM candidates WHERE api = ? AND outcome IN ('pass','invalid','crash','timeout')"
+        q = "SELECT COUNT(*) FROM candidates WHERE api = ? AND outcome IN " + _EXECUTED_SQL
         args: tuple = (api,)
         if seed is not None:
             q += " AND seed = ?"
@@ -178,13 +184,15 @@ class Store:
             q += " AND seed = ?"
             args.append(seed)
         if executed_only:
-            q += " AND outcome IN ('pass','invalid','crash','timeout')"
+            q += " AND outcome IN " + _EXECUTED_SQL
         q += " ORDER BY api, seed, idx"
         for row in self.db.execute(q, args).fetchall():
-            yield Record(row[0], row[1], row[2], AbstractInput.loads(row[3]), *row[4:])
+            outcome = _OUTCOMES.get(row[6], row[6])
+            yield Record(row[0], row[1], row[2], AbstractInput.loads(row[3]), row[4],
+                         _DECISIONS.get(row[5], row[5]), outcome, *row[7:])
 
     def outcome_counts(self, api: str) -> dict[str, int]:
-        out = {k: 0 for k in EXECUTED_OUTCOMES + ("skipped",)}
+        out = {k.value: 0 for k in ALL}
         for outcome, n in self.db.execute(
                 "SELECT outcome, COUNT(*) FROM candidates WHERE api = ? AND outcome IS NOT NULL"
                 " GROUP BY outcome", (api,)):

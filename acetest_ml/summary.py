@@ -7,12 +7,13 @@ import json
 import os
 from collections import Counter
 
+from .outcome import EXECUTED, FAILURES, ApiStatus, Decision, Outcome
 from .store import Store
 
 
 def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
     counts = store.outcome_counts(api)
-    executed = sum(counts[k] for k in ("pass", "invalid", "crash", "timeout"))
+    executed = sum(counts[k] for k in EXECUTED)
     sigs: Counter = Counter()
     top_errors: Counter = Counter()
     decisions: Counter = Counter()
@@ -28,54 +29,58 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
         by_decision.setdefault(decision, Counter())[outcome] += 1
         if score is not None:
             score_known += 1
-        if outcome in ("crash", "timeout") and signature:
+        if outcome in FAILURES and signature:
             sigs[signature] += 1
-        elif outcome == "crash":
+        elif outcome == Outcome.CRASH:
             sigs["crash (no signature)"] += 1
-        if outcome == "invalid":
+        if outcome == Outcome.INVALID:
             top_errors[_short_error(exc_type, message)] += 1
     status = status or {}
     info = status.get("info", {})
     elapsed = float(info.get("elapsed") or 0.0)
     out = {
-        "status": status.get("status", "done"),
+        "status": status.get("status", ApiStatus.DONE.value),
         "executed": executed,
-        "passed": counts["pass"],
-        "invalid": counts["invalid"],
-        "crash": counts["crash"],
-        "timeout": counts["timeout"],
-        "skipped_inputs": counts["skipped"],
-        "pass_rate": counts["pass"] / executed if executed else 0.0,
+        "passed": counts[Outcome.PASS],
+        "invalid": counts[Outcome.INVALID],
+        "crash": counts[Outcome.CRASH],
+        "timeout": counts[Outcome.TIMEOUT],
+        "skipped_inputs": counts[Outcome.SKIPPED],
+        "internal_errors": counts[Outcome.INTERNAL],
+        "pass_rate": counts[Outcome.PASS] / executed if executed else 0.0,
         "exec_per_s": executed / elapsed if elapsed > 0 else 0.0,
-        "valid_exec_per_s": counts["pass"] / elapsed if elapsed > 0 else 0.0,
+        "valid_exec_per_s": counts[Outcome.PASS] / elapsed if elapsed > 0 else 0.0,
         "elapsed_s": elapsed,
         "crash_signatures": sorted(sigs),
         "top_errors": [[m, n] for m, n in top_errors.most_common(3)],
     }
+    out["health"] = info.get("health") or "ok"
     if status.get("reason"):
         out["reason"] = status["reason"]
     if info.get("constraints"):
         out["constraints"] = info["constraints"]
     if "filter" in info or score_known:
         f = info.get("filter", {})
-        accepted = by_decision.get("accept", Counter())
-        explored = by_decision.get("explore", Counter())
-        acc_exec = sum(accepted[k] for k in ("pass", "invalid", "crash", "timeout"))
-        exp_exec = sum(explored[k] for k in ("pass", "invalid", "crash", "timeout"))
+        accepted = by_decision.get(Decision.ACCEPT, Counter())
+        explored = by_decision.get(Decision.EXPLORE, Counter())
+        acc_exec = sum(accepted[k] for k in EXECUTED)
+        exp_exec = sum(explored[k] for k in EXECUTED)
         out["filter"] = {
             "mode": f.get("mode"),
             "model": f.get("model"),
             "note": f.get("note"),
             "candidates": candidates,
-            "discarded": decisions.get("discard", 0),
-            "explored": decisions.get("explore", 0),
-            "accepted": decisions.get("accept", 0),
-            "warmup": decisions.get("warmup", 0),
+            "discarded": decisions.get(Decision.DISCARD, 0),
+            "explored": decisions.get(Decision.EXPLORE, 0),
+            # the share of executed runs spent on exploration (bounded by --exploration)
+            "explore_share": exp_exec / executed if executed else 0.0,
+            "accepted": decisions.get(Decision.ACCEPT, 0),
+            "warmup": decisions.get(Decision.WARMUP, 0),
             "candidates_per_exec": candidates / executed if executed else 0.0,
-            "accepted_pass_rate": accepted["pass"] / acc_exec if acc_exec else None,
+            "accepted_pass_rate": accepted[Outcome.PASS] / acc_exec if acc_exec else None,
             # share of predicted-invalid inputs that would have passed: measured
             # on the exploration runs, the unbiased sample of the discards
-            "est_false_discard_rate": explored["pass"] / exp_exec if exp_exec else None,
+            "est_false_discard_rate": explored[Outcome.PASS] / exp_exec if exp_exec else None,
             "score_us_per_candidate": f.get("score_us_per_candidate"),
             "retrains": f.get("retrains"),
         }
@@ -95,8 +100,8 @@ def summarize(store: Store, cfg=None) -> dict:
     out = {"apis": {}}
     for api in apis:
         st = statuses.get(api, {})
-        if st.get("status") == "skipped" and not store.count_executed(api):
-            out["apis"][api] = {"status": "skipped", "reason": st.get("reason"), "executed": 0,
+        if st.get("status") == ApiStatus.SKIPPED and not store.count_executed(api):
+            out["apis"][api] = {"status": ApiStatus.SKIPPED.value, "reason": st.get("reason"), "executed": 0,
                                 "passed": 0, "invalid": 0, "crash": 0, "timeout": 0,
                                 "pass_rate": 0.0, "exec_per_s": 0.0, "crash_signatures": []}
             continue
@@ -106,7 +111,8 @@ def summarize(store: Store, cfg=None) -> dict:
     passed = sum(v["passed"] for v in ran)
     out["overall"] = {
         "apis_run": len(ran),
-        "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == "skipped"),
+        "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == ApiStatus.SKIPPED),
+        "apis_unhealthy": sorted(a for a, v in out["apis"].items() if v.get("health", "ok") != "ok"),
         "executed": total,
         "passed": passed,
         "pooled_pass_rate": passed / total if total else 0.0,
@@ -130,18 +136,24 @@ def write_summary(out_dir: str, summary: dict) -> str:
 def format_table(summary: dict) -> str:
     rows = [("API", "exec", "pass%", "invalid", "crash", "timeout", "sigs", "exec/s", "note")]
     for api, v in summary["apis"].items():
-        if v.get("status") == "skipped" and not v.get("executed"):
+        if v.get("status") == ApiStatus.SKIPPED and not v.get("executed"):
             rows.append((api, "-", "-", "-", "-", "-", "-", "-", "skipped: " + (v.get("reason") or "")[:70]))
             continue
-        note = ""
+        notes = []
+        if v.get("health", "ok") != "ok":
+            notes.append(f"UNHEALTHY {v['health']}: {v.get('reason') or ''}")
+        if v.get("internal_errors"):
+            notes.append(f"{v['internal_errors']} internal errors (ours, see summary.json)")
         f = v.get("filter")
         if f:
             apr = f.get("accepted_pass_rate")
-            note = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
+            fnote = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
             if apr is not None:
-                note += f", accepted pass {apr:.0%}"
+                fnote += f", accepted pass {apr:.0%}"
             if f.get("note"):
-                note += f" ({f['note']})"
+                fnote += f" ({f['note']})"
+            notes.append(fnote)
+        note = "; ".join(notes)
         rows.append((api, str(v["executed"]), f"{v['pass_rate']:.1%}", str(v["invalid"]),
                      str(v["crash"]), str(v["timeout"]), str(len(v["crash_signatures"])),
                      f"{v['exec_per_s']:.1f}", note))

@@ -15,6 +15,7 @@ from typing import Optional
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
 from .learner import is_valid, label_of
+from .outcome import FAILURES
 from .store import Store
 
 
@@ -56,8 +57,9 @@ def datasets(store: Store, apis: list[str] | None = None, *, seed: int | None = 
         ds = Dataset(api, stored_spec(store, api))
         for r in store.records(api, executed_only=True, seed=seed):
             y = label_of(r.outcome)
-            if r.outcome in ("crash", "timeout"):
-                setattr(ds, r.outcome, getattr(ds, r.outcome) + 1)
+            if r.outcome in FAILURES:
+                name = str(r.outcome)
+                setattr(ds, name, getattr(ds, name) + 1)
             if y is None:
                 continue
             ds.inputs.append(r.input)
@@ -69,19 +71,20 @@ def datasets(store: Store, apis: list[str] | None = None, *, seed: int | None = 
 def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
               out_dir: str | None = None, kind: str | None = None, min_per_class: int = 10
               ) -> dict[str, dict]:
-    """Train and save a model per API; returns {api: report}."""
+    """Train and save a model per API into ``out_dir`` (default: the
+    registry's models folder, created on demand); returns {api: report}."""
     from .classify import ModelRegistry, TooFewExamples, train_model
-    registry = ModelRegistry.load(models_yaml)
-    target = out_dir or str(registry.models_dir)
+    registry = ModelRegistry.load(models_yaml, out_dir)
+    target = str(registry.models_dir)
     os.makedirs(target, exist_ok=True)
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
         for api, ds in datasets(store, apis).items():
             row = {"n": len(ds.labels), "valid": ds.n_valid, "invalid": ds.n_invalid,
                    "crash": ds.crash, "timeout": ds.timeout}
-            conf = registry.config_for(api)
+            conf = registry.config_for(api, kind)
             try:
-                model = train_model(ds.spec, ds.inputs, ds.labels, kind=kind or conf.kind,
+                model = train_model(ds.spec, ds.inputs, ds.labels, kind=conf.kind,
                                     params=conf.params, threshold=conf.threshold,
                                     min_per_class=min_per_class)
             except TooFewExamples as e:
@@ -96,8 +99,8 @@ def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
     return report
 
 
-def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: list[str] | None
-                 ) -> dict[str, dict]:
+def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: list[str] | None,
+                 models_dir: str | None = None) -> dict[str, dict]:
     from .classify import ModelRegistry, ValidityModel
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
@@ -106,7 +109,7 @@ def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: 
             m = ValidityModel.load(p)
             by_api[m.api] = m
         wanted = apis or (list(by_api) if by_api else store.apis())
-        registry = ModelRegistry.load(models_yaml) if not by_api else None
+        registry = ModelRegistry.load(models_yaml, models_dir) if not by_api else None
         for api, ds in datasets(store, wanted).items():
             model = by_api.get(api)
             if model is None and registry is not None:
@@ -132,7 +135,7 @@ def _fmt(v) -> str:
 
 
 def train_command(args) -> int:
-    rep = train_all(args.runs, args.models, args.api or None, args.out, args.kind)
+    rep = train_all(args.runs, args.models, args.api or None, args.models_dir, args.kind)
     print(f"{'API':44} {'n':>5} {'valid':>5} {'inv':>5} {'crash':>5}  status")
     for api, r in rep.items():
         extra = ""
@@ -149,7 +152,7 @@ def train_command(args) -> int:
 
 
 def eval_command(args) -> int:
-    rep = evaluate_all(args.runs, args.models, args.model, args.api or None)
+    rep = evaluate_all(args.runs, args.models, args.model, args.api or None, args.models_dir)
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0

@@ -19,7 +19,6 @@ budget: {{train: 300, eval: 200}}
 jobs: 2
 exploration: 0.05
 min_per_class: 3
-models: {os.path.join(os.path.dirname(__file__), '..', 'configs', 'models.yaml')}
 acetest_apis: {'[tf.raw_ops.BiasAdd]' if have_data else '[]'}
 registry_apis: [tf.raw_ops.Add, torch.ops.aten.mm]
 quick:

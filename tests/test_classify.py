@@ -302,13 +302,35 @@ def test_yaml_kind_swap(data, tmp_path):
     assert loaded.classifier.estimator.n_estimators == 40
 
 
-def test_shipped_models_yaml_loads():
-    reg = ModelRegistry.load(REPO / "configs" / "models.yaml")
+def test_shipped_models_yaml_loads(tmp_path, monkeypatch):
+    from acetest_ml.settings import DEFAULT_MODELS
+    assert Path(DEFAULT_MODELS) == REPO / "acetest_ml" / "configs" / "models.yaml"
+    monkeypatch.chdir(tmp_path)
+    reg = ModelRegistry.load(DEFAULT_MODELS)
     c = reg.config_for(API)
-    assert c.kind == "lightgbm" and (c.threshold == "auto" or 0 <= c.threshold <= 1)
-    assert c.model_path.parent == REPO / "configs" / "models"
+    assert c.kind == "lightgbm" and c.threshold == "auto"
+    # the packaged registry keeps models in ./models of the current folder,
+    # never inside the installed package
+    assert c.model_path.parent == tmp_path / "models"
+    assert ModelRegistry.load(DEFAULT_MODELS, tmp_path / "m2").config_for(API).model_path.parent \
+        == tmp_path / "m2"
     for kind in ("hist_gb", "random_forest"):
         assert kind in reg.kind_params
+
+
+def test_kind_override_takes_that_kinds_params():
+    """``train --kind hist_gb`` with a LightGBM default: hist_gb's own kind_params
+    apply, none of LightGBM's (which scikit-learn would refuse)."""
+    from acetest_ml.settings import DEFAULT_MODELS
+    reg = ModelRegistry.load(DEFAULT_MODELS)
+    c = reg.config_for(API, "hist_gb")
+    assert c.kind == "hist_gb"
+    assert c.params["max_iter"] == reg.kind_params["hist_gb"]["max_iter"]
+    assert c.params == {**HistGBKind.default_params(), **reg.kind_params["hist_gb"]}
+    assert not {"num_iterations", "num_leaves", "min_data_in_leaf", "is_unbalance"} & set(c.params)
+    HistGBKind().check_params(c.params)
+    with pytest.raises(ConfigError, match="no_such"):
+        reg.config_for(API, "no_such")
 
 
 @pytest.mark.parametrize("text, key, problem", [

@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 from acetest_ml.cli import main
+from acetest_ml.model import safe_name
 
 API = "tf.raw_ops.Add"  # broadcasting rules: both outcomes are common
 
 
 def _models_yaml(tmp_path):
-    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "configs", "models.yaml")))
+    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "acetest_ml", "configs", "models.yaml")))
     doc["models_dir"] = "models"
     doc["apis"] = {}
     path = tmp_path / "models.yaml"
@@ -99,3 +100,45 @@ def test_no_model_falls_back_to_online(tmp_path):
     assert later and all(r[2] is not None for r in later)  # online model scores after warm-up
     f = json.load(open(os.path.join(out, "summary.json")))["apis"][API]["filter"]
     assert f["mode"] == "online" and "no model" in f["note"] and f["retrains"] >= 1
+
+
+def test_train_kind_hist_gb_uses_its_own_params(trained, capsys):
+    """``train --kind hist_gb`` under a LightGBM default trains (it used to pass
+    LightGBM's num_iterations to scikit-learn and end in a traceback)."""
+    tmp, models, train_out = trained
+    capsys.readouterr()
+    assert main(["train", "--runs", train_out, "--models", models, "--kind", "hist_gb",
+                 "--models-dir", str(tmp / "hgb_cli")]) == 0
+    out = capsys.readouterr().out
+    assert "hist_gb" in out and "1 of 1 APIs trained" in out
+    side = json.load(open(tmp / "hgb_cli" / f"{safe_name(API)}.json"))
+    assert side["kind"] == "hist_gb"
+    assert any(f.endswith(".pkl") for f in os.listdir(tmp / "hgb_cli"))
+
+
+def _cli(args, cwd):
+    import subprocess
+    import sys
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "acetest_ml.cli"] + args, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_default_registry_works_outside_the_repository(trained, tmp_path):
+    """From a folder outside the repository and without --models: train puts
+    the model into ./models (created on demand), campaign --ml-filter and eval
+    find it there; the framework's start-up lines stay out of stderr."""
+    _, _, train_out = trained
+    r = _cli(["train", "--runs", train_out], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(tmp_path / "models" / f"{safe_name(API)}.json")
+    r = _cli(["campaign", "--api", API, "--budget", "20", "--seed", "3", "--out", "c",
+              "--ml-filter", "--no-progress"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    f = json.load(open(tmp_path / "c" / "summary.json"))["apis"][API]["filter"]
+    assert f["mode"] == "offline"
+    assert os.path.realpath(f["model"]) == os.path.realpath(tmp_path / "models" / f"{safe_name(API)}.json")
+    assert r.stderr.strip() == "", r.stderr  # no TF start-up noise, no warnings
+    r = _cli(["eval", "--runs", "c", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[API]["status"] == "evaluated"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from acetest_ml.settings import DEFAULT_MODELS
 from acetest_ml.upstream import activate, hook, runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ PATCHES = REPO / "patches"
 STANDIN = Path(__file__).parent / "upstream_standin"
 SRC = STANDIN / "Tester" / "src"
 API = "tf.raw_ops.BiasAdd"
-MODELS = REPO / "configs" / "models.yaml"  # online training takes kind, params, threshold from it
+MODELS = DEFAULT_MODELS  # online training takes kind, params, threshold from it
 # timing fields differ between any two runs
 _TIMING = ("score_time_s", "score_us_per_candidate")
 

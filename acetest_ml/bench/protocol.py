@@ -21,8 +21,11 @@ import yaml
 
 from ..campaign import CampaignConfig, run_campaign
 from ..errors import ConfigError
+from ..outcome import ApiStatus
+from ..settings import DEFAULTS
 
 ARMS = ("baseline", "filtered", "online")
+_FINISHED = (ApiStatus.SKIPPED, ApiStatus.DONE, ApiStatus.UNHEALTHY)
 
 
 @dataclass
@@ -34,11 +37,11 @@ class BenchConfig:
     seed_eval: int = 2
     budget_train: int = 300
     budget_eval: int = 200
-    timeout: float = 10.0
-    jobs: int = 2
-    exploration: float = 0.05
+    timeout: float = DEFAULTS["timeout"]
+    jobs: int = DEFAULTS["jobs"]
+    exploration: float = DEFAULTS["exploration"]
     rules: Optional[str] = None
-    models: str = "configs/models.yaml"
+    models: str = DEFAULTS["models"]
     min_per_class: int = 10
     quick: bool = False
     extra: dict = field(default_factory=dict)
@@ -75,9 +78,10 @@ def load_bench_config(path: str, quick: bool = False) -> BenchConfig:
     cfg = BenchConfig(path=path, acetest_apis=acetest_apis, registry_apis=registry_apis,
                       seed_train=int(seeds.get("train", 1)), seed_eval=int(seeds.get("eval", 2)),
                       budget_train=int(budget.get("train", 300)), budget_eval=int(budget.get("eval", 200)),
-                      timeout=float(doc.get("timeout", 10.0)), jobs=int(doc.get("jobs", 2)),
-                      exploration=float(doc.get("exploration", 0.05)), rules=doc.get("rules"),
-                      models=doc.get("models", "configs/models.yaml"),
+                      timeout=doc.get("timeout", DEFAULTS["timeout"]),
+                      jobs=doc.get("jobs", DEFAULTS["jobs"]),
+                      exploration=doc.get("exploration", DEFAULTS["exploration"]),
+                      rules=doc.get("rules"), models=doc.get("models", DEFAULTS["models"]),
                       min_per_class=int(doc.get("min_per_class", 10)))
     if quick:
         q = get(doc, "quick", dict, {})
@@ -95,10 +99,20 @@ def load_bench_config(path: str, quick: bool = False) -> BenchConfig:
         cfg.quick = True
     if not cfg.apis:
         raise ConfigError(f"{path}: no APIs listed (acetest_apis / registry_apis)")
+    # the campaign settings check every number the arms will use
+    from ..settings import SettingError
+    for budget in (cfg.budget_train, cfg.budget_eval):
+        try:
+            CampaignConfig(apis=cfg.apis, out=".", budget=budget, timeout=cfg.timeout,
+                           jobs=cfg.jobs, exploration=cfg.exploration)
+        except SettingError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    base = os.path.dirname(os.path.abspath(path))
     if cfg.rules:
-        base = os.path.dirname(os.path.abspath(path))
         if not os.path.isabs(cfg.rules) and not os.path.exists(cfg.rules):
             cfg.rules = os.path.join(base, cfg.rules)
+    if "models" in doc and not os.path.isabs(cfg.models):
+        cfg.models = os.path.join(base, cfg.models)
     return cfg
 
 
@@ -118,7 +132,7 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
         with open(done_marker) as f:
             prev = json.load(f)
         # finished earlier: every API reached its budget or was skipped
-        if all(v.get("executed", 0) >= budget or v.get("status") in ("skipped", "done")
+        if all(v.get("executed", 0) >= budget or v.get("status") in _FINISHED
                for v in prev.get("apis", {}).values()) and len(prev.get("apis", {})) >= len(cfg.apis):
             return prev
     return run_campaign(ccfg, show_progress=progress)

@@ -39,6 +39,7 @@ import yaml
 
 from ..errors import UserError
 from ..execute.supervisor import crash_signature
+from ..settings import DEFAULT_MODELS
 
 UPSTREAM_ARMS = ("upstream", "up-offline", "up-online")
 OUR_ARMS = ("ours", "ours-online")
@@ -138,7 +139,7 @@ def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed
     out = io.StringIO()
     t0 = time.time()
     code = run_upstream([f"--target_api={api}", f"--test_round={rounds}", "--mode=cpu_ori", "--framework=tf",
-                         f"--round_timeout={int(round_timeout)}", f"--work_path={work}"], ml_filter=mode, models=models or "configs/models.yaml",
+                         f"--round_timeout={int(round_timeout)}", f"--work_path={work}"], ml_filter=mode, models=models or DEFAULT_MODELS,
                         acetest_home=priv, seed=seed, warmup=warmup, exploration=exploration,
                         out=out, log=os.path.join(work_dir, "upstream.log"), collect=collect,
                         reallocate=reallocate)
@@ -199,7 +200,7 @@ def models_yaml_for(out: str, base_yaml: str) -> str:
 # ------------------------------------------------------------ the scope
 
 def run_scope(apis: list[str], home: str, acetest_data: str, out: str, *, rounds: int = 300,
-              seed_train: int = 1, seed_eval: int = 2, arms: tuple = ARMS, base_models: str = "configs/models.yaml",
+              seed_train: int = 1, seed_eval: int = 2, arms: tuple = ARMS, base_models: str = DEFAULT_MODELS,
               warmup: int = 40, round_timeout: int = 10, progress=print, report_only: bool = False) -> dict:
     """Run (or, with ``report_only``, only read) every arm of every API."""
     data = data_root(home, acetest_data)

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from ..errors import ConfigError
+from ..settings import DEFAULT_MODELS, DEFAULT_MODELS_DIR
 from ..model import AbstractInput, ApiSpec
 from .base import ClassifierKind, ModelFileError
 from .kinds import KINDS, get_kind
@@ -66,8 +67,21 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "ModelRegistry":
-        path = Path(path)
+    def load(cls, path: Union[str, Path], models_dir: Union[str, Path, None] = None
+             ) -> "ModelRegistry":
+        """Read ``path``. ``models_dir`` overrides the file's ``models_dir``;
+        the registry shipped in the package keeps its models in
+        ``./models`` of the current folder (models never go into the
+        installed package)."""
+        reg = cls._load(Path(path))
+        if models_dir is not None:
+            reg.models_dir = Path(models_dir).absolute()
+        elif _is_packaged(Path(path)):
+            reg.models_dir = Path.cwd() / DEFAULT_MODELS_DIR
+        return reg
+
+    @classmethod
+    def _load(cls, path: Path) -> "ModelRegistry":
         try:
             text = path.read_text()
         except OSError as e:
@@ -162,13 +176,22 @@ class ModelRegistry:
         return reg
 
     # ------------------------------------------------------------------ queries
-    def config_for(self, api: str) -> ModelConfig:
+    def config_for(self, api: str, kind: Optional[str] = None) -> ModelConfig:
+        """The effective configuration of ``api``; ``kind`` overrides the
+        configured kind (``train --kind``), and the parameters are then that
+        kind's own (its ``kind_params``, plus ``default.params`` / the API's
+        ``params`` only when they were written for that kind)."""
         ov = self.apis.get(api, {})
-        kind = ov.get("kind", self.default.kind)
+        configured = ov.get("kind", self.default.kind)
+        if kind is None:
+            kind = configured
+        elif kind not in KINDS:
+            raise ConfigError(f"unknown classifier kind {kind!r} (known: {', '.join(sorted(KINDS))})")
         params = {**get_kind(kind).default_params(), **self.kind_params.get(kind, {})}
         if kind == self.default.kind:
             params.update(self.default.params)
-        params.update(ov.get("params", {}))
+        if kind == configured:
+            params.update(ov.get("params", {}))
         model = ov.get("model") or (self.models_dir / f"{safe_name(api)}.json")
         return ModelConfig(api=api, kind=kind, threshold=ov.get("threshold", self.default.threshold),
                            params=params, model_path=Path(model))
@@ -204,6 +227,13 @@ class ModelRegistry:
         if save:
             m.save_prefix(cfg.model_path)
         return m
+
+
+def _is_packaged(path: Path) -> bool:
+    try:
+        return path.resolve() == Path(DEFAULT_MODELS).resolve()
+    except OSError:
+        return False
 
 
 def _check_kind(err, key: str, kind: Any) -> None:

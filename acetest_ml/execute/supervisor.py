@@ -44,6 +44,7 @@ from ..errors import UserError
 from ..materialize import (DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, CapExceeded,  # noqa: F401
                            check_caps, plan_call)
 from ..model import AbstractInput, ApiSpec
+from ..outcome import Outcome, Stage
 from .frameworks import adapter_class
 from .worker import HEADER, MAX_MESSAGE, encode_message, write_all
 
@@ -58,6 +59,9 @@ STDERR_KEEP = 8000
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+_STAGES = {s.value for s in Stage}
+
+
 class WorkerStartError(UserError):
     """The worker could not start (framework missing, import failure...)."""
 
@@ -70,7 +74,7 @@ class WorkerProtocolError(RuntimeError):
 class RunResult:
     """The label of one run.
 
-    outcome     "pass" | "invalid" | "crash" | "timeout"
+    outcome     an Outcome: pass | invalid | crash | timeout (the campaign adds skipped / internal)
     exc_type    invalid: ``module.Class`` of the exception
     message     invalid: first 2000 chars of the exception text;
                 crash/timeout: a short description
@@ -79,18 +83,18 @@ class RunResult:
                 worker); from request to death / deadline for crash/timeout
     exit_code   crash: the worker's exit status (negative = killed by signal)
     signal_name crash: e.g. "SIGABRT"
-    stage       invalid: "call", or "materialize" when building the arguments failed
+    stage       invalid: Stage.CALL, or Stage.MATERIALIZE when building the arguments failed
     stderr      crash/timeout: the worker's stderr for this run (last 8000 chars)
     """
 
-    outcome: str
+    outcome: Outcome
     exc_type: Optional[str] = None
     message: Optional[str] = None
     signature: Optional[str] = None
     duration: float = 0.0
     exit_code: Optional[int] = None
     signal_name: Optional[str] = None
-    stage: Optional[str] = None
+    stage: Optional[Stage] = None
     stderr: Optional[str] = None
 
     def to_dict(self) -> dict:
@@ -371,23 +375,25 @@ class Executor:
         elapsed = time.monotonic() - t0
         if reply is _TIMEOUT:
             self._kill()
-            return RunResult(outcome="timeout", duration=elapsed,
+            return RunResult(outcome=Outcome.TIMEOUT, duration=elapsed,
                              message=f"no reply within {limit:g}s; worker killed",
                              stderr=self._log_text(offset)[-STDERR_KEEP:] or None)
         if reply is None:
             code = self._kill()
             text = self._log_text(offset)
             sig = _signal_name(code)
-            return RunResult(outcome="crash", duration=elapsed, exit_code=code, signal_name=sig,
+            return RunResult(outcome=Outcome.CRASH, duration=elapsed, exit_code=code, signal_name=sig,
                              signature=crash_signature(code, text),
                              message=f"worker died ({sig or f'exit {code}'})",
                              stderr=text[-STDERR_KEEP:] or None)
         if not isinstance(reply, dict) or reply.get("id") != rid or reply.get("outcome") not in (
-                "pass", "invalid"):
+                Outcome.PASS, Outcome.INVALID):
             self._kill()
             raise WorkerProtocolError(f"unexpected reply to request {rid}: {reply!r:.200}")
-        if reply["outcome"] == "pass":
-            return RunResult(outcome="pass", duration=float(reply.get("duration", elapsed)))
-        return RunResult(outcome="invalid", exc_type=reply.get("exc_type"),
-                         message=reply.get("message"), stage=reply.get("stage"),
+        if reply["outcome"] == Outcome.PASS:
+            return RunResult(outcome=Outcome.PASS, duration=float(reply.get("duration", elapsed)))
+        stage = reply.get("stage")
+        return RunResult(outcome=Outcome.INVALID, exc_type=reply.get("exc_type"),
+                         message=reply.get("message"),
+                         stage=Stage(stage) if stage in _STAGES else stage,
                          duration=float(reply.get("duration", elapsed)))

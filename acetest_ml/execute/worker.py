@@ -28,6 +28,8 @@ import sys
 import time
 from typing import Any
 
+from ..outcome import Outcome, Stage
+
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 1 << 30
 MESSAGE_CHARS = 2000
@@ -85,7 +87,7 @@ def handle(adapter, request: dict) -> dict:
     """Run one request; returns the reply (without the id)."""
     from ..model import AbstractInput
 
-    stage = "materialize"
+    stage = Stage.MATERIALIZE
     start = time.perf_counter()
     duration = 0.0
     try:
@@ -95,7 +97,7 @@ def handle(adapter, request: dict) -> dict:
         args = [adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["positional"]]
         kwargs = {n: adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["keyword"]}
         kwargs.update({n: None for n in plan.get("none", [])})
-        stage = "call"
+        stage = Stage.CALL
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
@@ -104,11 +106,11 @@ def handle(adapter, request: dict) -> dict:
             duration = time.perf_counter() - start
         del result, args, kwargs
     except Exception as e:
-        if stage == "materialize":
+        if stage == Stage.MATERIALIZE:
             duration = time.perf_counter() - start
-        return {"outcome": "invalid", "exc_type": exception_type(e),
-                "message": exception_message(e), "stage": stage, "duration": duration}
-    return {"outcome": "pass", "duration": duration}
+        return {"outcome": Outcome.INVALID.value, "exc_type": exception_type(e),
+                "message": exception_message(e), "stage": stage.value, "duration": duration}
+    return {"outcome": Outcome.PASS.value, "duration": duration}
 
 
 def serve(framework: str) -> int:

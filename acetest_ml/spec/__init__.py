@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from ..errors import UnknownApiError
 from ..model import ApiSpec
+from ..quiet import import_framework
+
+#: the module each framework's specs are read from (imported quietly first)
+_FRAMEWORK_MODULES = {"tf": "tensorflow", "torch": "torch"}
 
 
 def framework_of(name: str) -> str:
@@ -16,6 +20,8 @@ def framework_of(name: str) -> str:
 
 def get_spec(name: str, framework: str | None = None) -> ApiSpec:
     fw = framework or framework_of(name)
+    if fw in _FRAMEWORK_MODULES:
+        import_framework(_FRAMEWORK_MODULES[fw])
     if fw == "tf":
         from .tensorflow import get_tf_spec
         return get_tf_spec(name)
@@ -26,6 +32,8 @@ def get_spec(name: str, framework: str | None = None) -> ApiSpec:
 
 
 def load_specs(framework: str) -> dict[str, ApiSpec]:
+    if framework in _FRAMEWORK_MODULES:
+        import_framework(_FRAMEWORK_MODULES[framework])
     if framework == "tf":
         from .tensorflow import load_tf_specs
         return load_tf_specs()

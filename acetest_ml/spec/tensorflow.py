@@ -358,7 +358,8 @@ def spec_from_op_def(op_def, param_names: Optional[list[str]] = None) -> ApiSpec
 # --------------------------------------------------------------------------- public API
 
 def _import_tf():
-    import tensorflow as tf
+    from ..quiet import import_framework
+    tf = import_framework("tensorflow")  # its start-up lines go to a log, not the terminal
     from tensorflow.python.framework import op_def_registry
     return tf, op_def_registry
 

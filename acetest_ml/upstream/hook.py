@@ -47,11 +47,14 @@ from typing import Any, Callable, Optional
 from ..errors import ConfigError, UserError
 from ..model import AbstractInput, ApiSpec
 from ..learner import OnlineLearner
+from ..outcome import EXECUTED, Outcome
 from . import convert
 
 STATS_FILE = "acetest_ml_filter.json"
 MODES = ("none", "models", "online")
-OUTCOMES = ("pass", "invalid", "crash", "timeout", "oom", "unsupported", "unknown")
+#: upstream's runner also reports out-of-memory and runs it could not label
+OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
+OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
 DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
@@ -335,17 +338,17 @@ class ApiFilter:
     def outcome_of(runner, counters: dict) -> str:
         delta = {k: getattr(runner, k, 0) - counters[k] for k in _COUNTERS}
         if delta["invalid"] > 0:
-            return "invalid"
+            return Outcome.INVALID
         if delta["crash"] > 0:
-            return "crash"
+            return Outcome.CRASH
         if delta["timeout"] > 0:
-            return "timeout"
+            return Outcome.TIMEOUT
         if delta["OOM"] > 0:
-            return "oom"
+            return OOM
         proc = getattr(runner, "runner_p", None)
         if proc is None or proc.is_alive():
-            return "pass"
-        return "unknown"  # the worker died but upstream stopped before counting it
+            return Outcome.PASS
+        return UNKNOWN  # the worker died but upstream stopped before counting it
 
     def settle(self, runner, forced_outcome: Optional[str] = None) -> Optional[str]:
         """Label the pending input (the one that ran last) from the runner's
@@ -669,7 +672,7 @@ class FilterHook:
             # A message means upstream gave up on the API after the last run
             # raised an "unsupported" error, which it does not count.
             with keep_global_rng():
-                flt.settle(runner, forced_outcome="unsupported" if msg is not None else None)
+                flt.settle(runner, forced_outcome=UNSUPPORTED if msg is not None else None)
             try:
                 return term_orig(runner, msg, *args, **kwargs)
             finally:

@@ -1,7 +1,7 @@
 """``acetest-ml acetest``: run the original ACETest Tester, optionally with the
 validity filter hooked in, and report upstream's pass rate.
 
-    acetest-ml acetest [--ml-filter[=online]] [--models configs/models.yaml]
+    acetest-ml acetest [--ml-filter[=online]] [--models models.yaml]
                        [--acetest-home DIR] [--compare] [--exploration X] [--seed N]
                        -- <upstream main.py options>
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from ..errors import UserError
+from ..settings import DEFAULT_MODELS
 from .hook import STATS_FILE, load_registry, read_stats
 
 # Long options of upstream main.py (union of the original and the ncsu-swat fork).
@@ -248,7 +249,7 @@ def _bootstrap_cmd(python: str, home: str, mode: Optional[str], models: Optional
     return cmd + ["--"] + list(args)
 
 
-def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = "configs/models.yaml",
+def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFAULT_MODELS,
                  acetest_home: Optional[str] = None, compare: bool = False, exploration: float = 0.05,
                  seed: Optional[int] = None, max_tries: int = 20, warmup: int = 100,
                  python: Optional[str] = None, out: Optional[TextIO] = None,
@@ -347,7 +348,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``acetest-ml acetest`` (for the CLI's subcommand parser)."""
     p.add_argument("--ml-filter", nargs="?", const="models", default=None, choices=("models", "online"),
                    help="filter generated inputs with the trained models (default) or train online")
-    p.add_argument("--models", default="configs/models.yaml", help="model registry YAML")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help="model registry YAML (default: the registry shipped with the package)")
     p.add_argument("--acetest-home", default=None, help="ACETest checkout (default $ACETEST_HOME or third_party/ACETest)")
     p.add_argument("--compare", action="store_true", help="run without and with the filter and print both")
     p.add_argument("--exploration", type=float, default=0.05, help="share of predicted-invalid inputs run anyway")

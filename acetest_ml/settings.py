@@ -1,0 +1,173 @@
+"""The settings of a campaign: one dataclass, defaults written once,
+validated on construction.
+
+``CampaignConfig`` is what the CLI, the benchmark and embedding code build;
+each of them takes its defaults from here (``DEFAULTS``), and a nonsensical
+value stops at construction with a :class:`SettingError` (a ``UserError``:
+one line naming the setting, exit 2 from the CLI). ``validate()`` can be
+called again after fields were changed in place.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import UserError
+
+#: the model registry shipped inside the package (package data)
+DEFAULT_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "models.yaml")
+#: where models go when the registry is the packaged one and no --models-dir is given
+DEFAULT_MODELS_DIR = "models"
+
+CONSTRAINT_SOURCES = ("registry", "acetest")
+FRAMEWORKS = ("tf", "torch")
+ML_FILTERS = ("offline", "online")
+
+
+class SettingError(UserError):
+    """A setting has a value that cannot work; ``setting`` names it."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_at_least(name: str, v: Any, low: int) -> None:
+    if not _is_int(v) or v < low:
+        raise SettingError(name, f"must be a whole number >= {low} (got {v!r})")
+
+
+def _choice(name: str, v: Any, choices: tuple, optional: bool = False) -> None:
+    if optional and v is None:
+        return
+    if v not in choices:
+        allowed = ", ".join(choices) + (" or none" if optional else "")
+        raise SettingError(name, f"must be one of {allowed} (got {v!r})")
+
+
+def _writable_dir(name: str, path: Any) -> None:
+    if not isinstance(path, str) or not path:
+        raise SettingError(name, f"must be a folder path (got {path!r})")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SettingError(name, f"{path} is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise SettingError(name, f"{parent} is a file, so {path} cannot be created")
+
+
+@dataclass
+class CampaignConfig:
+    """Everything one campaign needs. Field defaults are the documented
+    defaults of the CLI and the benchmark."""
+
+    apis: list[str]
+    out: str
+    budget: int = 200                       #: executed inputs per API
+    seed: int = 0
+    framework: Optional[str] = None         #: tf | torch | None (inferred from names)
+    constraints: str = "registry"           #: registry | acetest
+    acetest_data: str = os.path.join("third_party", "ACETest", "Tester", "data")
+    rules: Optional[str] = None             #: YAML rules file (registry constraints)
+    timeout: float = 10.0                   #: seconds per run
+    jobs: int = 2                           #: APIs run in parallel
+    resume: bool = False
+    ml_filter: Optional[str] = None         #: None | "offline" | "online"
+    models: str = DEFAULT_MODELS            #: model registry YAML
+    #: folder of model files (None: the registry's models_dir, ./models for the packaged one)
+    models_dir: Optional[str] = None
+    exploration: float = 0.05               #: share of executed runs spent on predicted-invalid
+    batch: int = 16                         #: candidates scored per batch
+    max_candidates_per_exec: int = 50       #: candidate cap = budget x this
+    warmup: int = 60                        #: online: labelled runs before the first model
+    retrain_every: int = 50                 #: online: new labels between retrainings
+    mem_limit_mb: Optional[int] = None      #: worker memory limit (None: the executor's default)
+    #: per-API constraint source overriding ``constraints`` (the benchmark
+    #: mixes ACETest-data APIs and registry APIs in one campaign)
+    constraints_by_api: dict = field(default_factory=dict)
+    #: TensorFlow's oneDNN kernels in the worker: None = off for ACETest
+    #: constraints (upstream's ``cpu_ori`` mode sets TF_ENABLE_ONEDNN_OPTS=0,
+    #: and oneDNN's kernels reject other inputs), TensorFlow's default otherwise
+    onednn: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SettingError naming the first setting that cannot work."""
+        if not isinstance(self.apis, list) or not self.apis:
+            raise SettingError("apis", "name at least one API")
+        for a in self.apis:
+            if not isinstance(a, str) or not a.strip():
+                raise SettingError("apis", f"API names must be non-empty strings (got {a!r})")
+        _writable_dir("out", self.out)
+        _int_at_least("budget", self.budget, 1)
+        if not _is_int(self.seed):
+            raise SettingError("seed", f"must be a whole number (got {self.seed!r})")
+        _choice("framework", self.framework, FRAMEWORKS, optional=True)
+        _choice("constraints", self.constraints, CONSTRAINT_SOURCES)
+        if not isinstance(self.constraints_by_api, dict):
+            raise SettingError("constraints_by_api", "must map API names to a constraint source")
+        for api, src in self.constraints_by_api.items():
+            _choice(f"constraints_by_api[{api}]", src, CONSTRAINT_SOURCES)
+        if not isinstance(self.acetest_data, str) or not self.acetest_data:
+            raise SettingError("acetest_data", f"must be a folder path (got {self.acetest_data!r})")
+        if self.rules is not None and (not isinstance(self.rules, str) or not self.rules):
+            raise SettingError("rules", f"must be a file path (got {self.rules!r})")
+        if not _is_number(self.timeout) or not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise SettingError("timeout", f"must be a finite number of seconds > 0 (got {self.timeout!r})")
+        _int_at_least("jobs", self.jobs, 1)
+        if not isinstance(self.resume, bool):
+            raise SettingError("resume", f"must be true or false (got {self.resume!r})")
+        _choice("ml_filter", self.ml_filter, ML_FILTERS, optional=True)
+        if self.onednn is not None and not isinstance(self.onednn, bool):
+            raise SettingError("onednn", f"must be true, false or unset (got {self.onednn!r})")
+        if not isinstance(self.models, str) or not self.models:
+            raise SettingError("models", f"must be a YAML file path (got {self.models!r})")
+        if os.path.isdir(self.models):
+            raise SettingError("models", f"{self.models} is a folder, not a YAML file")
+        if self.models_dir is not None:
+            _writable_dir("models_dir", self.models_dir)
+        if (not _is_number(self.exploration) or not math.isfinite(self.exploration)
+                or not 0.0 <= self.exploration <= 1.0):
+            raise SettingError("exploration", f"must be a share between 0 and 1 (got {self.exploration!r})")
+        _int_at_least("batch", self.batch, 1)
+        _int_at_least("max_candidates_per_exec", self.max_candidates_per_exec, 1)
+        _int_at_least("warmup", self.warmup, 1)
+        _int_at_least("retrain_every", self.retrain_every, 1)
+        if self.mem_limit_mb is not None:
+            _int_at_least("mem_limit_mb", self.mem_limit_mb, 1)
+
+    @property
+    def candidate_cap(self) -> int:
+        """Candidates generated per API at most (executed or discarded)."""
+        return max(self.budget * self.max_candidates_per_exec, self.budget + 100)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _defaults() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(CampaignConfig):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+#: the default of every setting that has one (the CLI's and the bench's defaults)
+DEFAULTS: dict[str, Any] = _defaults()
