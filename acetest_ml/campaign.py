@@ -10,7 +10,6 @@ process (the framework work happens in the workers; Z3 releases the GIL).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
-from .model import AbstractInput, ApiSpec, safe_name
+from .model import AbstractInput, ApiSpec
 from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
 from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
@@ -94,6 +93,7 @@ class ApiCampaign:
         self.progress = progress or (lambda api, done, total: None)
 
     def run(self) -> ApiResult:
+        from .filter import explorable
         from .solve.sampler import NoSolutionError, Sampler
         cfg = self.cfg
         try:
@@ -127,12 +127,18 @@ class ApiCampaign:
         t0 = time.time()
         self.store.set_api_status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": elapsed_before})
         self.progress(name, executed, cfg.budget)
-        crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
         cap = cfg.candidate_cap
         status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
         try:
+            if cfg.time_budget is not None and hasattr(executor, "start"):
+                # equal-time runs: the clock starts once the worker is up
+                executor.start()
+                t0 = time.time()
             while executed < cfg.budget:
+                if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                    reason = f"time budget reached ({cfg.time_budget:g}s)"
+                    break
                 if idx >= cap:
                     # nearly every candidate is discarded: the figures of this
                     # API are weak (Hypothesis calls this filter_too_much)
@@ -151,15 +157,19 @@ class ApiCampaign:
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == Decision.REJECT:
-                        # predicted invalid: run it anyway while exploration
-                        # runs are below their share of the executed budget
-                        if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
+                    if decision == Decision.CRASH:  # predicted crash: run it unless its bug is known
+                        decision = filt.settle_crash(ai, score)
+                    if decision in (Decision.REJECT, Decision.KNOWN):
+                        # not worth a run by the model (predicted invalid, or a
+                        # known crash): run it anyway while exploration runs
+                        # are below their share of the executed budget
+                        if (self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget
+                                and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = Decision.EXPLORE
                             self.explored += 1
-                        else:
+                        elif decision == Decision.REJECT:
                             decision = Decision.DISCARD
-                    if decision == Decision.DISCARD or executed >= cfg.budget:
+                    if decision in (Decision.DISCARD, Decision.KNOWN) or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -168,15 +178,19 @@ class ApiCampaign:
                                      None, None))
                         idx += 1
                         continue
+                    if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                        break  # not recorded: a resumed campaign regenerates it identically
                     res = self._execute(executor, spec, ai)
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
-                        self._save_reproducer(crash_dir, spec, ai, idx, res)
+                        from .triage import record_bug  # one bug folder per signature
+                        record_bug(cfg.out, spec, ai, res, seed=seed, idx=idx, timeout=cfg.timeout,
+                                   framework_version=getattr(executor, "worker_version", None))
                     if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
-                            filt.observe(ai, res.outcome)
+                            filt.observe(ai, res.outcome, res.signature)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.store.add_many(rows)
@@ -199,14 +213,13 @@ class ApiCampaign:
 
     def _decide(self, filt, batch):
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
-        reject (predicted invalid; the loop turns it into explore or discard)."""
+        reject (predicted invalid) / crash (predicted crash); the loop settles
+        crash into accept or known and turns reject and known into explore or
+        discard / known."""
         if filt is None:
             return [None] * len(batch), [Decision.NONE] * len(batch)
-        scores = filt.scores(batch)
-        if scores is None:
-            return [None] * len(batch), [Decision.WARMUP] * len(batch)
-        decisions = [Decision.ACCEPT if s >= filt.threshold else Decision.REJECT for s in scores]
-        return [float(s) for s in scores], decisions
+        from .filter import decide
+        return decide(filt, batch)
 
     def _execute(self, executor, spec, ai):
         from .execute.supervisor import RunResult
@@ -221,17 +234,6 @@ class ApiCampaign:
         except CapExceeded as e:
             return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
-
-    def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
-        from .materialize import reproducer_script
-        os.makedirs(crash_dir, exist_ok=True)
-        base = os.path.join(crash_dir, f"{res.outcome}_{idx:06d}")
-        with open(base + ".py", "w") as f:
-            f.write(reproducer_script(spec, ai))
-        with open(base + ".json", "w") as f:
-            json.dump({"api": spec.name, "idx": idx, "outcome": res.outcome,
-                       "signature": res.signature, "message": res.message,
-                       "input": ai.to_json()}, f, indent=1)
 
 
 # --------------------------------------------------------------------------
@@ -285,7 +287,8 @@ class _Executors:
         ex = self.by_framework.get(framework)
         if ex is None:
             from .execute.supervisor import Executor
-            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
+            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs"),
+                  "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             onednn = self.cfg.onednn
@@ -306,7 +309,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.onednn, cfg.constraints)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.onednn, cfg.constraints)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit
