@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 .PHONY: install test test-fast bench bench-quick bench-upstream baseline clean
 
 install:
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e '.[test,ray]'
 
 test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests

@@ -135,7 +135,7 @@ def test_conv2d_constraints_bind_the_right_arguments(loaded):
     prob = next(p for p in api.problems if p.constrained)
     # the formulas themselves force these (proved with z3, not assumed)
     for arg, part, value in (("input", "rank", 4), ("filter", "rank", 4), ("strides", "len", 4)):
-        s = z3.Solver()
+        s = z3.Solver(ctx=prob.ctx)
         s.add(prob.formulas())
         s.add(prob.scalars[(arg, part)] != value)
         assert s.check() == z3.unsat, (arg, part)

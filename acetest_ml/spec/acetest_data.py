@@ -14,9 +14,9 @@ compute x constructor combination, the way ACETest's Tester does.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
-
 import json
 import os
 import re
@@ -362,7 +362,12 @@ class AcetestData:
                                   f"registry reader is unavailable ({e})") from None
         return get_tf_spec(api)
 
-    def load(self, api: str) -> AcetestApi:
+    def has_op_json(self, api: str) -> bool:
+        return os.path.isfile(self.op_json_path(self.normalize(api)))
+
+    def load(self, api: str, registry_spec: Optional[ApiSpec] = None) -> AcetestApi:
+        """``registry_spec``: TensorFlow's registry spec of an API without an
+        op_json, when the caller already has it (saves importing TensorFlow)."""
         name = self.normalize(api)
         op = self.api2op.get(name)
         json_path = self.op_json_path(name)
@@ -385,7 +390,8 @@ class AcetestData:
             aliases = {f"input_{k}": n for k, n in inputs}
         else:
             try:
-                spec = self._tf_spec(name)
+                spec = (copy.deepcopy(registry_spec) if registry_spec is not None
+                        else self._tf_spec(name))
             except UnknownApiError:
                 raise
             except UserError as e:
@@ -431,7 +437,7 @@ class AcetestData:
             combos = [[f] for f in (computes or constructors)]
         problems: list = []
         for combo in combos:
-            prob = AcetestProblem(spec, [(f.name, f.assertions) for f in combo], extras=extras,
+            prob = AcetestProblem(spec, [(f.name, f.text) for f in combo], extras=extras,
                                   aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms)
             r = prob.satisfiable(self.check_timeout_ms)
             if r == z3.unsat:
