@@ -418,6 +418,11 @@ class _Executors:
                   "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
+            onednn = self.cfg.onednn
+            if onednn is None and self.cfg.constraints == "acetest" and not self.cfg.constraints_by_api:
+                onednn = False
+            if framework == "tf" and onednn is not None:
+                kw["env"] = {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}
             ex = self.by_framework[framework] = Executor(framework, **kw)
         return ex
 
@@ -431,7 +436,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.onednn, cfg.constraints)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

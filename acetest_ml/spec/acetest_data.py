@@ -15,6 +15,8 @@ compute x constructor combination, the way ACETest's Tester does.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import json
 import os
 import re
@@ -236,6 +238,44 @@ def rewrite_for_usage(spec: ApiSpec, var_names: set, aliases: dict) -> list:
     return notes
 
 
+@functools.lru_cache(maxsize=None)
+def raw_op_parameters(api: str) -> Optional[frozenset]:
+    """Keyword names the Python ``tf.raw_ops`` function of ``api`` accepts
+    (without ``name``), or None when TensorFlow or the op is not available."""
+    if not api.startswith(API_PREFIX):
+        return None
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    fn = getattr(tf.raw_ops, api[len(API_PREFIX):], None)
+    if fn is None:
+        return None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    return frozenset(n for n in params if n != "name")
+
+
+def reconcile_with_raw_op(spec: ApiSpec) -> list:
+    """Arguments the op_json passes but the raw op does not accept (attributes
+    TensorFlow infers, such as a ragged rank or a list length) are kept, with
+    their values, as not passed; returns a note per argument. ACETest passes
+    them, and every such call fails with an unexpected-keyword TypeError."""
+    accepted = raw_op_parameters(spec.name)
+    if accepted is None:
+        return []
+    notes = []
+    for a in spec.args:
+        if a.passed and a.name not in accepted:
+            a.passed = False
+            notes.append(f"{a.name}: not an argument of {spec.name} (TensorFlow infers it); not passed")
+    if notes:
+        spec.notes.setdefault("dropped_args", []).extend(n.split(":")[0] for n in notes)
+    return notes
+
+
 def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -343,6 +383,7 @@ class AcetestData:
                 raise UserError(f"cannot read {json_path}: {e}") from None
             spec, extras, spec_notes = spec_from_op_json(name, props)
             notes += spec_notes
+            notes += reconcile_with_raw_op(spec)
             inputs = sorted((p.get("input_order"), n) for n, p in props.items()
                             if isinstance(p, dict) and isinstance(p.get("input_order"), int)
                             and p["input_order"] >= 0)
