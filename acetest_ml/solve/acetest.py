@@ -45,7 +45,7 @@ from ..model import (
     SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
     DTypeValue, TensorDesc,
 )
-from .problem import Problem, int_value
+from .problem import Problem, int_value, limit
 
 BV_WIDTH = 64
 
@@ -199,7 +199,8 @@ class ConstraintFile:
     kind: str            # "compute" | "constructor" | "other"
     path: str
     digest: str          # sha256 of the cleaned text
-    assertions: list
+    assertions: list     # parsed in a context of this file's own (never z3's main one)
+    text: str = ""       # the cleaned SMT-LIB2 text; each problem parses it into its own context
 
 
 def file_kind(stem: str) -> str:
@@ -223,14 +224,16 @@ def read_constraint_file(path: str) -> ConstraintFile:
     cleaned = clean_smt2(text)
     digest = hashlib.sha256(cleaned.encode("utf-8")).hexdigest()
     try:
-        vec = z3.parse_smt2_string(cleaned)
+        # a private context: parsing into z3's shared main context would make
+        # every later problem's terms depend on which files were read before
+        vec = z3.parse_smt2_string(cleaned, ctx=z3.Context())
     except z3.Z3Exception as e:
         msg = str(e.value if hasattr(e, "value") else e).strip().splitlines()
         raise ConstraintFileError("z3 cannot parse it: " + (msg[0] if msg else "parse error")) from None
     assertions = [a for a in vec]
     if not assertions:
         raise ConstraintFileError("no assertions")
-    return ConstraintFile(stem, file_kind(stem), path, digest, assertions)
+    return ConstraintFile(stem, file_kind(stem), path, digest, assertions, cleaned)
 
 
 # ---- z3 helpers ----------------------------------------------------------------------------
@@ -340,8 +343,8 @@ def keep_interesting(assertions: Sequence[z3.BoolRef], per: Optional[list] = Non
     return [a for a, vs in zip(assertions, per) if vs and find(next(iter(vs))) in good_roots]
 
 
-def _bv(v: int) -> z3.BitVecNumRef:
-    return z3.BitVecVal(v, BV_WIDTH)
+def _bv(v: int, ctx: z3.Context) -> z3.BitVecNumRef:
+    return z3.BitVecVal(v, BV_WIDTH, ctx)
 
 
 _signed = int_value  # z3 value -> signed Python int (None if not a value)
@@ -397,7 +400,12 @@ class AcetestProblem(Problem):
         self.files = [name for name, _ in parts]
         self.set_id = set_id or ("+".join(self.files) if self.files else "op_json")
         self._args = {a.name: a for a in spec.args}
-        raw = [a for _, asserts in parts for a in asserts]
+        # a private context, filled only from this problem's own files: the
+        # solver's choices depend on the context's history, so sharing one
+        # (z3's main context, or parsed terms cached across the APIs that share
+        # a kernel) would make a seed's inputs depend on what ran before
+        self.ctx = z3.Context()
+        raw = [a for _, part in parts for a in self._own_terms(part)]
         per, consts, selects = _collect(raw)
         # every argument variable and every select on an argument array sits in
         # an assertion that is kept, so the traversal serves both steps
@@ -416,6 +424,13 @@ class AcetestProblem(Problem):
         self._bind(consts, selects)
         if self.constrained:
             self._extend(analyse_timeout_ms)
+
+    def _own_terms(self, part) -> list[z3.BoolRef]:
+        """Assertions in this problem's context: SMT-LIB2 text is parsed into
+        it, terms of another context are translated."""
+        if isinstance(part, str):
+            return list(z3.parse_smt2_string(part, ctx=self.ctx))
+        return [a.translate(self.ctx) for a in part]
 
     # ---- binding variables to arguments ----
     def _arg_of(self, name: str) -> Optional[str]:
@@ -464,13 +479,13 @@ class AcetestProblem(Problem):
         self.arrays = {arg_part for arg_part in arrays.values() if arg_part[0] is not None}
 
     def _var(self, arg: str, suffix: str) -> z3.ExprRef:
-        return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH)
+        return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH, self.ctx)
 
     # ---- upstream's default bounds ----
     def _extend(self, analyse_timeout_ms: int) -> None:
         ext: list[z3.BoolRef] = []
-        self.sel_mindim1 = z3.Bool("__acetest_min_dim_1")
-        self.sel_listmin1 = z3.Bool("__acetest_list_min_1")
+        self.sel_mindim1 = z3.Bool("__acetest_min_dim_1", self.ctx)
+        self.sel_listmin1 = z3.Bool("__acetest_list_min_1", self.ctx)
         S = self.scalars
         arrays_with = {a for a, p in self.arrays}
         # 1. ranks, lengths, formats, values, element counts
@@ -485,23 +500,23 @@ class AcetestProblem(Problem):
             elif part == "fmt":
                 codes = sorted({FMT_CODES[v] for v in (spec.allowed or []) if v in FMT_CODES})
                 if codes:
-                    ext.append(z3.Or([c == _bv(k) for k in codes]))
+                    ext.append(z3.Or([c == _bv(k, self.ctx) for k in codes]))
                     self.target_ranges.append((c, codes))
             elif part == "value":
                 if spec.kind == STR:
                     codes = self._string_codes(spec)
                     if codes:
-                        ext.append(z3.Or([c == _bv(k) for k in codes]))
+                        ext.append(z3.Or([c == _bv(k, self.ctx) for k in codes]))
                         self.target_ranges.append((c, codes))
                 elif spec.kind == BOOL:
-                    ext.append(z3.Or(c == _bv(0), c == _bv(1)))
+                    ext.append(z3.Or(c == _bv(0, self.ctx), c == _bv(1, self.ctx)))
                     self.target_ranges.append((c, [0, 1]))
                 elif spec.kind == INT:
                     if arg in DIM_VALUE_ARGS:
                         ext += [c >= 0, c <= RANK_MAX]
                         self.target_ranges.append((c, list(range(RANK_MAX + 1))))
                     else:
-                        sel = z3.Bool(f"__acetest_small_int_{arg}")
+                        sel = z3.Bool(f"__acetest_small_int_{arg}", self.ctx)
                         self.int_selectors[arg] = sel
                         ext.append(z3.If(sel, z3.And(c < SMALL_INT, c > -SMALL_INT),
                                          z3.And(c < LARGE_INT, c > -LARGE_INT)))
@@ -515,7 +530,7 @@ class AcetestProblem(Problem):
                 d = self._var(arg, "_DIM")
                 S[(arg, "rank")] = d
                 self.created.add((arg, "rank"))
-                sel = z3.Bool(f"__acetest_big_rank_{arg}")
+                sel = z3.Bool(f"__acetest_big_rank_{arg}", self.ctx)
                 self.bigrank_selectors[arg] = sel
                 ext += [d >= 0, z3.If(sel, d > BIG_RANK, d <= RANK_MAX)]
             elif spec.kind in LIST_KINDS and (arg, "len") not in S:
@@ -531,8 +546,8 @@ class AcetestProblem(Problem):
         for s in self.selects:
             hi = SOLVED_DIM_MAX if s.part == "dims" else ITEM_MAX
             loose += [s.term >= 0, s.term <= hi]
-        self._solver = z3.Solver()
-        self._solver.set("timeout", analyse_timeout_ms)
+        self._solver = z3.Solver(ctx=self.ctx)
+        limit(self._solver, analyse_timeout_ms)
         self._solver.add(self._core)
         self._solver.add(ext)
         self._solver.add(loose)
@@ -554,30 +569,30 @@ class AcetestProblem(Problem):
             t = s.term
             if s.part == "dims":
                 if s.arg is not None and s.arg in self.min_dim_fixed:
-                    lo = _bv(self.min_dim_fixed[s.arg])
+                    lo = _bv(self.min_dim_fixed[s.arg], self.ctx)
                 elif s.arg in MIN_ONE_ARGS:
-                    lo = _bv(1)
+                    lo = _bv(1, self.ctx)
                 else:
-                    lo = z3.If(self.sel_mindim1, _bv(1), _bv(0))
+                    lo = z3.If(self.sel_mindim1, _bv(1, self.ctx), _bv(0, self.ctx))
                 ext += [t >= lo, t <= SOLVED_DIM_MAX]
             else:
                 hi = self.list_max_fixed.get(s.arg, ITEM_MAX) if s.arg else ITEM_MAX
                 if s.arg is not None and s.arg in self.list_min_fixed:
-                    lo = _bv(self.list_min_fixed[s.arg])
+                    lo = _bv(self.list_min_fixed[s.arg], self.ctx)
                 elif s.arg in MIN_ONE_ARGS:
-                    lo = _bv(1)
+                    lo = _bv(1, self.ctx)
                 else:
-                    lo = z3.If(self.sel_listmin1, _bv(1), _bv(0))
+                    lo = z3.If(self.sel_listmin1, _bv(1, self.ctx), _bv(0, self.ctx))
                 ext += [t >= lo, t <= hi]
         # 4. negative dimension indices count from the end: tie A[-k] to A[rank-k]
         for arg in sorted(arrays_with):
             if self._args[arg].kind != TENSOR:
                 continue
-            arr = z3.Array(f"ARGNAME_{arg}_NAMEEND_DIMSIZE", z3.BitVecSort(BV_WIDTH),
-                           z3.BitVecSort(BV_WIDTH))
+            arr = z3.Array(f"ARGNAME_{arg}_NAMEEND_DIMSIZE", z3.BitVecSort(BV_WIDTH, self.ctx),
+                           z3.BitVecSort(BV_WIDTH, self.ctx))
             r = S[(arg, "rank")]
             for k in range(1, RANK_MAX + 1):
-                ext.append(z3.Implies(r >= k, arr[_bv(-k)] == arr[r - k]))
+                ext.append(z3.Implies(r >= k, arr[_bv(-k, self.ctx)] == arr[r - k]))
         self._ext = ext
         self._stage3 = ext[n_stage1:]
 
@@ -589,7 +604,7 @@ class AcetestProblem(Problem):
         if self._stage3 is not None:
             s.add(self._stage3)
             self._stage3 = None
-        s.set("timeout", timeout_ms)
+        limit(s, timeout_ms)
         return s.check()
 
     def _string_codes(self, spec: ArgSpec) -> list[int]:
@@ -605,21 +620,21 @@ class AcetestProblem(Problem):
         lo_v: Optional[int] = None
         if not getattr(self, "_warm", False):
             self._warm = True
-            s.set("timeout", max(timeout_ms, 30000))
+            limit(s, max(timeout_ms, 30000))
             r = s.check()
-            s.set("timeout", timeout_ms)
+            limit(s, timeout_ms)
             if r != z3.sat:     # unsat or too hard: upstream would get nothing either
                 return None, None
         if want_max:
-            r0 = s.check(c == _bv(0))
+            r0 = s.check(c == _bv(0, self.ctx))
             if r0 == z3.sat:
                 lo_v = 0
-            big = s.check(z3.UGE(c, _bv(ITEM_MAX)))
+            big = s.check(z3.UGE(c, _bv(ITEM_MAX, self.ctx)))
             if r0 == z3.unknown or (r0 == z3.sat and big != z3.unsat):
                 return lo_v, None   # maximum >= 128 (or too hard): upstream keeps no bound
         else:
             for v in range(NUMEL_LIMIT):
-                r = s.check(c == _bv(v))
+                r = s.check(c == _bv(v, self.ctx))
                 if r == z3.sat:
                     return v, None
                 if r == z3.unknown:
@@ -629,8 +644,8 @@ class AcetestProblem(Problem):
         return self._optimise_slow(ext, c, want_max=want_max, timeout_ms=timeout_ms)
 
     def _optimise_slow(self, ext, c, *, want_max: bool, timeout_ms: int):
-        opt = z3.Optimize()
-        opt.set("timeout", timeout_ms)
+        opt = z3.Optimize(ctx=self.ctx)
+        limit(opt, timeout_ms)
         opt.set("priority", "box")
         opt.add(self._core)
         opt.add(ext)
@@ -687,9 +702,9 @@ class AcetestProblem(Problem):
         lit = self._lits.get(key)
         if lit is None:
             if z3.is_bool(term):
-                lit = term == z3.BoolVal(bool(value))
+                lit = term == z3.BoolVal(bool(value), self.ctx)
             else:
-                lit = term == _bv(int(value))
+                lit = term == _bv(int(value), self.ctx)
             if negate:
                 lit = z3.Not(lit)
             self._lits[key] = (term, lit)
@@ -728,9 +743,9 @@ class AcetestProblem(Problem):
         for key in sorted(self.scalars):
             v = vals.get(key)
             if v is not None:
-                lits.append(self.scalars[key] != _bv(v))
+                lits.append(self.scalars[key] != _bv(v, self.ctx))
         for (_, idx), (arr, val) in sorted(blockable.items(), key=lambda kv: kv[0]):
-            lits.append(arr[_bv(idx)] != _bv(val))
+            lits.append(arr[_bv(idx, self.ctx)] != _bv(val, self.ctx))
         return z3.Or(lits) if lits else None
 
     def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
@@ -775,22 +790,22 @@ class AcetestProblem(Problem):
                 elif isinstance(v, int):
                     code = v
             if code is not None:
-                eqs.append(c == _bv(code))
+                eqs.append(c == _bv(code, self.ctx))
         for arg, part in sorted(self.arrays):
             v = ai.args.get(arg)
             arr = z3.Array(f"ARGNAME_{arg}_NAMEEND{'_DIMSIZE' if part == 'dims' else '_VAL'}",
-                           z3.BitVecSort(BV_WIDTH), z3.BitVecSort(BV_WIDTH))
+                           z3.BitVecSort(BV_WIDTH, self.ctx), z3.BitVecSort(BV_WIDTH, self.ctx))
             if part == "dims" and isinstance(v, TensorDesc):
                 r = v.rank
                 for i, d in enumerate(v.shape):
-                    eqs.append(arr[_bv(i)] == _bv(int(d)))
-                    eqs.append(arr[_bv(i - r)] == _bv(int(d)))
+                    eqs.append(arr[_bv(i, self.ctx)] == _bv(int(d), self.ctx))
+                    eqs.append(arr[_bv(i - r, self.ctx)] == _bv(int(d), self.ctx))
             elif part == "items" and isinstance(v, list):
                 for i, x in enumerate(v):
                     if isinstance(x, bool):
-                        eqs.append(arr[_bv(i)] == _bv(int(x)))
+                        eqs.append(arr[_bv(i, self.ctx)] == _bv(int(x), self.ctx))
                     elif isinstance(x, int):
-                        eqs.append(arr[_bv(i)] == _bv(x))
+                        eqs.append(arr[_bv(i, self.ctx)] == _bv(x, self.ctx))
         return eqs
 
     def check_input(self, ai: AbstractInput, timeout_ms: int = 20000) -> bool:
@@ -799,8 +814,8 @@ class AcetestProblem(Problem):
         variables stay existential, as upstream never ties them to the input)."""
         if not self._core:
             return True
-        s = z3.Solver()
-        s.set("timeout", timeout_ms)
+        s = z3.Solver(ctx=self.ctx)
+        limit(s, timeout_ms)
         s.add(self._core)
         s.add(self.input_constraints(ai))
         return s.check() == z3.sat
