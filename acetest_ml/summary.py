@@ -16,6 +16,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
     executed = sum(counts[k] for k in EXECUTED)
     sigs: Counter = Counter()
     top_errors: Counter = Counter()
+    internal: Counter = Counter()
     decisions: Counter = Counter()
     by_decision: dict[str, Counter] = {}
     score_known = 0
@@ -35,6 +36,8 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             sigs["crash (no signature)"] += 1
         if outcome == Outcome.INVALID:
             top_errors[_short_error(exc_type, message)] += 1
+        elif outcome == Outcome.INTERNAL:
+            internal[_short_error(exc_type, message)] += 1
     status = status or {}
     info = status.get("info", {})
     elapsed = float(info.get("elapsed") or 0.0)
@@ -54,6 +57,8 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
         "crash_signatures": sorted(sigs),
         "top_errors": [[m, n] for m, n in top_errors.most_common(3)],
     }
+    if internal:  # bugs of acetest-ml itself, never findings about the API
+        out["internal_error_examples"] = [[m, n] for m, n in internal.most_common(3)]
     out["health"] = info.get("health") or "ok"
     if status.get("reason"):
         out["reason"] = status["reason"]
@@ -118,6 +123,7 @@ def summarize(store: Store, cfg=None) -> dict:
         "pooled_pass_rate": passed / total if total else 0.0,
         "mean_pass_rate": sum(v["pass_rate"] for v in ran) / len(ran) if ran else 0.0,
         "crash_signatures": sorted({s for v in ran for s in v["crash_signatures"]}),
+        "internal_errors": sum(v.get("internal_errors", 0) for v in out["apis"].values()),
     }
     if cfg is not None:
         out["config"] = cfg.to_json()

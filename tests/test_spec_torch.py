@@ -220,12 +220,20 @@ def test_specs_round_trip_json(specs):
 
 
 def test_canonical_dtype():
-    assert tspec.canonical_dtype(torch.float32) == "float32"
-    assert tspec.canonical_dtype(torch.bfloat16) == "bfloat16"
-    assert tspec.canonical_dtype(torch.complex64) == "complex64"
-    assert tspec.canonical_dtype(torch.bool) == "bool"
-    assert tspec.canonical_dtype(torch.complex32) is None
-    assert tspec.canonical_dtype(torch.quint8) is None
+    """One canonical_dtype for torch dtype objects, TF names and enum names,
+    ACETest spellings."""
+    from acetest_ml.model import canonical_dtype
+    assert canonical_dtype(torch.float32) == "float32"
+    assert canonical_dtype(torch.bfloat16) == "bfloat16"
+    assert canonical_dtype(torch.complex64) == "complex64"
+    assert canonical_dtype(torch.bool) == "bool"
+    assert canonical_dtype(torch.half) == "float16"
+    assert canonical_dtype(torch.complex32) is None
+    assert canonical_dtype(torch.quint8) is None
+    assert canonical_dtype("tf.half") == "float16" and canonical_dtype("double") == "float64"
+    assert canonical_dtype("DT_FLOAT") == "float32" and canonical_dtype("DT_FLOAT_REF") is None
+    assert canonical_dtype("tf.qint8") is None and canonical_dtype("resource") is None
+    assert canonical_dtype(7) is None and canonical_dtype(None) is None
 
 
 def test_opinfo_cache_used_and_rebuilt(tmp_path):

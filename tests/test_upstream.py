@@ -160,13 +160,13 @@ def test_convert_refuses_ungenerated_and_unknown_dtypes(up):
 
 
 def test_dtype_and_api_name_mapping():
-    assert convert.canonical_dtype("tf.half") == ("float16", False)
-    assert convert.canonical_dtype("double") == ("float64", False)
-    assert convert.canonical_dtype("tf.quint8") == ("uint8", True)
+    assert convert.upstream_dtype("tf.half") == ("float16", False)
+    assert convert.upstream_dtype("double") == ("float64", False)
+    assert convert.upstream_dtype("tf.quint8") == ("uint8", True)
     # upstream's PyTorch mode creates signed ints for unsigned TF spellings
-    assert convert.canonical_dtype("tf.uint16", "torch") == ("int16", False)
-    assert convert.canonical_dtype("tf.uint8", "torch") == ("int8", False)
-    assert convert.canonical_dtype("tf.float32", "torch") == ("float32", False)
+    assert convert.upstream_dtype("tf.uint16", "torch") == ("int16", False)
+    assert convert.upstream_dtype("tf.uint8", "torch") == ("int8", False)
+    assert convert.upstream_dtype("tf.float32", "torch") == ("float32", False)
     assert convert.api_name("tf.raw_ops.Conv2D") == "tf.raw_ops.Conv2D"
     assert convert.api_name("torch.nn.functional.conv2d", "torch") == "torch.ops.aten.conv2d"
     assert convert.api_name("torch.linalg.det", "torch") == "torch.ops.aten.linalg_det"

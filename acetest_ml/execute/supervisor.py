@@ -74,7 +74,8 @@ class WorkerProtocolError(RuntimeError):
 class RunResult:
     """The label of one run.
 
-    outcome     an Outcome: pass | invalid | crash | timeout (the campaign adds skipped / internal)
+    outcome     an Outcome: pass | invalid | crash | timeout, or internal when
+                acetest-ml's own conversion code failed (the campaign adds skipped)
     exc_type    invalid: ``module.Class`` of the exception
     message     invalid: first 2000 chars of the exception text;
                 crash/timeout: a short description
@@ -387,13 +388,16 @@ class Executor:
                              message=f"worker died ({sig or f'exit {code}'})",
                              stderr=text[-STDERR_KEEP:] or None)
         if not isinstance(reply, dict) or reply.get("id") != rid or reply.get("outcome") not in (
-                Outcome.PASS, Outcome.INVALID):
+                Outcome.PASS, Outcome.INVALID, Outcome.INTERNAL):
             self._kill()
             raise WorkerProtocolError(f"unexpected reply to request {rid}: {reply!r:.200}")
         if reply["outcome"] == Outcome.PASS:
             return RunResult(outcome=Outcome.PASS, duration=float(reply.get("duration", elapsed)))
         stage = reply.get("stage")
-        return RunResult(outcome=Outcome.INVALID, exc_type=reply.get("exc_type"),
-                         message=reply.get("message"),
+        message = reply.get("message")
+        if reply["outcome"] == Outcome.INTERNAL:
+            message = f"{message} [acetest-ml internal error at {reply.get('where')}]"
+        return RunResult(outcome=Outcome(reply["outcome"]), exc_type=reply.get("exc_type"),
+                         message=message,
                          stage=Stage(stage) if stage in _STAGES else stage,
                          duration=float(reply.get("duration", elapsed)))

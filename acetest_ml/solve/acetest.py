@@ -43,7 +43,7 @@ import z3
 from ..model import (
     ALL_DTYPES, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT, INT_LIST, LIST_KINDS,
     SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
-    DTypeValue, TensorDesc,
+    QUANTIZED_DTYPES, DTypeValue, TensorDesc, canonical_dtype,
 )
 from .problem import Problem, int_value
 
@@ -80,12 +80,7 @@ CODE_FMTS = {0: ("NHWC", "NDHWC"), 1: ("NCHW", "NCDHW"), 2: ("NCHW_VECT_C",),
 PADDING_CODES = {"VALID": 1, "SAME": 2, "EXPLICIT": 3}
 CODE_PADDINGS = {v: k for k, v in PADDING_CODES.items()}
 
-# ACETest dtype spellings -> canonical names (None: no counterpart in the data model)
-_DTYPE_ALIASES = {
-    "half": "float16", "float": "float32", "double": "float64", "int": "int32",
-    "uint": "uint32", "complex": "complex64",
-}
-QUANTIZED = ("qint8", "qint16", "qint32", "quint8", "quint16")
+QUANTIZED = QUANTIZED_DTYPES
 # upstream draws "any dtype" from its table of spellings (aliases weigh double)
 _ANY_DTYPE_SPELLINGS = (
     "int8", "int16", "int", "int32", "int64", "half", "uint8", "uint16", "uint", "uint32",
@@ -93,17 +88,6 @@ _ANY_DTYPE_SPELLINGS = (
     "complex128", "complex", "string", "bool",
 )
 _STRING_CHARS = string.ascii_letters + string.digits + " \t'!@#$^&*-+/,.<>?;:|`~"
-
-
-def canonical_dtype(name: Any) -> Optional[str]:
-    """ACETest / TF dtype spelling -> canonical name, None when unknown or quantized."""
-    if not isinstance(name, str):
-        return None
-    n = name.strip()
-    if n.startswith("tf."):
-        n = n[3:]
-    n = _DTYPE_ALIASES.get(n, n)
-    return n if n in ALL_DTYPES else None
 
 
 ANY_DTYPES = tuple(canonical_dtype(s) for s in _ANY_DTYPE_SPELLINGS)

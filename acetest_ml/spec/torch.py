@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import UnknownApiError
-from ..model import (ALL_DTYPES, ApiSpec, ArgSpec, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT,
+from ..model import (ALL_DTYPES, ApiSpec, canonical_dtype, ArgSpec, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT,
                      FLOAT_LIST, INT, INT_LIST, SCALAR, STR, STR_LIST, TENSOR, TENSOR_LIST)
 
 PREFIX = "torch.ops.aten."
@@ -126,15 +126,6 @@ _opinfo_cache: Optional[dict[str, list[str]]] = None
 
 
 # --------------------------------------------------------------------------- dtypes
-
-def canonical_dtype(dtype: Any) -> Optional[str]:
-    """``torch.float32`` -> ``"float32"``; None for dtypes outside the model's
-    canonical set (complex32, quantized, float8...)."""
-    name = str(dtype)
-    if name.startswith("torch."):
-        name = name[len("torch."):]
-    return name if name in ALL_DTYPES else None
-
 
 def _sorted_dtypes(names: Iterable[str]) -> list[str]:
     order = {n: i for i, n in enumerate(ALL_DTYPES)}
