@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .errors import UserError
-from .model import AbstractInput, ApiSpec, safe_name
+from .model import ApiSpec, safe_name
 from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
 from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store

@@ -13,8 +13,6 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
-
 from .learner import OnlineLearner
 from .model import AbstractInput, ApiSpec
 from .outcome import Outcome

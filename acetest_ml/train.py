@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
