@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import UserError
 from .model import ApiSpec, safe_name
@@ -45,7 +45,8 @@ def resolve(cfg: CampaignConfig, api: str):
         data = _acetest_data(cfg.acetest_data)
         loaded = data.load(api)
         spec, problems = loaded.spec, loaded.problems
-        notes = {"constraints": "acetest", "skipped_files": [list(x) for x in loaded.skipped]}
+        notes: dict[str, Any] = {"constraints": "acetest",
+                                 "skipped_files": [list(x) for x in loaded.skipped]}
     else:
         from .spec import get_spec
         from .solve.registry import RegistryProblem
@@ -285,7 +286,8 @@ class _Executors:
         ex = self.by_framework.get(framework)
         if ex is None:
             from .execute.supervisor import Executor
-            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs")}
+            kw: dict[str, Any] = {"timeout": self.cfg.timeout,
+                                  "log_dir": os.path.join(self.cfg.out, "logs")}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             ex = self.by_framework[framework] = Executor(framework, **kw)

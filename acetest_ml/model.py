@@ -138,7 +138,7 @@ class ApiSpec:
         return self.unsupported is None
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "framework": self.framework, "source": self.source,
+        d: dict[str, Any] = {"name": self.name, "framework": self.framework, "source": self.source,
              "args": [a.to_dict() for a in self.args]}
         if self.unsupported:
             d["unsupported"] = self.unsupported

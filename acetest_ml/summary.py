@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import Any
 
 from .outcome import EXECUTED, FAILURES, ApiStatus, Decision, Outcome
 from .store import Store
@@ -102,7 +103,7 @@ def _short_error(exc_type, message) -> str:
 def summarize(store: Store, cfg=None) -> dict:
     statuses = store.api_statuses()
     apis = sorted(set(store.apis()) | set(statuses))
-    out = {"apis": {}}
+    out: dict[str, Any] = {"apis": {}}
     for api in apis:
         st = statuses.get(api, {})
         if st.get("status") == ApiStatus.SKIPPED and not store.count_executed(api):

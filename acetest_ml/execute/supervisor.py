@@ -323,6 +323,7 @@ class Executor:
     # -- protocol --------------------------------------------------------------
     def _read_reply(self, deadline: float) -> Any:
         """A message from the worker, None at end of file, or _TIMEOUT."""
+        assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         poller = select.poll()  # not select(): fds above 1024 must work too
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -369,6 +370,7 @@ class Executor:
         request = encode_message({"id": rid, "ai": ai.to_json(), "plan": plan})
         t0 = time.monotonic()
         try:
+            assert self._proc is not None and self._proc.stdin is not None
             write_all(self._proc.stdin.fileno(), request)
             reply = self._read_reply(t0 + limit)
         except BrokenPipeError:

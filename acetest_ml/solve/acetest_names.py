@@ -54,7 +54,8 @@ _ANY_DTYPE_SPELLINGS = (
 STRING_CHARS = string.ascii_letters + string.digits + " \t'!@#$^&*-+/,.<>?;:|`~"
 
 
-ANY_DTYPES = tuple(canonical_dtype(s) for s in _ANY_DTYPE_SPELLINGS)
+ANY_DTYPES: tuple[str, ...] = tuple(d for d in map(canonical_dtype, _ANY_DTYPE_SPELLINGS) if d)
+assert len(ANY_DTYPES) == len(_ANY_DTYPE_SPELLINGS)  # every spelling has a canonical name
 
 # ---- variable names ------------------------------------------------------------------------
 _VAR_RE = re.compile(r"^ARGNAME_(.*)_NAMEEND(.*)$")

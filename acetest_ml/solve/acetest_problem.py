@@ -146,7 +146,8 @@ class AcetestProblem(Problem):
             if aname in arrays:
                 arg, part = arrays[aname]
                 self.selects.append(_Select(arg, part, t, t.arg(1)))
-        self.arrays = {arg_part for arg_part in arrays.values() if arg_part[0] is not None}
+        self.arrays: set[tuple[str, str]] = {
+            (a, p) for a, p in arrays.values() if a is not None}
 
     def _var(self, arg: str, suffix: str) -> z3.ExprRef:
         return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH)

@@ -205,6 +205,7 @@ class _Builder:
         name = self.py_name[arg.name]
         if arg.is_ref:
             self.reasons.append(REASON_REF_INPUT)
+        dtypes: Optional[list[str]]
         if arg.type_list_attr:
             lattr = self.attrs[arg.type_list_attr]
             dtypes = self._dtype_set(lattr, input_like=True)

@@ -291,7 +291,8 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
                                      "filtered/ runs")
         root = os.path.abspath(user_work)
         os.makedirs(root, exist_ok=True)
-        arms = [("baseline", None, os.path.join(root, "baseline")), ("filtered", mode, os.path.join(root, "filtered"))]
+        arms: list[tuple[str, Optional[str], Optional[str]]] = [
+            ("baseline", None, os.path.join(root, "baseline")), ("filtered", mode, os.path.join(root, "filtered"))]
     else:
         arms = [("filtered" if mode else "baseline", mode, os.path.abspath(user_work) if user_work else None)]
 
