@@ -89,6 +89,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "est_false_discard_rate": explored[Outcome.PASS] / exp_exec if exp_exec else None,
             "score_us_per_candidate": f.get("score_us_per_candidate"),
             "retrains": f.get("retrains"),
+            "labels": f.get("labels"),
         }
     return out
 
