@@ -312,15 +312,40 @@ def _process_executors(cfg: CampaignConfig) -> _Executors:
     return ex
 
 
-def _api_process(cfg: CampaignConfig, api: str, queue, parent: int) -> tuple:
-    """One API in a pool process (own Z3 context, own worker, own store handle).
-    Stops when the campaign process is gone (killed), instead of running on
-    as an orphan; everything recorded so far stays in the store."""
+_POOL_QUEUE: Any = None   #: progress queue of this pool process (set by _pool_init)
+#: how often a pool process checks that the campaign process is still there
+PARENT_POLL_S = 0.5
+
+
+def _pool_init(queue, parent: int) -> None:
+    """Runs first in each pool process: keep the progress queue, and watch
+    the campaign process. When it is gone (killed), the pool process stops its
+    framework workers and exits at once instead of running on as an orphan;
+    everything recorded so far stays in the store (each row is committed)."""
+    global _POOL_QUEUE
+    _POOL_QUEUE = queue
+    threading.Thread(target=_watch_parent, args=(parent,), name="acetest-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    for ex in list(_PROCESS_EXECUTORS.values()):
+        try:
+            ex.close()
+        except Exception:
+            pass
+    os._exit(3)
+
+
+def _api_process(cfg: CampaignConfig, api: str, parent: int) -> tuple:
+    """One API in a pool process (own Z3 context, own worker, own store handle)."""
 
     def progress(a, done, total):
         if os.getppid() != parent:
             raise SystemExit("campaign process gone")
-        queue.put((a, done, total))
+        _POOL_QUEUE.put((a, done, total))
 
     with Store(cfg.out) as st:
         res = ApiCampaign(cfg, api, st, _process_executors(cfg), progress).run()
@@ -329,24 +354,32 @@ def _api_process(cfg: CampaignConfig, api: str, queue, parent: int) -> tuple:
 
 def _run_parallel(cfg: CampaignConfig, bar: "_Progress") -> None:
     """APIs on ``cfg.jobs`` spawned processes: Z3 contexts are not shared
-    between threads, and each process drives its own framework worker."""
+    between threads, and each process drives its own framework worker. No
+    manager process: the progress queue is handed to the pool processes when
+    they start."""
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        q = manager.Queue()
-        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_api_process, cfg, api, q, os.getpid()) for api in cfg.apis}
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                while True:
-                    try:
-                        bar.update(*q.get_nowait())
-                    except queue_mod.Empty:
-                        break
-                for fut in done:
-                    fut.result()  # re-raise a failure of the API process
+    q = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=_pool_init,
+                             initargs=(q, os.getpid())) as pool:
+        pending = {pool.submit(_api_process, cfg, api, os.getpid()) for api in cfg.apis}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    bar.update(*q.get_nowait())
+                except queue_mod.Empty:
+                    break
+            for fut in done:
+                fut.result()  # re-raise a failure of the API process
+    while True:  # the last updates
+        try:
+            bar.update(*q.get_nowait())
+        except queue_mod.Empty:
+            break
+    q.close()
 
 
 class _Progress:
