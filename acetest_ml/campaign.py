@@ -10,7 +10,6 @@ process (the framework work happens in the workers; Z3 releases the GIL).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import UserError
-from .model import ApiSpec, safe_name
+from .model import ApiSpec
 from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
 from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
@@ -128,7 +127,6 @@ class ApiCampaign:
         t0 = time.time()
         self.store.set_api_status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": elapsed_before})
         self.progress(name, executed, cfg.budget)
-        crash_dir = os.path.join(cfg.out, "crashes", safe_name(name))
         cap = cfg.candidate_cap
         status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
@@ -173,7 +171,9 @@ class ApiCampaign:
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
                     if res.outcome in CRASH_OUTCOMES:
-                        self._save_reproducer(crash_dir, spec, ai, idx, res)
+                        from .triage import record_bug  # one bug folder per signature
+                        record_bug(cfg.out, spec, ai, res, seed=seed, idx=idx, timeout=cfg.timeout,
+                                   framework_version=getattr(executor, "worker_version", None))
                     if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
@@ -222,17 +222,6 @@ class ApiCampaign:
         except CapExceeded as e:
             return RunResult(outcome=Outcome.SKIPPED, exc_type="CapExceeded", message=str(e),
                              signature=None, duration=0.0, exit_code=None, signal_name=None)
-
-    def _save_reproducer(self, crash_dir, spec, ai, idx, res) -> None:
-        from .materialize import reproducer_script
-        os.makedirs(crash_dir, exist_ok=True)
-        base = os.path.join(crash_dir, f"{res.outcome}_{idx:06d}")
-        with open(base + ".py", "w") as f:
-            f.write(reproducer_script(spec, ai))
-        with open(base + ".json", "w") as f:
-            json.dump({"api": spec.name, "idx": idx, "outcome": res.outcome,
-                       "signature": res.signature, "message": res.message,
-                       "input": ai.to_json()}, f, indent=1)
 
 
 # --------------------------------------------------------------------------
@@ -287,7 +276,8 @@ class _Executors:
         if ex is None:
             from .execute.supervisor import Executor
             kw: dict[str, Any] = {"timeout": self.cfg.timeout,
-                                  "log_dir": os.path.join(self.cfg.out, "logs")}
+                                  "log_dir": os.path.join(self.cfg.out, "logs"),
+                                  "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             ex = self.by_framework[framework] = Executor(framework, **kw)
@@ -303,7 +293,7 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

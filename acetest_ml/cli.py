@@ -1,4 +1,5 @@
-"""Command line: ``acetest-ml specs | campaign | train | eval | acetest``.
+"""Command line: ``acetest-ml specs | campaign | train | eval | crashes | replay |
+minimize | acetest``.
 
 Every user error (unknown API, broken YAML, corrupt model, missing data)
 ends as one line on stderr and exit code 2.
@@ -63,6 +64,8 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrain-every", type=int, default=D["retrain_every"],
                    help="online filter: new labels between retrainings (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # measuring switch: cold worker restarts instead of the warm spare
+    p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
 
 
 def _read_api_file(path: str) -> list[str]:
@@ -108,7 +111,8 @@ def _campaign_config(args, apis: list[str]):
                           jobs=args.jobs, resume=args.resume, ml_filter=args.ml_filter,
                           models=args.models, models_dir=args.models_dir,
                           exploration=args.exploration, batch=args.batch, warmup=args.warmup,
-                          retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb)
+                          retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
+                          warm_spare=not getattr(args, "no_warm_spare", False))
 
 
 def cmd_campaign(args) -> int:
@@ -177,6 +181,37 @@ def cmd_eval(args) -> int:
     return eval_command(args)
 
 
+def cmd_crashes(args) -> int:
+    from .triage import format_bugs, list_bugs
+    bugs = list_bugs(args.dir)
+    if args.json:
+        print(json.dumps(bugs, indent=1))
+    else:
+        print(format_bugs(bugs))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .outcome import Outcome
+    from .triage import replay_bug, signature_of
+    same, res = replay_bug(args.folder, minimized=args.minimized)
+    got = signature_of(res) if Outcome(res.outcome).failure else (res.message or "")[:200]
+    print(f"{'reproduced' if same else 'not reproduced'}: {res.outcome}"
+          + (f": {got}" if got else ""))
+    return 0 if same else 1
+
+
+def cmd_minimize(args) -> int:
+    from .triage import minimize_bug
+    if args.max_runs < 1:
+        raise UserError("--max-runs must be at least 1")
+    rec = minimize_bug(args.folder, max_runs=args.max_runs)
+    print(f"minimised in {rec['runs']} runs: tensor elements {rec['elements_before']} -> "
+          f"{rec['elements_after']}; wrote {os.path.join(args.folder, rec['input'])} and "
+          f"{os.path.join(args.folder, rec['reproducer'])}")
+    return 0
+
+
 def cmd_acetest(args) -> int:
     from .upstream.runner import run_from_namespace
     return run_from_namespace(args)
@@ -211,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--api", action="append", default=[])
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    cr = sub.add_parser("crashes", help="unique crash signatures of a campaign (its bug folders)")
+    cr.add_argument("dir", help="campaign folder (holds bugs/)")
+    cr.add_argument("--json", action="store_true",
+                    help="a JSON list of {signature, api, count, folder, ...}")
+    cr.set_defaults(fn=cmd_crashes)
+
+    rp = sub.add_parser("replay", help="re-run a bug folder's input in a fresh worker "
+                        "(exit 0: same signature, 1: not reproduced)")
+    rp.add_argument("folder", help="a bug folder (<campaign>/bugs/<id>)")
+    rp.add_argument("--minimized", action="store_true", help="replay the minimised input")
+    rp.set_defaults(fn=cmd_replay)
+
+    mn = sub.add_parser("minimize", help="shrink a bug folder's input while its signature holds")
+    mn.add_argument("folder", help="a bug folder (<campaign>/bugs/<id>)")
+    mn.add_argument("--max-runs", type=int, default=150, help="runs at most (default 150)")
+    mn.set_defaults(fn=cmd_minimize)
 
     a = sub.add_parser("acetest", help="run the original ACETest Tester with our filter hooked in")
     from .upstream.runner import add_arguments as add_upstream_arguments

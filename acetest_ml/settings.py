@@ -94,6 +94,9 @@ class CampaignConfig:
     warmup: int = 60                        #: online: labelled runs before the first model
     retrain_every: int = 50                 #: online: new labels between retrainings
     mem_limit_mb: Optional[int] = None      #: worker memory limit (None: the executor's default)
+    #: a warm spare worker per framework takes over after a crash or timeout
+    #: (off: every restart is a cold framework start; kept to measure it)
+    warm_spare: bool = True
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -143,6 +146,8 @@ class CampaignConfig:
         _int_at_least("retrain_every", self.retrain_every, 1)
         if self.mem_limit_mb is not None:
             _int_at_least("mem_limit_mb", self.mem_limit_mb, 1)
+        if not isinstance(self.warm_spare, bool):
+            raise SettingError("warm_spare", f"must be true or false (got {self.warm_spare!r})")
 
     @property
     def candidate_cap(self) -> int:

@@ -82,10 +82,10 @@ def test_crashing_op_is_labelled_and_campaign_goes_on(tmp_path):
     assert any("SIGABRT" in s and "Check failed" in s for s in conv["crash_signatures"])
     assert len(conv["crash_signatures"]) == 1  # one bug, one signature
     assert summary["apis"]["tf.raw_ops.Add"]["executed"] == 4  # later API still ran
-    crash_files = os.listdir(os.path.join(out, "crashes", "tf.raw_ops.Conv2D"))
-    assert any(f.endswith(".py") for f in crash_files) and any(f.endswith(".json") for f in crash_files)
+    bugs = os.listdir(os.path.join(out, "bugs"))
+    assert len(bugs) == 1  # one bug folder per signature
     # the reproducer rebuilds the same call and crashes the same way, standalone
-    repro = os.path.join(out, "crashes", "tf.raw_ops.Conv2D", sorted(f for f in crash_files if f.endswith(".py"))[0])
+    repro = os.path.join(out, "bugs", bugs[0], "reproducer.py")
     r = subprocess.run([sys.executable, repro], env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode < 0 or r.returncode == 134
     assert "Check failed" in r.stderr

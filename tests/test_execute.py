@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -29,6 +30,9 @@ def tf_exec(tmp_path_factory):
     # oneDNN pinned on: the crash test relies on a check failure in the oneDNN Conv2D path.
     ex = Executor("tf", timeout=60, log_dir=str(tmp_path_factory.mktemp("tflogs")),
                   env={"TF_ENABLE_ONEDNN_OPTS": "1"})
+    t = time.monotonic()
+    ex.start()
+    ex.cold_start_s = time.monotonic() - t  # zygote import + first forked worker
     yield ex
     ex.close()
 
@@ -120,9 +124,19 @@ def test_tf_crash_then_worker_restarts(tf_exec):
     assert "0x" not in r.signature.replace("0x?", "")
     assert "Check failed" in r.stderr
     assert tf_exec.worker_pid is None
+    t = time.monotonic()
     after = tf_exec.run(ADD, add_input(1))
+    restart_and_run = time.monotonic() - t
     assert after.outcome == "pass"
     assert tf_exec.starts == starts + 1 and tf_exec.worker_pid != pid
+    # the warm spare took over: no framework start, and the run after the
+    # crash waited far less than the cold start measured in this module
+    assert tf_exec.cold_starts == 1
+    assert restart_and_run < 0.2 * tf_exec.cold_start_s, (restart_and_run, tf_exec.cold_start_s)
+    # the next crash happens in the other log slot: same stderr, same signature
+    again = tf_exec.run(CONV2D, conv_input((1, 4, 4), (2, 2, 1, 1)))
+    assert again.signature == r.signature and "Check failed" in again.stderr
+    assert tf_exec.run(ADD, add_input(2)).outcome == "pass" and tf_exec.cold_starts == 1
     with open(tf_exec.log_path) as f:
         assert "acetest-ml run" in f.read()
 
@@ -205,6 +219,52 @@ def test_torch_lists_dtypes_and_materialisation_errors(torch_exec):
     assert torch_exec.run(neg, AbstractInput(neg.name, {"self": f32(2)})).outcome == Outcome.PASS
 
 
+def test_generic_segfault_gets_native_frames_in_its_signature(torch_exec):
+    # A real torch 2.13 bug: quantized_lstm_cell reads hx[0] and hx[1] without
+    # checking the list's length; an empty hx dereferences a null pointer.
+    from acetest_ml.spec import get_spec
+    spec = get_spec("torch.ops.aten.quantized_lstm_cell")
+    args = {"input": f32(2, 3), "hx": [], "w_ih": f32(16, 3), "w_hh": f32(16, 4), "b_ih": f32(16),
+            "b_hh": f32(16), "packed_ih": f32(2), "packed_hh": f32(2), "col_offsets_ih": f32(16),
+            "col_offsets_hh": f32(16), "scale_ih": 1.0, "scale_hh": 1.0, "zero_point_ih": 0,
+            "zero_point_hh": 0}
+    r = torch_exec.run(spec, AbstractInput(spec.name, args))
+    assert r.outcome == "crash" and r.signal_name == "SIGSEGV"
+    head, _, frames = r.signature.partition(" @ ")
+    assert head == "SIGSEGV: Fatal Python error: Segmentation fault"  # faulthandler still reports
+    frames = frames.split(" < ")
+    assert frames[0] == "libtorch_cpu.so:at::native::quantized_lstm_cell", r.signature
+    assert len(frames) == 3 and "0x7f" not in r.signature  # no absolute (ASLR) addresses
+    # the same bug gives the same signature in the next worker
+    assert torch_exec.run(spec, AbstractInput(spec.name, args)).signature == r.signature
+
+
+def test_native_frames_separate_generic_crashes():
+    from acetest_ml.execute.native_stack import BEGIN, END
+
+    def stderr(kernel_frames):
+        return "\n".join(["--- acetest-ml run 3 x", BEGIN,
+                          "/usr/lib/libffi.so.8(+0x6f7a)[0x7f0000006f7a]",
+                          "/usr/lib/python3.11/_ctypes.so(+0x11374)[0x7f0000011374]",
+                          "/lib/x86_64-linux-gnu/libc.so.6(+0x3c050)[0x7f000003c050]",
+                          "/lib/x86_64-linux-gnu/libc.so.6(abort+0xd3)[0x7f0000026859]"]
+                         + kernel_frames
+                         + ["/usr/lib/libpython3.11.so.1.0(_PyEval_EvalFrameDefault+0x2e53)[0x7f1]",
+                            END, "Fatal Python error: Aborted", ""])
+    a = stderr(["/x/libtorch_cpu.so(_ZN2at6native3fooERKNS_6TensorE+0x30)[0x7f00a0000030]",
+                "/x/libtorch_cpu.so(+0x3212b55)[0x7f00a3212b55]"])
+    b = stderr(["/x/libtorch_cpu.so(_ZN2at6native3barERKNS_6TensorE+0x30)[0x7f00b0000030]",
+                "/x/libtorch_cpu.so(+0x3212b55)[0x7f00b3212b55]"])
+    a2 = a.replace("0x7f00a", "0x7f11a")  # the same bug, another load address
+    assert crash_signature(-6, a) == ("SIGABRT: Fatal Python error: Aborted @ "
+                                      "libtorch_cpu.so:at::native::foo < libtorch_cpu.so+0x3212b55")
+    assert crash_signature(-6, a) != crash_signature(-6, b)
+    assert crash_signature(-6, a) == crash_signature(-6, a2)
+    # a specific fatal line (a check failure) is signature enough
+    check = "F0000 00:00:1795242746.751569 8320 tensor_format.h:428] Check failed: x\n" + a
+    assert crash_signature(-6, check) == "SIGABRT: tensor_format.h:428] Check failed: x"
+
+
 def test_memory_limit_turns_huge_allocation_into_invalid(torch_exec):
     torch_exec.start()
     pid = torch_exec.worker_pid
@@ -224,6 +284,16 @@ def test_timeout_kills_worker_and_next_run_passes(torch_exec):
     small = AbstractInput(ATEN_MM.name, {"self": f32(2, 3), "mat2": f32(3, 2)})
     assert torch_exec.run(ATEN_MM, small).outcome == "pass"
     assert torch_exec.starts == starts + 1
+
+
+def test_without_warm_spare_each_restart_is_a_cold_start():
+    with Executor("torch", timeout=60, warm_spare=False) as ex:
+        big = AbstractInput(ATEN_MM.name, {"self": TensorDesc("float64", (2000, 2000)),
+                                           "mat2": TensorDesc("float64", (2000, 2000))})
+        assert ex.run(ATEN_MM, big, timeout=0.3).outcome == "timeout"
+        small = AbstractInput(ATEN_MM.name, {"self": f32(2, 3), "mat2": f32(3, 2)})
+        assert ex.run(ATEN_MM, small).outcome == "pass"
+        assert ex.starts == 2 and ex.cold_starts == 2 and ex._zygote is None
 
 
 # --------------------------------------------------------------------------- supervisor API

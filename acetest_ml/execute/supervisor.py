@@ -1,16 +1,18 @@
 """The supervisor: runs inputs in a worker process and labels each run.
 
-``Executor(framework)`` starts ``python -m acetest_ml.execute.worker`` lazily,
+``Executor(framework)`` gets a worker lazily (forked from a zygote with a
+warm spare standing by, or started cold: see ``workers`` and ``Executor``),
 sends one request per ``run`` and waits for the reply with a timeout:
 
 - reply ``pass`` / ``invalid``          -> that outcome (the exception's type and message)
 - no reply within ``timeout`` seconds   -> ``timeout``; the worker's process
-  group is killed (SIGKILL) and a new worker starts on the next run
+  group is killed (SIGKILL) and the spare (or a new worker) takes the next run
 - the worker dies (end of file)         -> ``crash``, with the exit code or
   signal and a crash signature read from that run's part of the worker's stderr
 
-Worker stderr goes to a log file (``log_dir``/worker-<framework>.log, or a
-temporary directory), never to a pipe, so a chatty framework cannot deadlock
+Worker stderr goes to a log file (``log_dir``/worker-<framework>.log and
+.1.log, alternating between a worker and its spare; the zygote's own output in
+.zygote.log; or a temporary directory), never to a pipe, so a chatty framework cannot deadlock
 either side; the file offset at the start of each run delimits that run's
 output.
 
@@ -32,8 +34,6 @@ import os
 import re
 import select
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, asdict
@@ -46,7 +46,9 @@ from ..materialize import (DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, CapExceeded,
 from ..model import AbstractInput, ApiSpec
 from ..outcome import Outcome, Stage
 from .frameworks import adapter_class
+from .native_stack import top_frames
 from .worker import HEADER, MAX_MESSAGE, encode_message, write_all
+from .workers import ForkedWorker, PopenWorker, WorkerGone, Zygote, spawn_worker
 
 DEFAULT_MEM_LIMIT_MB = 4096
 DEFAULT_STARTUP_TIMEOUT = 180.0
@@ -55,6 +57,15 @@ TEMP_LOG_MAX_BYTES = 64 * 2 ** 20
 #: at most this much of a run's stderr is read back (from its start)
 RUN_STDERR_MAX = 1 << 20
 STDERR_KEEP = 8000
+
+
+def _keep(text: str) -> str | None:
+    """At most STDERR_KEEP characters of a run's stderr: its start (the fatal
+    message, the native stack) and its end (the Python traceback)."""
+    if len(text) <= STDERR_KEEP:
+        return text or None
+    head = STDERR_KEEP * 5 // 8
+    return text[:head] + "\n[...]\n" + text[-(STDERR_KEEP - head):]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -79,13 +90,15 @@ class RunResult:
     exc_type    invalid: ``module.Class`` of the exception
     message     invalid: first 2000 chars of the exception text;
                 crash/timeout: a short description
-    signature   crash only: ``SIGNAL: first fatal line`` (normalised)
+    signature   crash only: ``SIGNAL: first fatal line`` (normalised), plus the
+                top native frames when that line is generic (``crash_signature``)
     duration    seconds: around the call for pass/invalid (measured in the
                 worker); from request to death / deadline for crash/timeout
     exit_code   crash: the worker's exit status (negative = killed by signal)
     signal_name crash: e.g. "SIGABRT"
     stage       invalid: Stage.CALL, or Stage.MATERIALIZE when building the arguments failed
-    stderr      crash/timeout: the worker's stderr for this run (last 8000 chars)
+    stderr      crash/timeout: the worker's stderr for this run (its first 5000
+                and last 3000 chars when longer)
     """
 
     outcome: Outcome
@@ -145,7 +158,17 @@ def fatal_line(stderr_text: str) -> str | None:
     return None
 
 
+#: fatal lines that name no bug (the signal's own words): the signature adds
+#: the top native frames
+_GENERIC_FATAL = re.compile(r"^(Fatal Python error: |(Aborted|Segmentation fault|Bus error|"
+                            r"Floating point exception|Illegal instruction)\b)")
+SIGNATURE_FRAMES = 3
+
+
 def crash_signature(exit_code: int | None, stderr_text: str) -> str:
+    """``SIGNAL: fatal line``; when the fatal line is generic (or missing),
+    `` @ frame < frame < frame`` adds the top native frames, so crashes in
+    different kernels get different signatures."""
     if exit_code is not None and exit_code < 0:
         try:
             head = signal.Signals(-exit_code).name
@@ -154,7 +177,12 @@ def crash_signature(exit_code: int | None, stderr_text: str) -> str:
     else:
         head = f"exit {exit_code}"
     line = fatal_line(stderr_text)
-    return f"{head}: {line}" if line else head
+    sig = f"{head}: {line}" if line else head
+    if line is None or _GENERIC_FATAL.match(line):
+        frames = top_frames(stderr_text, SIGNATURE_FRAMES)
+        if frames:
+            sig += " @ " + " < ".join(frames)
+    return sig
 
 
 def _signal_name(exit_code: int | None) -> str | None:
@@ -178,13 +206,21 @@ _TIMEOUT = _Timeout()
 
 
 class Executor:
-    """Runs inputs of one framework in an isolated, persistent worker."""
+    """Runs inputs of one framework in an isolated, persistent worker.
+
+    ``warm_spare`` (default on): workers are forked from a zygote that has
+    imported the framework, and one forked spare waits, warmed up, while the
+    current worker runs; after a crash or timeout the spare takes over at once
+    and a new spare is forked in the background, so a crash costs
+    milliseconds instead of a framework start. Off: each worker is started
+    cold (a new interpreter importing the framework), as before.
+    """
 
     def __init__(self, framework: str, timeout: float = 10.0,
                  mem_limit_mb: int | None = DEFAULT_MEM_LIMIT_MB, log_dir: str | None = None, *,
                  startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
                  max_elements: int = DEFAULT_MAX_ELEMENTS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, warm_spare: bool = True):
         adapter_class(framework)  # raises UnknownFrameworkError early
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -195,15 +231,25 @@ class Executor:
         self.max_elements = max_elements
         self.max_bytes = max_bytes
         self.extra_env = dict(env or {})
+        self.warm_spare = bool(warm_spare)
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         if log_dir is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="acetest-worker-")
             log_dir = self._tmpdir.name
         os.makedirs(log_dir, exist_ok=True)
-        self.log_path = os.path.join(log_dir, f"worker-{framework}.log")
-        self._proc: subprocess.Popen | None = None
+        # two log slots: the current worker's and the spare's (a forked
+        # worker takes the slot its dead predecessor left)
+        self._log_slots = (os.path.join(log_dir, f"worker-{framework}.log"),
+                           os.path.join(log_dir, f"worker-{framework}.1.log"))
+        self._zygote_log = os.path.join(log_dir, f"worker-{framework}.zygote.log")
+        self._worker: PopenWorker | ForkedWorker | None = None
+        self._spare: ForkedWorker | None = None
+        self._zygote: Zygote | None = None
         self._next_id = 0
-        self.starts = 0          #: how many workers were started
+        self.starts = 0          #: how many workers were taken into service
+        self.cold_starts = 0     #: framework imports (cold workers or zygotes)
+        self.last_start_wait = 0.0  #: seconds the last start() waited for a worker
+        self.restart_wait = 0.0  #: seconds start() waited in total, after the first worker
         self.worker_version: str | None = None
         self.closed = False
 
@@ -222,7 +268,12 @@ class Executor:
 
     @property
     def worker_pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._worker.pid if self._worker is not None else None
+
+    @property
+    def log_path(self) -> str:
+        """The current worker's stderr log."""
+        return self._worker.log_path if self._worker is not None else self._log_slots[0]
 
     # -- worker lifecycle ------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -243,77 +294,135 @@ class Executor:
             lim = int(self.mem_limit_mb) * 2 ** 20
             resource.setrlimit(resource.RLIMIT_DATA, (lim, lim))
 
+    def _start_error(self, what: str, code: int | None, log_path: str, offset: int) -> WorkerStartError:
+        tail = self._log_text(offset, log_path).strip().splitlines()[-1:] or ["(no output)"]
+        where = "" if self._tmpdir is not None else f" [log: {log_path}]"
+        return WorkerStartError(f"{self.framework} worker {what} (exit {code}): "
+                                f"{tail[0].strip()}{where}")
+
     def start(self) -> None:
         """Start the worker now (otherwise the first run does) and wait until
-        it has imported the framework."""
+        it has imported the framework (and, forked, warmed up)."""
         if self.closed:
             raise RuntimeError("executor is closed")
-        if self._proc is not None and self._proc.poll() is None:
+        if self._worker is not None and self._worker.alive():
             return
         self._discard_worker()
-        offset = self._log_size()
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "acetest_ml.execute.worker", self.framework],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                env=self._env(), preexec_fn=self._limits, start_new_session=True,
-                close_fds=True, bufsize=0)
+        t0 = time.monotonic()
+        if self.warm_spare:
+            self._worker = self._take_spare()
+        else:
+            self._worker = self._start_cold()
+        self.last_start_wait = time.monotonic() - t0
+        if self.starts:
+            self.restart_wait += self.last_start_wait
         self.starts += 1
-        msg = self._read_reply(time.monotonic() + self.startup_timeout)
+        if self.warm_spare:
+            self._fork_spare()
+
+    def _start_cold(self) -> PopenWorker:
+        log_path = self._log_slots[0]
+        offset = self._log_size(log_path)
+        worker = spawn_worker(self.framework, log_path, self._env(), self._limits)
+        self.cold_starts += 1
+        msg = self._read_reply(time.monotonic() + self.startup_timeout, worker)
         if not isinstance(msg, dict) or not msg.get("ready"):
             what = "did not become ready" if msg is _TIMEOUT else "exited during start-up"
-            code = self._kill()
-            tail = self._log_text(offset).strip().splitlines()[-1:] or ["(no output)"]
-            where = "" if self._tmpdir is not None else f" [log: {self.log_path}]"
-            raise WorkerStartError(f"{self.framework} worker {what} (exit {code}): "
-                                   f"{tail[0].strip()}{where}")
+            raise self._start_error(what, worker.kill(), log_path, offset)
         self.worker_version = msg.get("version")
+        return worker
+
+    def _ensure_zygote(self) -> Zygote:
+        if self._zygote is not None and self._zygote.alive():
+            return self._zygote
+        if self._zygote is not None:
+            self._zygote.close()
+        offset = self._log_size(self._zygote_log)
+        z = Zygote(self.framework, self._zygote_log, self._env(), self._limits)
+        self.cold_starts += 1
+        if z.start(self.startup_timeout) is None:
+            what = "exited during start-up" if z.exited else "did not become ready"
+            raise self._start_error(what, z.last_exit, self._zygote_log, offset)
+        self._zygote = z
+        return z
+
+    def _free_slot(self) -> str:
+        busy = {w.log_path for w in (self._worker, self._spare) if w is not None}
+        path = next(p for p in self._log_slots if p not in busy)
+        if self._tmpdir is not None and self._log_size(path) > TEMP_LOG_MAX_BYTES:
+            os.truncate(path, 0)  # its last writer is dead
+        return path
+
+    def _fork_spare(self) -> None:
+        """Fork the next spare now; it warms up while the current worker runs."""
+        if self._spare is not None:
+            return
+        try:
+            self._spare = self._ensure_zygote().fork(self._free_slot())
+        except WorkerGone:
+            self._spare = None  # the next start() restarts the zygote
+
+    def _take_spare(self) -> ForkedWorker:
+        """The warm spare (forking one if there is none), once it is ready."""
+        for attempt in (1, 2):
+            if self._spare is None:
+                try:
+                    self._spare = self._ensure_zygote().fork(self._free_slot())
+                except WorkerGone:
+                    if self._zygote is not None:
+                        self._zygote.close()
+                    self._spare = self._ensure_zygote().fork(self._free_slot())
+            worker, self._spare = self._spare, None
+            offset = 0 if attempt == 1 else self._log_size(worker.log_path)
+            msg = self._read_reply(time.monotonic() + self.startup_timeout, worker)
+            if isinstance(msg, dict) and msg.get("ready"):
+                self.worker_version = msg.get("version")
+                return worker
+            code = worker.kill()
+            if attempt == 2:
+                what = "did not become ready" if msg is _TIMEOUT else "exited during start-up"
+                raise self._start_error(what, code, worker.log_path, offset)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Stop the worker and remove the temporary log directory, if any.
-        The worker holds no state worth a clean shutdown (and TF takes
-        seconds to exit), so its process group is simply killed."""
+        """Stop the workers and the zygote and remove the temporary log
+        directory, if any. They hold no state worth a clean shutdown (and TF
+        takes seconds to exit), so their process groups are simply killed."""
         if self.closed:
             return
         self.closed = True
         self._kill()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
     def _kill(self) -> int | None:
-        """SIGKILL the worker's process group; returns its exit status."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """SIGKILL the current worker; returns its exit status."""
+        worker, self._worker = self._worker, None
+        if worker is None:
             return None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        code = proc.wait()
-        for f in (proc.stdin, proc.stdout):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-        return code
+        return worker.kill()
 
     def _discard_worker(self) -> None:
-        if self._proc is not None:
+        if self._worker is not None:
             self._kill()
 
     # -- log file --------------------------------------------------------------
-    def _log_size(self) -> int:
+    def _log_size(self, path: str | None = None) -> int:
         try:
-            return os.path.getsize(self.log_path)
+            return os.path.getsize(path or self.log_path)
         except OSError:
             return 0
 
-    def _log_text(self, offset: int) -> str:
+    def _log_text(self, offset: int, path: str | None = None) -> str:
         try:
-            with open(self.log_path, "rb") as f:
+            with open(path or self.log_path, "rb") as f:
                 f.seek(offset)
                 data = f.read(RUN_STDERR_MAX)
         except OSError:
@@ -321,10 +430,11 @@ class Executor:
         return data.decode("utf-8", errors="replace")
 
     # -- protocol --------------------------------------------------------------
-    def _read_reply(self, deadline: float) -> Any:
+    def _read_reply(self, deadline: float, worker=None) -> Any:
         """A message from the worker, None at end of file, or _TIMEOUT."""
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
+        w = worker or self._worker
+        assert w is not None, "no worker to read from"
+        fd = w.recv_fd
         poller = select.poll()  # not select(): fds above 1024 must work too
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         buf = bytearray()
@@ -337,7 +447,10 @@ class Executor:
                     return _TIMEOUT
                 if not poller.poll(max(1, int(remaining * 1000 + 0.999))):
                     continue
-                chunk = os.read(fd, min(need - len(buf), 1 << 20))
+                try:
+                    chunk = os.read(fd, min(need - len(buf), 1 << 20))
+                except ConnectionResetError:  # a forked worker's socket, peer dead
+                    return None
                 if not chunk:
                     return None
                 buf += chunk
@@ -366,29 +479,30 @@ class Executor:
             os.truncate(self.log_path, 0)  # the worker appends (O_APPEND), so this is safe
         self._next_id += 1
         rid = self._next_id
-        offset = self._log_size()
+        log_path = self.log_path  # the run's own worker's log (the spare has another)
+        offset = self._log_size(log_path)
         request = encode_message({"id": rid, "ai": ai.to_json(), "plan": plan})
         t0 = time.monotonic()
         try:
-            assert self._proc is not None and self._proc.stdin is not None
-            write_all(self._proc.stdin.fileno(), request)
+            assert self._worker is not None  # started above
+            write_all(self._worker.send_fd, request)
             reply = self._read_reply(t0 + limit)
-        except BrokenPipeError:
+        except (BrokenPipeError, ConnectionResetError):
             reply = None
         elapsed = time.monotonic() - t0
         if reply is _TIMEOUT:
             self._kill()
             return RunResult(outcome=Outcome.TIMEOUT, duration=elapsed,
                              message=f"no reply within {limit:g}s; worker killed",
-                             stderr=self._log_text(offset)[-STDERR_KEEP:] or None)
+                             stderr=_keep(self._log_text(offset, log_path)))
         if reply is None:
             code = self._kill()
-            text = self._log_text(offset)
+            text = self._log_text(offset, log_path)
             sig = _signal_name(code)
             return RunResult(outcome=Outcome.CRASH, duration=elapsed, exit_code=code, signal_name=sig,
                              signature=crash_signature(code, text),
                              message=f"worker died ({sig or f'exit {code}'})",
-                             stderr=text[-STDERR_KEEP:] or None)
+                             stderr=_keep(text))
         if not isinstance(reply, dict) or reply.get("id") != rid or reply.get("outcome") not in (
                 Outcome.PASS, Outcome.INVALID, Outcome.INTERNAL):
             self._kill()

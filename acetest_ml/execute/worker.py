@@ -7,6 +7,7 @@ Protocol (both directions): a 4-byte big-endian length, then that many bytes
 of UTF-8 JSON.
 
 - after start-up the worker sends ``{"ready": true, "framework", "version", "pid"}``
+  (a worker forked by the zygote first runs one warm-up op, see ``workers``)
 - request:  ``{"id": n, "ai": <AbstractInput JSON>, "plan": <plan_call dict>}``
 - reply:    ``{"id": n, "outcome": "pass", "duration": s}`` or
   ``{"id": n, "outcome": "invalid", "exc_type": "<module.Class>",
@@ -151,20 +152,31 @@ def handle(adapter, request: dict) -> dict:
     return {"outcome": Outcome.PASS.value, "duration": duration}
 
 
-def serve(framework: str) -> int:
+def _redirect_stdout() -> int:
+    """Point fd 1 at stderr (framework prints cannot corrupt the protocol);
+    returns a private duplicate of the original stdout."""
     reply_fd = os.dup(1)
-    os.dup2(2, 1)  # framework prints now land in stderr
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
+    return reply_fd
+
+
+def _crash_reports() -> None:
+    """On a fatal signal: the native stack (for the signature), then
+    faulthandler's Python traceback, on stderr."""
+    from .native_stack import install
     faulthandler.enable(file=sys.stderr, all_threads=False)
+    install()
 
-    from .frameworks import get_adapter
 
-    adapter = get_adapter(framework)
-    version = adapter.setup()
-    write_all(reply_fd, encode_message({"ready": True, "framework": framework,
-                                        "version": version, "pid": os.getpid()}))
+def _ready(adapter, framework: str, version: str) -> bytes:
+    return encode_message({"ready": True, "framework": framework, "version": version,
+                           "pid": os.getpid()})
+
+
+def _serve_loop(adapter, in_fd: int, out_fd: int) -> int:
     while True:
-        request = read_message(0)
+        request = read_message(in_fd)
         if request is None or request.get("op") == "exit":
             return 0
         rid = request.get("id")
@@ -173,13 +185,92 @@ def serve(framework: str) -> int:
         reply = handle(adapter, request)
         reply["id"] = rid
         sys.stderr.flush()
-        write_all(reply_fd, encode_message(reply))
+        write_all(out_fd, encode_message(reply))
+
+
+def serve(framework: str) -> int:
+    """A worker started on its own: import, say ready, serve stdin."""
+    reply_fd = _redirect_stdout()
+    _crash_reports()
+
+    from .frameworks import get_adapter
+
+    adapter = get_adapter(framework)
+    version = adapter.setup()
+    write_all(reply_fd, _ready(adapter, framework, version))
+    return _serve_loop(adapter, 0, reply_fd)
+
+
+def _forked_child(adapter, framework: str, version: str, ctl, sock_fd: int, log_fd: int) -> int:
+    """In a child of the zygote: own session, own log, warm up, then serve."""
+    os.setsid()  # its own process group: the supervisor kills it with killpg
+    ctl.close()
+    os.dup2(log_fd, 2)
+    os.dup2(2, 1)
+    os.close(log_fd)
+    adapter.warm_up()
+    write_all(sock_fd, _ready(adapter, framework, version))
+    return _serve_loop(adapter, sock_fd, sock_fd)
+
+
+def zygote(framework: str, ctl_fd: int) -> int:
+    """The fork server (see ``workers.Zygote``): imports the framework, runs
+    no op, forks a worker per request and reports children's exit status."""
+    import socket
+
+    _redirect_stdout()
+    _crash_reports()  # inherited by every forked worker
+    ctl = socket.socket(fileno=ctl_fd)
+
+    from .frameworks import get_adapter
+
+    adapter = get_adapter(framework)
+    version = adapter.setup()
+    ctl.send(json.dumps({"ready": True, "framework": framework, "version": version,
+                         "pid": os.getpid()}).encode())
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 4)
+        except OSError:
+            return 0
+        if not data:  # the supervisor is gone
+            return 0
+        request = json.loads(data.decode("utf-8"))
+        op = request.get("op")
+        if op == "fork" and len(fds) == 2:
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                code = 70
+                try:
+                    code = _forked_child(adapter, framework, version, ctl, fds[0], fds[1])
+                finally:
+                    try:
+                        sys.stderr.flush()
+                    finally:
+                        os._exit(code)
+            for fd in fds:
+                os.close(fd)
+            reply: dict = {"pid": pid}
+        elif op == "wait":
+            try:
+                _pid, status = os.waitpid(int(request["pid"]), 0)
+                reply = {"status": os.waitstatus_to_exitcode(status)}
+            except ChildProcessError:
+                reply = {"status": None}
+        else:
+            for fd in fds:
+                os.close(fd)
+            reply = {"error": f"unknown request {op!r}"}
+        ctl.send(json.dumps(reply).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[1] == "--zygote" and argv[2].isdigit():
+        return zygote(argv[0], int(argv[2]))
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m acetest_ml.execute.worker <framework>\n")
+        sys.stderr.write("usage: python -m acetest_ml.execute.worker <framework> [--zygote FD]\n")
         return 2
     return serve(argv[0])
 
