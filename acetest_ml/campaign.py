@@ -94,6 +94,7 @@ class ApiCampaign:
         self.progress = progress or (lambda api, done, total: None)
 
     def run(self) -> ApiResult:
+        from .filter import explorable
         from .solve.sampler import NoSolutionError, Sampler
         cfg = self.cfg
         try:
@@ -131,7 +132,14 @@ class ApiCampaign:
         status, reason, health = ApiStatus.DONE, None, HEALTH_OK
         executor = self.executor_factory(spec.framework)
         try:
+            if cfg.time_budget is not None and hasattr(executor, "start"):
+                # equal-time runs: the clock starts once the worker is up
+                executor.start()
+                t0 = time.time()
             while executed < cfg.budget:
+                if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                    reason = f"time budget reached ({cfg.time_budget:g}s)"
+                    break
                 if idx >= cap:
                     # nearly every candidate is discarded: the figures of this
                     # API are weak (Hypothesis calls this filter_too_much)
@@ -150,15 +158,19 @@ class ApiCampaign:
                 scores, decisions = self._decide(filt, batch)
                 rows = []
                 for ai, score, decision in zip(batch, scores, decisions):
-                    if decision == Decision.REJECT:
-                        # predicted invalid: run it anyway while exploration
-                        # runs are below their share of the executed budget
-                        if self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget:
+                    if decision == Decision.CRASH:  # predicted crash: run it unless its bug is known
+                        decision = filt.settle_crash(ai, score)
+                    if decision in (Decision.REJECT, Decision.KNOWN):
+                        # not worth a run by the model (predicted invalid, or a
+                        # known crash): run it anyway while exploration runs
+                        # are below their share of the executed budget
+                        if (self.explored < cfg.exploration * (executed + 1) and executed < cfg.budget
+                                and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = Decision.EXPLORE
                             self.explored += 1
-                        else:
+                        elif decision == Decision.REJECT:
                             decision = Decision.DISCARD
-                    if decision == Decision.DISCARD or executed >= cfg.budget:
+                    if decision in (Decision.DISCARD, Decision.KNOWN) or executed >= cfg.budget:
                         if executed >= cfg.budget:
                             # generated beyond the budget: not recorded, so a
                             # resumed campaign regenerates it identically
@@ -167,6 +179,8 @@ class ApiCampaign:
                                      None, None))
                         idx += 1
                         continue
+                    if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
+                        break  # not recorded: a resumed campaign regenerates it identically
                     res = self._execute(executor, spec, ai)
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
@@ -177,7 +191,7 @@ class ApiCampaign:
                     if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
-                            filt.observe(ai, res.outcome)
+                            filt.observe(ai, res.outcome, res.signature)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.store.add_many(rows)
@@ -200,14 +214,13 @@ class ApiCampaign:
 
     def _decide(self, filt, batch):
         """-> (scores, decisions). decision: none (no filter) / warmup / accept /
-        reject (predicted invalid; the loop turns it into explore or discard)."""
+        reject (predicted invalid) / crash (predicted crash); the loop settles
+        crash into accept or known and turns reject and known into explore or
+        discard / known."""
         if filt is None:
             return [None] * len(batch), [Decision.NONE] * len(batch)
-        scores = filt.scores(batch)
-        if scores is None:
-            return [None] * len(batch), [Decision.WARMUP] * len(batch)
-        decisions = [Decision.ACCEPT if s >= filt.threshold else Decision.REJECT for s in scores]
-        return [float(s) for s in scores], decisions
+        from .filter import decide
+        return decide(filt, batch)
 
     def _execute(self, executor, spec, ai):
         from .execute.supervisor import RunResult

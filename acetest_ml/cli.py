@@ -63,6 +63,18 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="online filter: labelled runs before the first model (default %(default)s)")
     p.add_argument("--retrain-every", type=int, default=D["retrain_every"],
                    help="online filter: new labels between retrainings (default %(default)s)")
+    p.add_argument("--crash-threshold", type=float, default=D["crash_threshold"],
+                   help="filter: never discard an input whose predicted crash/timeout probability "
+                   "reaches this (default %(default)s)")
+    p.add_argument("--known-crash-k", type=int, default=D["known_crash_k"],
+                   help="filter: after a crash signature was seen K times, inputs predicted to "
+                   "reproduce it run only from the exploration share (default %(default)s; 0 = off)")
+    p.add_argument("--explore-band", type=float, default=D["explore_band"],
+                   help="filter: explore predicted-invalid inputs scoring within this distance "
+                   "below the threshold (default %(default)s; 1 = any)")
+    p.add_argument("--time-budget", type=float, default=D["time_budget"], metavar="SECONDS",
+                   help="stop each API after this many seconds of wall time, counted once its "
+                   "worker is up (the budget still applies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # measuring switch: cold worker restarts instead of the warm spare
     p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
@@ -112,6 +124,8 @@ def _campaign_config(args, apis: list[str]):
                           models=args.models, models_dir=args.models_dir,
                           exploration=args.exploration, batch=args.batch, warmup=args.warmup,
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
+                          crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
+                          explore_band=args.explore_band, time_budget=args.time_budget,
                           warm_spare=not getattr(args, "no_warm_spare", False))
 
 

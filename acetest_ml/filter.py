@@ -1,21 +1,36 @@
 """The campaign side of ``--ml-filter``: offline (a trained model from the
 YAML registry) and online (learn from the campaign's own runs).
 
-A filter exposes ``scores(batch) -> array | None`` (None while it is still
-warming up: run everything), ``threshold``, ``observe(ai, outcome)`` and
-``info()`` (what the summary reports). Decisions (accept / explore /
-discard) are taken by the campaign loop, so the filters stay free of
-campaign logic and the scoring model itself is reusable elsewhere (the
+A filter exposes ``assess(batch) -> Assessment | None`` (None while it is
+still warming up: run everything), ``threshold``, ``observe(ai, outcome,
+signature)`` and ``info()`` (what the summary reports). :func:`decide` turns
+an assessment into per-candidate decisions; the campaign loop then spends the
+exploration share. The scoring model itself is reusable elsewhere (the
 upstream ACETest hook uses the same ValidityModel).
+
+Crash-aware filtering (the model keeps crash/timeout as a class of its own):
+
+- a candidate whose crash probability reaches ``crash_threshold`` is never
+  discarded: it is accepted whatever its validity score;
+- once a crash signature has been seen ``known_crash_k`` times, a predicted
+  crash whose nearest recorded crash input (in feature space) has that
+  signature is *known*: it runs only from the exploration share, so the budget
+  goes to new behaviour;
+- exploration runs predicted-invalid candidates from the uncertain band
+  (score within ``explore_band`` below the threshold) and known crashes,
+  within the exploration share of the executed budget.
 """
 from __future__ import annotations
 
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
-from .learner import OnlineLearner
+import numpy as np
+
+from .learner import Label, OnlineLearner, label_of
 from .model import AbstractInput, ApiSpec
-from .outcome import Outcome
+from .outcome import Decision
 
 
 def check_models_config(path: str, models_dir: str | None = None) -> None:
@@ -41,54 +56,76 @@ class _Timing:
         return 1e6 * self.score_s / self.scored if self.scored else None
 
 
-class OfflineFilter:
-    mode = "offline"
+@dataclass
+class Assessment:
+    """What the model says about a batch: P(not invalid), P(crash/timeout)."""
 
-    def __init__(self, model, source: str):
-        self.model = model
-        self.source = source
-        self.threshold = float(model.threshold)
-        self.timing = _Timing()
-
-    active = True
-
-    def scores(self, batch: list[AbstractInput]):
-        return self.timing.timed(self.model.score_batch, batch)
-
-    def observe(self, ai: AbstractInput, outcome: Outcome) -> None:
-        pass
-
-    def info(self) -> dict:
-        return {"mode": self.mode, "model": self.source,
-                "score_us_per_candidate": self.timing.us_per_candidate}
+    scores: np.ndarray
+    crash: np.ndarray
 
 
-class OnlineFilter:
-    """Runs unfiltered for ``warmup`` labelled runs, then trains a model of
-    the registry's configured kind and filters, retraining every
-    ``retrain_every`` new labels (an :class:`~acetest_ml.learner.OnlineLearner`,
-    the same one the upstream hook uses)."""
+class KnownCrashes:
+    """The crash inputs of a campaign and their signatures; predicts the
+    signature a candidate would reproduce as that of its nearest recorded
+    crash input (range-scaled L1 distance over the shape features)."""
 
-    mode = "online"
-
-    def __init__(self, spec: ApiSpec, config, *, warmup: int = 60, retrain_every: int = 50,
-                 min_per_class: int = 5, note: str | None = None):
+    def __init__(self, spec: ApiSpec, k: int):
+        self.k = int(k)
         self.spec = spec
-        self.config = config
-        self.learner = OnlineLearner(spec, self._fit, warmup=warmup, retrain_every=retrain_every,
-                                     retry_after=retrain_every, min_per_class=min_per_class)
-        self.note = note
-        self.timing = _Timing()
+        self._schema = None
+        self.rows: list[np.ndarray] = []
+        self.sigs: list[str] = []
+        self.counts: dict[str, int] = {}
 
-    def _fit(self, spec: ApiSpec, inputs, labels):
-        from .classify import train_model
-        return train_model(spec, inputs, labels, kind=self.config.kind, params=self.config.params,
-                           threshold=self.config.threshold,
-                           min_per_class=self.learner.min_per_class)
+    def schema(self):
+        if self._schema is None:
+            from .features import FeatureSchema
+            self._schema = FeatureSchema.for_spec(self.spec)
+        return self._schema
+
+    def observe(self, ai: AbstractInput, outcome, signature: Optional[str]) -> None:
+        if label_of(outcome) != Label.CRASH or self.k <= 0:
+            return
+        sig = signature or str(getattr(outcome, "value", outcome))
+        self.counts[sig] = self.counts.get(sig, 0) + 1
+        self.rows.append(self.schema().matrix([ai])[0])
+        self.sigs.append(sig)
 
     @property
-    def model(self):
-        return self.learner.model
+    def saturated(self) -> set[str]:
+        return {s for s, n in self.counts.items() if self.k > 0 and n >= self.k}
+
+    def predict(self, batch: list[AbstractInput]) -> list[Optional[str]]:
+        """The nearest recorded crash's signature for each candidate."""
+        if not self.rows or not batch:
+            return [None] * len(batch)
+        ref = np.nan_to_num(np.vstack(self.rows), nan=-1.0)
+        X = np.nan_to_num(self.schema().matrix(batch), nan=-1.0)
+        both = np.vstack([ref, X])
+        span = both.max(axis=0) - both.min(axis=0)
+        span[span == 0] = 1.0
+        d = np.abs(X[:, None, :] - ref[None, :, :]) / span
+        return [self.sigs[j] for j in d.sum(axis=2).argmin(axis=1)]
+
+    def known(self, batch: list[AbstractInput]) -> np.ndarray:
+        sat = self.saturated
+        if not sat:
+            return np.zeros(len(batch), dtype=bool)
+        return np.array([s in sat for s in self.predict(batch)], dtype=bool)
+
+
+class _Filter:
+    """Scoring common to both modes (``self.model`` is a ValidityModel or None)."""
+
+    model: Any = None
+    mode: str = ""
+
+    def __init__(self, spec: ApiSpec, *, known_crash_k: int = 0, crash_threshold: float = 0.5):
+        self.spec = spec
+        self.timing = _Timing()
+        self.crashes = KnownCrashes(spec, known_crash_k)
+        self.crash_threshold = float(crash_threshold)
+        self.counts = {"crash_kept": 0, "known": 0}
 
     @property
     def active(self) -> bool:
@@ -98,39 +135,136 @@ class OnlineFilter:
     def threshold(self) -> float:
         return float(self.model.threshold) if self.model is not None else 0.5
 
-    def scores(self, batch: list[AbstractInput]):
+    def assess(self, batch: list[AbstractInput]) -> Optional[Assessment]:
         if self.model is None:
             return None
-        return self.timing.timed(self.model.score_batch, batch)
+        proba = self.timing.timed(self.model.predict_batch, batch)
+        return Assessment(1.0 - proba[:, 0], proba[:, 2])
 
-    def observe(self, ai: AbstractInput, outcome: str) -> None:
+    def settle_crash(self, ai: AbstractInput, score: float) -> str:
+        """A predicted crash: ``known`` when it is predicted to reproduce a
+        signature seen ``known_crash_k`` times, else ``accept``."""
+        if self.crashes.saturated and bool(self.crashes.known([ai])[0]):
+            self.counts["known"] += 1
+            return Decision.KNOWN
+        if score < self.threshold:
+            self.counts["crash_kept"] += 1
+        return Decision.ACCEPT
+
+    def scores(self, batch: list[AbstractInput]):
+        a = self.assess(batch)
+        return None if a is None else a.scores
+
+    def observe(self, ai: AbstractInput, outcome, signature: Optional[str] = None) -> None:
+        self.crashes.observe(ai, outcome, signature)
+
+    def info(self) -> dict:
+        return {"mode": self.mode, "score_us_per_candidate": self.timing.us_per_candidate,
+                "crash_threshold": self.crash_threshold, "known_crash_k": self.crashes.k,
+                "crash_class": bool(self.model is not None and self.model.has_crash_class),
+                "signatures_seen": dict(self.crashes.counts), **self.counts}
+
+
+def decide(filt, batch: list[AbstractInput]):
+    """-> (scores, decisions). decision: warmup (no model yet) / accept /
+    reject (predicted invalid) / crash (predicted to crash or hang: never
+    discarded; :meth:`_Filter.settle_crash` makes it accept or known when its
+    turn comes, after the runs before it taught the filter their signatures).
+    The loop turns reject and known into explore or discard / known."""
+    a = filt.assess(batch)
+    if a is None:
+        return [None] * len(batch), [Decision.WARMUP] * len(batch)
+    thr = filt.threshold
+    out = []
+    for s, c in zip(a.scores, a.crash):
+        if c >= filt.crash_threshold:
+            out.append(Decision.CRASH)
+        else:
+            out.append(Decision.ACCEPT if s >= thr else Decision.REJECT)
+    return [float(s) for s in a.scores], out
+
+
+def explorable(decision: str, score: Optional[float], threshold: float, band: float) -> bool:
+    """May a candidate the filter would not run be explored? Known crashes
+    always; predicted-invalid ones only from the uncertain band below the
+    threshold (``band`` >= 1 explores every score)."""
+    if decision == Decision.KNOWN:
+        return True
+    return decision == Decision.REJECT and score is not None and score >= threshold - band
+
+
+class OfflineFilter(_Filter):
+    mode = "offline"
+
+    def __init__(self, model, source: str, spec: Optional[ApiSpec] = None, **kw):
+        super().__init__(spec or model.schema.spec, **kw)
+        self.model = model
+        self.source = source
+
+    def info(self) -> dict:
+        return {**super().info(), "model": self.source}
+
+
+class OnlineFilter(_Filter):
+    """Runs unfiltered for ``warmup`` labelled runs, then trains a model of
+    the registry's configured kind and filters, retraining every
+    ``retrain_every`` new labels (an :class:`~acetest_ml.learner.OnlineLearner`,
+    the same one the upstream hook uses)."""
+
+    mode = "online"
+
+    def __init__(self, spec: ApiSpec, config, *, warmup: int = 60, retrain_every: int = 50,
+                 min_per_class: int = 5, note: str | None = None, **kw):
+        super().__init__(spec, **kw)
+        self.config = config
+        self.learner = OnlineLearner(spec, self._fit, warmup=warmup, retrain_every=retrain_every,
+                                     retry_after=retrain_every, min_per_class=min_per_class)
+        self.note = note
+
+    def _fit(self, spec: ApiSpec, inputs, labels):
+        from .classify import train_model
+        return train_model(spec, inputs, labels, kind=self.config.kind, params=self.config.params,
+                           threshold=self.config.threshold,
+                           min_per_class=self.learner.min_per_class)
+
+    @property  # type: ignore[override]
+    def model(self):
+        return self.learner.model
+
+    def observe(self, ai: AbstractInput, outcome, signature: Optional[str] = None) -> None:
+        super().observe(ai, outcome, signature)
         self.learner.observe(ai, outcome)
 
     def info(self) -> dict:
         li = self.learner.info()
-        return {"mode": self.mode, "model": "online", "note": self.note,
-                "score_us_per_candidate": self.timing.us_per_candidate,
-                "retrains": li["trainings"], "labels": li["labelled"],
-                "learner": li}
+        return {**super().info(), "model": "online", "note": self.note,
+                "retrains": li["trainings"], "labels": li["labelled"], "learner": li}
 
 
 def make_filter(cfg, spec: ApiSpec, store):
     """The filter for one API of a campaign (offline model, or online when
-    the registry has none / ``--ml-filter online``)."""
+    the registry has none / ``--ml-filter online``). A resumed campaign
+    learns again from what it recorded."""
+    from .campaign import api_seed
     from .classify import ModelRegistry
     registry = ModelRegistry.load(cfg.models, cfg.models_dir)
+    kw: dict[str, Any] = {"known_crash_k": getattr(cfg, "known_crash_k", 0),
+          "crash_threshold": getattr(cfg, "crash_threshold", 0.5)}
     note = None
+    f: _Filter | None = None
     if cfg.ml_filter == "offline":
         model = registry.model_for(spec.name, spec)
         if model is not None:
-            return OfflineFilter(model, str(registry.config_for(spec.name).model_path))
-        note = "no model in registry: online mode"
-    f = OnlineFilter(spec, registry.config_for(spec.name), warmup=cfg.warmup,
-                     retrain_every=cfg.retrain_every, note=note)
-    # a resumed campaign learns again from what it recorded
-    from .campaign import api_seed
-    recs = [r for r in store.records(spec.name, executed_only=True, seed=api_seed(cfg.seed, spec.name))]
-    for r in recs:
-        f.learner.add(r.input, r.outcome)
-    f.learner.maybe_train()
+            f = OfflineFilter(model, str(registry.config_for(spec.name).model_path), spec, **kw)
+        else:
+            note = "no model in registry: online mode"
+    if f is None:
+        f = OnlineFilter(spec, registry.config_for(spec.name), warmup=cfg.warmup,
+                         retrain_every=cfg.retrain_every, note=note, **kw)
+    for r in store.records(spec.name, executed_only=True, seed=api_seed(cfg.seed, spec.name)):
+        f.crashes.observe(r.input, r.outcome, r.signature)
+        if isinstance(f, OnlineFilter):
+            f.learner.add(r.input, r.outcome)
+    if isinstance(f, OnlineFilter):
+        f.learner.maybe_train()
     return f

@@ -94,6 +94,17 @@ class CampaignConfig:
     warmup: int = 60                        #: online: labelled runs before the first model
     retrain_every: int = 50                 #: online: new labels between retrainings
     mem_limit_mb: Optional[int] = None      #: worker memory limit (None: the executor's default)
+    #: crash-aware filter: an input with P(crash or timeout) >= this is never discarded
+    crash_threshold: float = 0.3
+    #: a crash signature seen this many times is known: inputs predicted to
+    #: reproduce it run only from the exploration share (0: off)
+    known_crash_k: int = 3
+    #: exploration draws predicted-invalid inputs scoring within this distance
+    #: below the threshold (1.0: any score)
+    explore_band: float = 0.25
+    #: wall-clock seconds per API, counted once its worker is up (None: no
+    #: limit; the budget still applies)
+    time_budget: Optional[float] = None
     #: a warm spare worker per framework takes over after a crash or timeout
     #: (off: every restart is a cold framework start; kept to measure it)
     warm_spare: bool = True
@@ -146,6 +157,16 @@ class CampaignConfig:
         _int_at_least("retrain_every", self.retrain_every, 1)
         if self.mem_limit_mb is not None:
             _int_at_least("mem_limit_mb", self.mem_limit_mb, 1)
+        for name in ("crash_threshold", "explore_band"):
+            v = getattr(self, name)
+            if not _is_number(v) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                raise SettingError(name, f"must be between 0 and 1 (got {v!r})")
+        _int_at_least("known_crash_k", self.known_crash_k, 0)
+        if self.time_budget is not None and (not _is_number(self.time_budget)
+                                             or not math.isfinite(self.time_budget)
+                                             or self.time_budget <= 0):
+            raise SettingError("time_budget", f"must be a finite number of seconds > 0 "
+                                              f"(got {self.time_budget!r})")
         if not isinstance(self.warm_spare, bool):
             raise SettingError("warm_spare", f"must be true or false (got {self.warm_spare!r})")
 

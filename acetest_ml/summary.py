@@ -77,6 +77,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "note": f.get("note"),
             "candidates": candidates,
             "discarded": decisions.get(Decision.DISCARD, 0),
+            "known_crash_skipped": decisions.get(Decision.KNOWN, 0),
             "explored": decisions.get(Decision.EXPLORE, 0),
             # the share of executed runs spent on exploration (bounded by --exploration)
             "explore_share": exp_exec / executed if executed else 0.0,
@@ -84,12 +85,16 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "warmup": decisions.get(Decision.WARMUP, 0),
             "candidates_per_exec": candidates / executed if executed else 0.0,
             "accepted_pass_rate": accepted[Outcome.PASS] / acc_exec if acc_exec else None,
-            # share of predicted-invalid inputs that would have passed: measured
-            # on the exploration runs, the unbiased sample of the discards
+            # share of predicted-invalid inputs that would have passed, measured
+            # on the exploration runs; they come from the uncertain band just
+            # below the threshold, so this over-estimates the discards' rate
             "est_false_discard_rate": explored[Outcome.PASS] / exp_exec if exp_exec else None,
             "score_us_per_candidate": f.get("score_us_per_candidate"),
             "retrains": f.get("retrains"),
             "labels": f.get("labels"),
+            "crash_class": f.get("crash_class"),
+            "crash_kept": f.get("crash_kept"),
+            "signatures_seen": f.get("signatures_seen"),
         }
     return out
 

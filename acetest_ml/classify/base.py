@@ -3,8 +3,9 @@
 A kind wraps one learning library. Instances are created empty, trained with
 :meth:`ClassifierKind.fit`, and persisted next to a JSON sidecar written by
 :class:`acetest_ml.classify.model.ValidityModel`; the kind only owns its model
-file (``<path_prefix><suffix>``). Labels are 1 = valid (the call returned),
-0 = invalid. Feature matrices may contain NaN.
+file (``<path_prefix><suffix>``). Labels are class indices 0..k-1 (k >= 2,
+every class present in training), 0 always the invalid class; a two-class
+model is 0 = invalid, 1 = valid. Feature matrices may contain NaN.
 """
 from __future__ import annotations
 
@@ -45,11 +46,15 @@ class ClassifierKind(ABC):
     @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, params: Mapping[str, Any] | None = None
             ) -> "ClassifierKind":
-        """Train on X (n, d) float32 and y (n,) in {0, 1}; returns self."""
+        """Train on X (n, d) float32 and y (n,) in {0..k-1}; returns self."""
 
     @abstractmethod
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities for each row, float64 (n, k)."""
+
     def predict_valid(self, X: np.ndarray) -> np.ndarray:
-        """Probability of the valid class for each row, float64 (n,)."""
+        """Probability that each row is not of the invalid class 0, float64 (n,)."""
+        return 1.0 - self.predict_proba(X)[:, 0]
 
     # -- persistence -------------------------------------------------------
     def model_path(self, path_prefix: str | Path) -> Path:

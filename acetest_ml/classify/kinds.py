@@ -110,18 +110,25 @@ class LightGBMKind(ClassifierKind):
         import lightgbm as lgb
         p, rounds = self._train_params(params or {})
         self.params = dict(params or {})
+        k = int(np.max(y)) + 1 if len(y) else 2
+        if k > 2:
+            p.update(objective="multiclass", num_class=k)
         ds = lgb.Dataset(np.asarray(X, dtype=np.float32), label=np.asarray(y, dtype=np.float64),
                          params={"verbose": -1}, free_raw_data=True)
         self.booster = lgb.train(p, ds, num_boost_round=rounds)
         return self
 
-    def predict_valid(self, X):
+    def predict_proba(self, X):
         if self.booster is None:
             raise RuntimeError("model is not trained")
         X = np.asarray(X, dtype=np.float32)
+        k = max(2, int(self.booster.num_model_per_iteration()))
         if len(X) == 0:
-            return np.empty(0, dtype=np.float64)
-        return np.asarray(self.booster.predict(X, num_threads=1), dtype=np.float64)
+            return np.empty((0, k), dtype=np.float64)
+        out = np.asarray(self.booster.predict(X, num_threads=1), dtype=np.float64)
+        if out.ndim == 1:  # binary: P(class 1)
+            return np.column_stack([1.0 - out, out])
+        return out
 
     def save(self, path_prefix):
         path = self.model_path(path_prefix)
@@ -195,17 +202,16 @@ class _SklearnKind(ClassifierKind):
         self.estimator = est
         return self
 
-    def predict_valid(self, X):
+    def predict_proba(self, X):
         if self.estimator is None:
             raise RuntimeError("model is not trained")
         X = np.asarray(X, dtype=np.float32)
-        if len(X) == 0:
-            return np.empty(0, dtype=np.float64)
-        classes = list(self.estimator.classes_)
-        if 1 not in classes:
-            return np.zeros(len(X))
-        proba = self.estimator.predict_proba(self._cols(X))
-        return np.asarray(proba[:, classes.index(1)], dtype=np.float64)
+        classes = [int(c) for c in self.estimator.classes_]
+        out = np.zeros((len(X), max(2, max(classes) + 1)), dtype=np.float64)
+        if len(X):
+            proba = self.estimator.predict_proba(self._cols(X))
+            out[:, classes] = proba
+        return out
 
     def save(self, path_prefix):
         path = self.model_path(path_prefix)

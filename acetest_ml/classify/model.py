@@ -4,9 +4,17 @@ On disk a model is two files sharing a prefix ``<dir>/<safe api name>``:
 
 - ``<prefix>.model.txt`` (LightGBM text model) or ``<prefix>.model.pkl``
   (sklearn kinds), written by the kind;
-- ``<prefix>.json``, the sidecar: format tag, kind, model file name and its
-  SHA-256, threshold, training counts, metrics, parameters and the feature
-  schema (which embeds the API spec the features were built from).
+- ``<prefix>.json``, the sidecar: format tag and version, kind, model file
+  name and its SHA-256, the classes the model tells apart, threshold,
+  training counts, metrics, parameters and the feature schema (which embeds
+  the API spec the features were built from).
+
+Classes follow :mod:`acetest_ml.learner`: invalid (0), pass (1) and crash
+(2, crash or timeout). A model trained on runs with crashes keeps them as a
+class of their own (LightGBM multiclass); the score is still the probability
+that an input is not invalid, and :meth:`ValidityModel.crash_batch` gives the
+probability that it crashes or hangs. Format version 1 sidecars (two-class
+models) load as two-class models.
 
 Scoring takes AbstractInputs only, so the same object serves campaigns and the
 upstream ACETest hook.
@@ -27,7 +35,10 @@ from .kinds import get_kind
 from .metrics import classification_metrics
 
 SIDECAR_FORMAT = "acetest-ml-validity-model"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
+#: versions this code reads (1: two-class models, no "classes" key)
+READABLE_VERSIONS = (1, 2)
+N_LABELS = 3  # invalid, pass, crash
 
 Threshold = Union[float, str]
 
@@ -65,9 +76,11 @@ def _split_prefix(path: Union[str, Path]) -> Path:
 class ValidityModel:
     def __init__(self, schema: FeatureSchema, classifier: ClassifierKind, threshold: float,
                  counts: Optional[dict] = None, metrics: Optional[dict] = None,
-                 params: Optional[dict] = None):
+                 params: Optional[dict] = None, classes: Sequence[int] = (0, 1)):
         self.schema = schema
         self.classifier = classifier
+        #: the label (learner.Label value) of each of the classifier's classes
+        self.classes = [int(c) for c in classes]
         self.threshold = float(threshold)
         self.counts = dict(counts or {})
         self.metrics = dict(metrics or {})
@@ -81,15 +94,32 @@ class ValidityModel:
     def kind(self) -> str:
         return self.classifier.name
 
+    @property
+    def has_crash_class(self) -> bool:
+        return 2 in self.classes
+
     # ------------------------------------------------------------------ scoring
+    def proba_matrix(self, X: np.ndarray) -> np.ndarray:
+        """(n, 3) probabilities of invalid, pass, crash for feature rows."""
+        return _expand(self.classifier.predict_proba(X), self.classes)
+
     def score_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_valid(X)
+        return 1.0 - self.proba_matrix(X)[:, 0]
+
+    def predict_batch(self, inputs: Sequence[AbstractInput]) -> np.ndarray:
+        """(len(inputs), 3) probabilities of invalid, pass and crash/timeout."""
+        if len(inputs) == 0:
+            return np.empty((0, N_LABELS), dtype=np.float64)
+        return self.proba_matrix(self.schema.matrix(inputs))
 
     def score_batch(self, inputs: Sequence[AbstractInput]) -> np.ndarray:
-        """Probability that each input is valid, float64 (len(inputs),)."""
-        if len(inputs) == 0:
-            return np.empty(0, dtype=np.float64)
-        return self.classifier.predict_valid(self.schema.matrix(inputs))
+        """Probability that each input is not invalid (it passes, or gets past
+        validation and crashes or hangs), float64 (len(inputs),)."""
+        return 1.0 - self.predict_batch(inputs)[:, 0]
+
+    def crash_batch(self, inputs: Sequence[AbstractInput]) -> np.ndarray:
+        """Probability that each input crashes or times out (0 without a crash class)."""
+        return self.predict_batch(inputs)[:, 2]
 
     def accept_mask(self, inputs: Sequence[AbstractInput],
                     threshold: Optional[float] = None) -> np.ndarray:
@@ -98,8 +128,13 @@ class ValidityModel:
         return self.score_batch(inputs) >= t
 
     def evaluate(self, inputs: Sequence[AbstractInput], labels: Sequence[Any]) -> dict:
-        """classification_metrics of this model on labelled inputs."""
-        return classification_metrics(_labels(labels), self.score_batch(inputs), self.threshold)
+        """classification_metrics of this model on labelled inputs (valid =
+        not invalid), with the crash class's own figures under ``crash``."""
+        y = _labels(labels)
+        proba = self.predict_batch(inputs)
+        m = classification_metrics(y != 0, 1.0 - proba[:, 0], self.threshold)
+        m["crash"] = crash_metrics(y, proba)
+        return m
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Union[str, Path]) -> Path:
@@ -121,6 +156,7 @@ class ValidityModel:
             "kind": self.kind,
             "model_file": model_path.name,
             "model_sha256": _sha256(model_path),
+            "classes": self.classes,
             "threshold": self.threshold,
             "counts": self.counts,
             "metrics": self.metrics,
@@ -147,9 +183,14 @@ class ValidityModel:
             raise ModelFileError(f"{side}: not valid JSON ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
             raise ModelFileError(f"{side}: not an acetest-ml model sidecar")
-        if doc.get("format_version") != SIDECAR_VERSION:
-            raise ModelFileError(f"{side}: sidecar format version {doc.get('format_version')!r} "
-                                 f"is not {SIDECAR_VERSION}")
+        version = doc.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise ModelFileError(f"{side}: sidecar format version {version!r} is not one this "
+                                 f"acetest-ml reads ({', '.join(map(str, READABLE_VERSIONS))}); retrain the model")
+        classes = doc.get("classes", [0, 1]) if version >= 2 else [0, 1]
+        if (not isinstance(classes, list) or len(classes) < 2 or classes[0] != 0
+                or sorted(set(classes)) != classes or not set(classes) <= {0, 1, 2}):
+            raise ModelFileError(f"{side}: malformed classes {classes!r}")
         try:
             kind_cls = get_kind(doc["kind"])
             model_file = prefix.parent / str(doc["model_file"])
@@ -185,12 +226,15 @@ class ValidityModel:
             raise ModelFileError(f"{side}: sidecar API {doc.get('api')!r} differs from its schema "
                                  f"({stored.api!r})")
         classifier = kind_cls.load(prefix)
+        n_out = classifier.predict_proba(np.zeros((1, stored.width), dtype=np.float32)).shape[1]
+        if n_out != len(classes):
+            raise ModelFileError(f"{model_file}: model has {n_out} classes, its sidecar names {len(classes)}")
         return cls(stored, classifier, threshold, counts=doc.get("counts"),
-                   metrics=doc.get("metrics"), params=doc.get("params"))
+                   metrics=doc.get("metrics"), params=doc.get("params"), classes=classes)
 
     def __repr__(self) -> str:
         return (f"ValidityModel(api={self.api!r}, kind={self.kind!r}, threshold={self.threshold}, "
-                f"counts={self.counts})")
+                f"classes={self.classes}, counts={self.counts})")
 
 
 def _json_default(o: Any):
@@ -204,8 +248,44 @@ def _json_default(o: Any):
 
 
 def _labels(labels: Sequence[Any]) -> np.ndarray:
-    y = np.asarray([1 if bool(v) else 0 for v in labels], dtype=np.int64)
-    return y
+    """Labels as 0 invalid / 1 pass / 2 crash; booleans are the two-class view."""
+    out = []
+    for v in labels:
+        i = int(v)
+        if i not in (0, 1, 2):
+            raise ValueError(f"label {v!r} is not 0 (invalid), 1 (pass) or 2 (crash)")
+        out.append(i)
+    return np.asarray(out, dtype=np.int64)
+
+
+def _expand(proba: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    out = np.zeros((len(proba), N_LABELS), dtype=np.float64)
+    out[:, list(classes)] = proba
+    return out
+
+
+def _fit(kind_cls, X: np.ndarray, y: np.ndarray, params: dict):
+    """A classifier trained on the labels present in y -> (classifier, classes)."""
+    classes = sorted({int(v) for v in y})
+    index = {c: i for i, c in enumerate(classes)}
+    return kind_cls().fit(X, np.asarray([index[int(v)] for v in y]), params), classes
+
+
+def _fit_proba(kind_cls, Xtr, ytr, Xte, params) -> np.ndarray:
+    clf, classes = _fit(kind_cls, Xtr, ytr, params)
+    return _expand(clf.predict_proba(Xte), classes)
+
+
+def crash_metrics(y: np.ndarray, proba: np.ndarray) -> Optional[dict]:
+    """How well P(crash) ranks the crash/timeout runs (None without any)."""
+    from .metrics import roc_auc
+    is_crash = np.asarray(y) == 2
+    n = int(is_crash.sum())
+    if n == 0:
+        return None
+    top = np.argsort(-proba[:, 2], kind="mergesort")[:n]
+    return {"n": n, "roc_auc": roc_auc(is_crash, proba[:, 2]),
+            "recall_at_n": float(is_crash[top].mean())}
 
 
 # --------------------------------------------------------------------------- training
@@ -243,10 +323,11 @@ def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return min(cands, key=lambda t: abs(t - 0.5))
 
 
-def _oof_scores(kind_cls, X: np.ndarray, y: np.ndarray, keys: list[str], params: dict,
-                folds: int, seed: int) -> np.ndarray | None:
-    """Out-of-fold P(valid) for every example (``folds`` folds; identical
-    inputs stay in one fold). None when a fold's training part lacks a class."""
+def _oof_proba(kind_cls, X: np.ndarray, y: np.ndarray, keys: list[str], params: dict,
+               folds: int, seed: int) -> np.ndarray | None:
+    """Out-of-fold (n, 3) class probabilities for every example (``folds``
+    folds; identical inputs stay in one fold). None when a fold's training
+    part lacks the valid or the invalid side."""
     rng = np.random.RandomState(seed)
     groups: dict[str, list[int]] = {}
     for i, k in enumerate(keys):
@@ -254,15 +335,15 @@ def _oof_scores(kind_cls, X: np.ndarray, y: np.ndarray, keys: list[str], params:
     fold_of = np.empty(len(y), dtype=np.int64)
     for j, gi in enumerate(rng.permutation(len(groups))):
         fold_of[list(groups.values())[gi]] = j % folds
-    out = np.empty(len(y), dtype=np.float64)
+    out = np.zeros((len(y), N_LABELS), dtype=np.float64)
     for f in range(folds):
         te = fold_of == f
         if not te.any():
             continue
         tr = ~te
-        if len(np.unique(y[tr])) < 2:
+        if len(np.unique(y[tr] != 0)) < 2:
             return None
-        out[te] = kind_cls().fit(X[tr], y[tr], params).predict_valid(X[te])
+        out[te] = _fit_proba(kind_cls, X[tr], y[tr], X[te], params)
     return out
 
 
@@ -287,7 +368,7 @@ def _split(keys: list[str], y: np.ndarray, fraction: float, seed: int):
     mask[val_idx] = True
     tr_idx = np.flatnonzero(~mask)
     for part in (val_idx, tr_idx):
-        if len(np.unique(y[part])) < 2:
+        if len(np.unique(y[part] != 0)) < 2:
             return None
     return tr_idx, val_idx
 
@@ -296,16 +377,20 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
                 kind: str = "lightgbm", params: Optional[Mapping[str, Any]] = None,
                 threshold: Threshold = 0.5, min_per_class: int = 10, *,
                 validation_fraction: float = 0.2, seed: int = 0) -> ValidityModel:
-    """Train a ValidityModel for ``spec`` on labelled inputs (label truthy =
-    valid). A held-out share (``validation_fraction``, split so identical
-    inputs stay together) measures the model and, with ``threshold="auto"``,
-    picks the threshold maximising balanced accuracy; the final classifier is
-    then refitted on all examples. Raises TooFewExamples when either class
+    """Train a ValidityModel for ``spec`` on labelled inputs (labels 0
+    invalid, 1 pass, 2 crash/timeout as :func:`acetest_ml.learner.label_of`
+    gives them; booleans are the two-class view). Crash runs, when present,
+    are a class of their own. A held-out share (``validation_fraction``, split
+    so identical inputs stay together) measures the model and, with
+    ``threshold="auto"``, picks the threshold maximising balanced accuracy of
+    valid (not invalid) against invalid; the final classifier is then refitted
+    on all examples. Raises TooFewExamples when the valid or the invalid side
     has fewer than ``min_per_class`` examples."""
     if len(inputs) != len(labels):
         raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
     y = _labels(labels)
-    n_valid = int(y.sum())
+    valid = y != 0
+    n_valid = int(valid.sum())
     n_invalid = int(len(y) - n_valid)
     if n_valid < min_per_class or n_invalid < min_per_class:
         raise TooFewExamples(spec.name, n_valid, n_invalid, min_per_class)
@@ -318,30 +403,35 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
     params = dict(params or {})
     schema = FeatureSchema.for_spec(spec)
     X = schema.matrix(inputs)
+    keys = [ai.key() for ai in inputs]
 
     metrics: dict = {"validation": None}
     thr = 0.5 if auto else float(threshold)
     split = None
     if validation_fraction and validation_fraction > 0:
-        split = _split([ai.key() for ai in inputs], y, validation_fraction, seed)
-    oof = _oof_scores(kind_cls, X, y, [ai.key() for ai in inputs], params, 5, seed) if auto else None
+        split = _split(keys, y, validation_fraction, seed)
+    oof = _oof_proba(kind_cls, X, y, keys, params, 5, seed) if auto else None
     if oof is not None:
         # "auto": the threshold maximising balanced accuracy on 5-fold
         # out-of-fold scores (every example held out once: steadier than one split)
-        thr = best_threshold(y, oof)
-        metrics["validation"] = classification_metrics(y, oof, thr)
+        thr = best_threshold(valid, 1.0 - oof[:, 0])
+        metrics["validation"] = classification_metrics(valid, 1.0 - oof[:, 0], thr)
         metrics["validation"]["method"] = "5-fold out-of-fold"
+        metrics["validation"]["crash"] = crash_metrics(y, oof)
     elif split is not None:
         tr, va = split
-        probe = kind_cls().fit(X[tr], y[tr], params)
-        p_va = probe.predict_valid(X[va])
+        p_va = _fit_proba(kind_cls, X[tr], y[tr], X[va], params)
         if auto:
-            thr = best_threshold(y[va], p_va)
-        metrics["validation"] = classification_metrics(y[va], p_va, thr)
-    clf = kind_cls().fit(X, y, params)
-    metrics["train"] = classification_metrics(y, clf.predict_valid(X), thr)
+            thr = best_threshold(valid[va], 1.0 - p_va[:, 0])
+        metrics["validation"] = classification_metrics(valid[va], 1.0 - p_va[:, 0], thr)
+        metrics["validation"]["crash"] = crash_metrics(y[va], p_va)
+    clf, classes = _fit(kind_cls, X, y, params)
+    p_tr = _expand(clf.predict_proba(X), classes)
+    metrics["train"] = classification_metrics(valid, 1.0 - p_tr[:, 0], thr)
     counts = {"n": int(len(y)), "valid": n_valid, "invalid": n_invalid,
-              "distinct": len({ai.key() for ai in inputs})}
+              "pass": int((y == 1).sum()), "crash": int((y == 2).sum()),
+              "distinct": len(set(keys))}
     stored_params = {"kind_params": params, "threshold": threshold,
                      "validation_fraction": validation_fraction, "seed": seed}
-    return ValidityModel(schema, clf, thr, counts=counts, metrics=metrics, params=stored_params)
+    return ValidityModel(schema, clf, thr, counts=counts, metrics=metrics, params=stored_params,
+                         classes=classes)

@@ -1,0 +1,208 @@
+"""Crash-aware filtering: crash/timeout as a class of its own in training,
+predicted crashes never discarded, known signatures deprioritised, and
+exploration from the uncertain band."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+import yaml
+
+from acetest_ml.classify import ModelFileError, ValidityModel, train_model
+from acetest_ml.cli import main
+from acetest_ml.filter import KnownCrashes, OfflineFilter, decide, explorable
+from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
+
+SPEC = ApiSpec("tf.raw_ops.Fake", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
+                                         ArgSpec("n", "int", minimum=0, maximum=9)])
+
+
+def _ai(rank, n, seed=0):
+    return AbstractInput(SPEC.name, {"x": TensorDesc("float32", (2,) * rank), "n": n}, value_seed=seed)
+
+
+def _rule(ai):
+    """rank 1 crashes, n > 5 is rejected, the rest passes."""
+    if ai.args["x"].rank == 1:
+        return 2
+    return 0 if ai.args["n"] > 5 else 1
+
+
+def _data(count=300, seed=0):
+    rng = np.random.RandomState(seed)
+    xs = [_ai(int(rng.randint(0, 5)), int(rng.randint(0, 10)), i) for i in range(count)]
+    return xs, [_rule(a) for a in xs]
+
+
+@pytest.fixture(scope="module")
+def model():
+    xs, ys = _data()
+    return train_model(SPEC, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5)
+
+
+def test_crash_is_a_class_of_its_own(model, tmp_path):
+    assert model.classes == [0, 1, 2] and model.has_crash_class
+    probe = [_ai(1, 2), _ai(1, 8), _ai(3, 2), _ai(3, 8)]
+    p = model.predict_batch(probe)
+    assert np.allclose(p.sum(axis=1), 1.0)
+    assert np.allclose(model.score_batch(probe), p[:, 1] + p[:, 2])  # not invalid = pass + crash
+    crash = model.crash_batch(probe)
+    assert crash[0] > 0.8 and crash[1] > 0.8 and crash[2] < 0.2 and crash[3] < 0.2
+    assert model.score_batch(probe)[3] < 0.2  # rank 3 with n > 5 is invalid
+    m = model.evaluate(*_data(100, seed=1))
+    assert m["crash"]["n"] > 0 and m["crash"]["roc_auc"] > 0.95
+    side = model.save(tmp_path)
+    doc = json.loads(side.read_text())
+    assert doc["format_version"] == 2 and doc["classes"] == [0, 1, 2]
+    back = ValidityModel.load(side)
+    assert back.classes == [0, 1, 2] and np.allclose(back.predict_batch(probe), p)
+
+
+def test_two_class_models_and_old_sidecars(tmp_path):
+    xs, ys = _data()
+    binary = train_model(SPEC, xs, [int(y != 0) for y in ys], "lightgbm", {"num_threads": 1}, 0.5)
+    assert binary.classes == [0, 1] and not binary.has_crash_class
+    assert np.all(binary.crash_batch(xs[:5]) == 0.0)
+    side = binary.save(tmp_path)
+    doc = json.loads(side.read_text())
+    del doc["classes"]
+    doc["format_version"] = 1
+    side.write_text(json.dumps(doc))
+    old = ValidityModel.load(side)  # a format-1 sidecar is a two-class model
+    assert old.classes == [0, 1] and np.allclose(old.score_batch(xs[:20]), binary.score_batch(xs[:20]))
+    doc["format_version"] = 7
+    side.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="format version 7 is not one this acetest-ml reads"):
+        ValidityModel.load(side)
+    # a sidecar naming three classes for a two-class model file is refused
+    doc.update(format_version=2, classes=[0, 1, 2])
+    side.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="2 classes, its sidecar names 3"):
+        ValidityModel.load(side)
+
+
+def test_other_kinds_learn_three_classes():
+    xs, ys = _data(200)
+    m = train_model(SPEC, xs, ys, "random_forest", {"n_estimators": 30}, 0.5)
+    assert m.classes == [0, 1, 2] and m.crash_batch([_ai(1, 3)])[0] > 0.5
+
+
+def test_decisions_keep_predicted_crashes_and_deprioritise_known_ones(model):
+    model.threshold = 1.0  # nothing would pass on its validity score alone
+    try:
+        flt = OfflineFilter(model, "test", SPEC, known_crash_k=2, crash_threshold=0.3)
+        batch = [_ai(1, 8, 1), _ai(3, 8, 2), _ai(1, 2, 3)]
+        scores, decisions = decide(flt, batch)
+        assert decisions == ["crash", "reject", "crash"] and scores[0] < 1.0
+
+        def settle():
+            return [flt.settle_crash(ai, s) if d == "crash" else d
+                    for ai, s, d in zip(batch, *decide(flt, batch))]
+        assert settle() == ["accept", "reject", "accept"]
+        assert flt.counts["crash_kept"] == 2
+        # one sighting of a signature: not known yet (k = 2)
+        flt.observe(_ai(1, 4), "crash", "SIGABRT: Check failed: x")
+        assert settle() == ["accept", "reject", "accept"]
+        flt.observe(_ai(1, 7), "crash", "SIGABRT: Check failed: x")
+        assert settle() == ["known", "reject", "known"]
+        assert flt.info()["signatures_seen"] == {"SIGABRT: Check failed: x": 2}
+    finally:
+        model.threshold = 0.5
+
+
+def test_known_signature_is_the_nearest_crash():
+    kc = KnownCrashes(SPEC, 1)
+    kc.observe(_ai(1, 0), "crash", "A")
+    kc.observe(_ai(4, 9), "timeout", None)  # a timeout's signature is "timeout"
+    kc.observe(_ai(0, 0), "pass", None)  # not a crash: ignored
+    assert kc.counts == {"A": 1, "timeout": 1}
+    assert kc.predict([_ai(1, 1), _ai(4, 8), _ai(2, 0)]) == ["A", "timeout", "A"]
+    assert KnownCrashes(SPEC, 0).known([_ai(1, 1)]).tolist() == [False]  # k = 0: off
+
+
+def test_exploration_targets_the_uncertain_band():
+    assert explorable("reject", 0.40, 0.5, 0.25) and not explorable("reject", 0.2, 0.5, 0.25)
+    assert explorable("reject", 0.0, 0.5, 1.0)  # band 1: any score
+    assert explorable("known", 0.99, 0.5, 0.0) and not explorable("accept", 0.9, 0.5, 1.0)
+
+
+# --------------------------------------------------------------------------- a real campaign
+
+CONV = "tf.raw_ops.Conv2D"
+# TF 2.21 aborts (CHECK failure) on a rank-1 input with EXPLICIT padding; a
+# rank-4 input without explicit_paddings is rejected.
+RULES = """
+rules:
+  tf.raw_ops.Conv2D:
+    - input.rank in (1, 4)
+    - filter.rank == 4
+    - padding == 'EXPLICIT'
+    - len(strides) == 4
+    - strides[0] == 1 and strides[1] == 1 and strides[2] == 1 and strides[3] == 1
+    - T == 'bfloat16'
+    - data_format == 'NHWC'
+    - not explicit_paddings.present
+    - not dilations.present
+"""
+
+
+def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path):
+    from acetest_ml.campaign import CampaignConfig, api_seed, resolve
+    from acetest_ml.solve.sampler import Sampler
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    cfg = CampaignConfig(apis=[CONV], out=str(tmp_path / "c"), rules=str(rules))
+    spec, problems, _ = resolve(cfg, CONV)
+    # a model of the rule: rank 1 crashes, rank 4 is invalid
+    sampler = Sampler(problems, 12345)
+    xs = [sampler.next() for _ in range(120)]
+    ys = [2 if ai.args["input"].rank == 1 else 0 for ai in xs]
+    assert 20 < sum(1 for y in ys if y == 2) < 100
+    m = train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5)
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {CONV: {"threshold": 1.0}}}))
+    m.save(tmp_path / "m")
+    out = str(tmp_path / "c")
+    assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "3", "--seed", "2",
+                 "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
+                 "--exploration", "0", "--known-crash-k", "2"]) == 0
+    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
+    rows = db.execute("SELECT idx, input, decision, score, outcome, signature FROM candidates "
+                      "ORDER BY idx").fetchall()
+    db.close()
+    rank = {r[0]: AbstractInput.loads(r[1]).args["input"].rank for r in rows}
+    ran = [r for r in rows if r[4] is not None]
+    # the first two predicted crashes ran (score < threshold 1.0: kept for their crash class)
+    assert [r[4] for r in ran] == ["crash", "crash"] and len({r[5] for r in ran}) == 1
+    assert all(rank[r[0]] == 1 and r[2] == "accept" and r[3] < 1.0 for r in ran)
+    # afterwards every predicted crash is known (not run), and no crash input was discarded
+    after = [r for r in rows if r[0] > ran[-1][0]]
+    assert after and all(r[2] == "known" for r in after if rank[r[0]] == 1)
+    assert all(r[2] == "discard" for r in rows if rank[r[0]] == 4)
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"][CONV]
+    assert s["filter"]["known_crash_skipped"] == sum(1 for r in rows if r[2] == "known") > 0
+    assert s["filter"]["crash_kept"] == 2 and s["filter"]["crash_class"] is True
+
+
+def test_time_budget_stops_the_campaign(tmp_path):
+    out = str(tmp_path / "t")
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--budget", "100000", "--seed", "1", "--out", out,
+                 "--no-progress", "--jobs", "1", "--time-budget", "3"]) == 0
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"]["tf.raw_ops.Add"]
+    assert 0 < s["executed"] < 100000 and "time budget reached (3s)" in s["reason"]
+    assert 3.0 <= s["elapsed_s"] < 15.0  # the worker start is not in the clock
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", str(tmp_path / "u"), "--time-budget", "0"]) == 2
+
+
+def test_crash_settings_are_validated(capsys):
+    from acetest_ml.settings import CampaignConfig, SettingError
+    for kw, name in (({"crash_threshold": 1.5}, "crash_threshold"), ({"explore_band": -0.1}, "explore_band"),
+                     ({"known_crash_k": -1}, "known_crash_k"), ({"time_budget": float("nan")}, "time_budget")):
+        with pytest.raises(SettingError, match=name):
+            CampaignConfig(apis=["tf.raw_ops.Add"], out="/tmp/never-created-ilearn", **kw)
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", "/tmp/never-created-ilearn",
+                 "--known-crash-k", "-2"]) == 2
+    assert "--known-crash-k: must be a whole number >= 0" in capsys.readouterr().err
