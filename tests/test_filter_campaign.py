@@ -87,8 +87,6 @@ def test_filtered_campaign_runs_budget_and_records_every_decision(trained, capsy
     explore = [r for r in rows if r[1] == "explore"]
     assert all(r[3] is not None for r in explore)
     assert len(explore) <= 0.1 * (len(executed) + 1)
-    # the first predicted-invalid input is always explored (0 < 0.1 * (executed + 1))
-    assert bool(explore) == any(r[1] in ("explore", "discard") for r in rows)
     s = json.load(open(os.path.join(out, "summary.json")))["apis"][API]
     f = s["filter"]
     assert f["mode"] == "offline" and f["candidates"] == len(rows) >= 40
