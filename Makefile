@@ -4,10 +4,10 @@ export OMP_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: install test typecheck test-fast bench bench-quick baseline clean
+.PHONY: install test typecheck test-fast bench bench-quick bench-upstream baseline clean
 
 install:
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e '.[test,ray]'
 
 test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -20,6 +20,9 @@ bench:
 
 bench-quick:
 	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --quick --acetest-data $(ACETEST_DATA)
+
+bench-upstream:
+	$(PYTHON) -m acetest_ml.bench --upstream --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA) --publish
 
 baseline:
 	$(PYTHON) benchmarks/engine_baseline.py

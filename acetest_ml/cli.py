@@ -49,6 +49,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="seconds per run before it is a timeout (default %(default)s)")
     p.add_argument("--jobs", type=int, default=D["jobs"],
                    help="APIs run in parallel, one worker each (default %(default)s)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run each API as a Ray task: 'local' (a Ray instance on this machine with "
+                   "--jobs CPUs), 'auto' or 'ray://host:port' / 'host:port' (a running cluster); "
+                   "needs the ray extra: pip install -e '.[ray]'")
     p.add_argument("--mem-limit-mb", type=int, default=D["mem_limit_mb"], help="worker memory limit")
     p.add_argument("--ml-filter", nargs="?", const="offline", choices=list(ML_FILTERS),
                    default=D["ml_filter"], help="discard predicted-invalid inputs (models from "
@@ -132,6 +136,11 @@ def _campaign_config(args, apis: list[str]):
 def cmd_campaign(args) -> int:
     from .campaign import run_campaign
     from .summary import format_table
+    if args.ray is not None:
+        from .distributed import import_ray, loopback_only
+        if args.ray == "local":
+            loopback_only()
+        import_ray()  # not installed: one line, exit 2
     apis = _campaign_apis(args)
     # the settings first: a nonsensical number or a bad --out stops before any loading
     cfg = _campaign_config(args, apis)
@@ -148,13 +157,20 @@ def cmd_campaign(args) -> int:
     if args.ml_filter:
         from .filter import check_models_config
         check_models_config(args.models, args.models_dir)
-    summary = run_campaign(cfg, show_progress=not args.no_progress)
+    summary = run_campaign(cfg, show_progress=not args.no_progress, ray_address=args.ray)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
     n_internal = summary["overall"].get("internal_errors", 0)
     if n_internal:
         print(f"acetest-ml: warning: {n_internal} inputs hit internal errors of acetest-ml (bugs "
               "of ours, not findings; examples in summary.json)", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .campaign_report import write
+    md, png = write(args.dir)
+    print(f"report: {md}\nplot: {png}")
     return 0
 
 
@@ -244,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("campaign", help="generate and execute inputs, record every run")
     _add_campaign_args(c)
     c.set_defaults(fn=cmd_campaign)
+
+    r = sub.add_parser("report", help="Markdown report and throughput plot of a campaign folder")
+    r.add_argument("dir", help="campaign folder (holds runs.sqlite)")
+    r.set_defaults(fn=cmd_report)
 
     t = sub.add_parser("train", help="train validity models from a campaign's runs")
     t.add_argument("--runs", required=True, help="campaign folder")

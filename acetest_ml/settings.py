@@ -111,6 +111,10 @@ class CampaignConfig:
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
+    #: TensorFlow's oneDNN kernels in the worker: None = off for ACETest
+    #: constraints (upstream's ``cpu_ori`` mode sets TF_ENABLE_ONEDNN_OPTS=0,
+    #: and oneDNN's kernels reject other inputs), TensorFlow's default otherwise
+    onednn: Optional[bool] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +146,8 @@ class CampaignConfig:
         if not isinstance(self.resume, bool):
             raise SettingError("resume", f"must be true or false (got {self.resume!r})")
         _choice("ml_filter", self.ml_filter, ML_FILTERS, optional=True)
+        if self.onednn is not None and not isinstance(self.onednn, bool):
+            raise SettingError("onednn", f"must be true, false or unset (got {self.onednn!r})")
         if not isinstance(self.models, str) or not self.models:
             raise SettingError("models", f"must be a YAML file path (got {self.models!r})")
         if os.path.isdir(self.models):

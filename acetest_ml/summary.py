@@ -112,8 +112,8 @@ def summarize(store: Store, cfg=None) -> dict:
     out: dict[str, Any] = {"apis": {}}
     for api in apis:
         st = statuses.get(api, {})
-        if st.get("status") == ApiStatus.SKIPPED and not store.count_executed(api):
-            out["apis"][api] = {"status": ApiStatus.SKIPPED.value, "reason": st.get("reason"), "executed": 0,
+        if st.get("status") in (ApiStatus.SKIPPED, "error") and not store.count_executed(api):
+            out["apis"][api] = {"status": str(st["status"]), "reason": st.get("reason"), "executed": 0,
                                 "passed": 0, "invalid": 0, "crash": 0, "timeout": 0,
                                 "pass_rate": 0.0, "exec_per_s": 0.0, "crash_signatures": []}
             continue
@@ -124,6 +124,8 @@ def summarize(store: Store, cfg=None) -> dict:
     out["overall"] = {
         "apis_run": len(ran),
         "apis_skipped": sum(1 for v in out["apis"].values() if v.get("status") == ApiStatus.SKIPPED),
+        #: APIs our own code failed on (status "error", the reason names the exception)
+        "apis_error": sum(1 for v in out["apis"].values() if v.get("status") == "error"),
         "apis_unhealthy": sorted(a for a, v in out["apis"].items() if v.get("health", "ok") != "ok"),
         "executed": total,
         "passed": passed,
@@ -149,10 +151,13 @@ def write_summary(out_dir: str, summary: dict) -> str:
 def format_table(summary: dict) -> str:
     rows = [("API", "exec", "pass%", "invalid", "crash", "timeout", "sigs", "exec/s", "note")]
     for api, v in summary["apis"].items():
-        if v.get("status") == ApiStatus.SKIPPED and not v.get("executed"):
-            rows.append((api, "-", "-", "-", "-", "-", "-", "-", "skipped: " + (v.get("reason") or "")[:70]))
+        if v.get("status") in (ApiStatus.SKIPPED, "error") and not v.get("executed"):
+            rows.append((api, "-", "-", "-", "-", "-", "-", "-",
+                         f"{v['status']}: " + (v.get("reason") or "")[:70]))
             continue
         notes = []
+        if v.get("status") == "error":
+            notes.append(f"error: {(v.get('reason') or '')[:60]}")
         if v.get("health", "ok") != "ok":
             notes.append(f"UNHEALTHY {v['health']}: {v.get('reason') or ''}")
         if v.get("internal_errors"):

@@ -135,11 +135,11 @@ def test_conv2d_constraints_bind_the_right_arguments(loaded):
     prob = next(p for p in api.problems if p.constrained)
     # the formulas themselves force these (proved with z3, not assumed)
     for arg, part, value in (("input", "rank", 4), ("filter", "rank", 4), ("strides", "len", 4)):
-        s = z3.Solver()
+        s = z3.Solver(ctx=prob.ctx)
         s.add(prob.formulas())
         s.add(prob.scalars[(arg, part)] != value)
         assert s.check() == z3.unsat, (arg, part)
-    for ai in Sampler([prob], seed=3).take(6):
+    for ai in Sampler([prob], seed=3, timeout_ms=30000).take(6):  # generous: a loaded machine
         assert ai.args["input"].rank == 4 and ai.args["filter"].rank == 4
         assert len(ai.args["strides"]) == 4
         assert {"input.rank", "filter.rank", "strides.length"} <= set(ai.solved)
@@ -260,3 +260,47 @@ def test_dtype_and_default_bounds_semantics(loaded):
             assert 0 <= td.rank <= 6
             assert all(0 <= d <= 16 or d >= 2 ** 32 for d in td.shape)
         assert isinstance(ai.args["T"], DTypeValue)
+
+
+def test_op_json_args_the_raw_op_does_not_accept_are_dropped_with_a_note(tmp_path):
+    """ACETest's op_json sometimes lists an attribute TensorFlow infers (a
+    ragged rank, a list length) as an argument; passing it makes every call
+    fail with an unexpected-keyword TypeError. It is kept as not passed."""
+    root = tmp_path / "tensorflow"
+    (root / "op_json").mkdir(parents=True)
+    (root / "API2OP.csv").write_text("api_name op_name file_path\ntf.raw_ops.Unpack UnpackOp x\n")
+    props = json.loads((DATA / "tensorflow" / "op_json" / "Unpack.json").read_text())
+    props["RAGGED_RANK"] = {"input_order": -1, "name": "RAGGED_RANK", "type": "int", "min": 0, "max": 3}
+    (root / "op_json" / "Unpack.json").write_text(json.dumps(props))
+    api = AcetestData(str(tmp_path)).load("tf.raw_ops.Unpack")
+    arg = api.spec.arg("RAGGED_RANK")
+    assert not arg.passed
+    assert "RAGGED_RANK: not an argument of tf.raw_ops.Unpack (TensorFlow infers it); not passed" in api.notes
+    assert api.spec.notes["dropped_args"] == ["RAGGED_RANK"]
+    assert all(a.passed for a in api.spec.args if a.name in ("value", "num", "axis"))
+
+    from acetest_ml.campaign import CampaignConfig, run_campaign
+    summary = run_campaign(CampaignConfig(apis=["tf.raw_ops.Unpack"], out=str(tmp_path / "run"), budget=30,
+                                          seed=0, constraints="acetest", acetest_data=str(tmp_path), jobs=1),
+                           show_progress=False)
+    s = summary["apis"]["tf.raw_ops.Unpack"]
+    assert s["executed"] == 30
+    assert not any("unexpected keyword" in m for m, _ in s["top_errors"]), s["top_errors"]
+
+
+def test_acetest_mode_runs_tensorflow_without_onednn_like_upstreams_cpu_mode(tmp_path):
+    """Upstream's cpu_ori mode sets TF_ENABLE_ONEDNN_OPTS=0 (oneDNN's kernels
+    accept and reject other inputs); our ACETest mode does the same unless told."""
+    from acetest_ml.campaign import CampaignConfig, _Executors
+
+    def env_of(**kw):
+        ex = _Executors(CampaignConfig(apis=["tf.raw_ops.Abs"], out=str(tmp_path), **kw))
+        try:
+            return ex("tf")._env().get("TF_ENABLE_ONEDNN_OPTS"), ex("torch")._env().get("TF_ENABLE_ONEDNN_OPTS")
+        finally:
+            ex.close()
+    import os as _os
+    default = _os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    assert env_of(constraints="acetest") == ("0", default)
+    assert env_of(constraints="acetest", onednn=True) == ("1", default)
+    assert env_of(constraints="registry") == (default, default)

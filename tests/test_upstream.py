@@ -595,3 +595,184 @@ def test_broken_registry_yaml_fails_before_upstream_starts(tmp_path):
                                 ml_filter=mode, models=str(bad), acetest_home=str(STANDIN), out=io.StringIO(),
                                 log=str(tmp_path / "log.txt"))
     assert not (tmp_path / "w").exists() and not (tmp_path / "log.txt").exists()  # upstream never started
+
+
+# ------------------------------------------------------------------ per-sample round reallocation
+
+class RankScorer:
+    """P(valid) 0.9 when ``value`` has rank >= 2 (BiasAdd's first rule), else 0.1."""
+
+    threshold = 0.5
+
+    def score_batch(self, inputs):
+        import numpy as np
+        return np.array([0.9 if ai.args["value"].rank >= 2 else 0.1 for ai in inputs])
+
+
+def rank_one_sample(up):
+    """Arguments of a solver sample that fixes ``value`` to rank 1: BiasAdd
+    rejects every fill of it."""
+    args = load_args(up)
+    value = next(a for a in args if a.name == "value")
+    value.arg_prop.min_ndim = value.arg_prop.max_ndim = 1
+    return args
+
+
+def test_rounds_move_off_a_rejected_sample_and_the_total_is_kept(up, tmp_path):
+    import numpy as np
+
+    def campaign(reallocate: bool):
+        base = tmp_path / ("realloc" if reallocate else "plain")
+        base.mkdir()
+        opt = make_option(up, base, test_round=125)
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.2, max_tries=5, seed=0,
+                                              reallocate=reallocate, probes=3),
+                            scorer_factory=lambda m, a, s: RankScorer())
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        per_sample = []
+        try:
+            random.seed(2)
+            np.random.seed(2)
+            r = up.Runner.Runner(API, opt)
+            for bad in (True, False, True, False, True):  # upstream's order: rejected, accepted, ...
+                args = rank_one_sample(up) if bad else load_args(up)
+                before = r.total_times
+                r.run(up.APIManager.APIManager(API, args, opt), 25)
+                per_sample.append(r.total_times - before)
+            before = r.total_times
+            r.terminate()
+            per_sample.append(r.total_times - before)  # rounds still banked at the end
+        finally:
+            h.uninstall()
+        return r, per_sample, h.stats()[API]
+
+    r, per_sample, st = campaign(True)
+    assert r.total_times == 125  # upstream's round count is kept
+    # a rejected sample keeps its exploration share (0.2 x 25), the rest goes to the
+    # next accepted one; what the last rejected sample gives up is spent at the end
+    assert per_sample == [5, 45, 5, 45, 5, 20], per_sample
+    assert (st["samples_scored"], st["samples_rejected"], st["rounds_moved"]) == (5, 3, 60)
+    assert st["rounds_spent_at_end"] == 20
+    # the share of the rejected samples runs as drawn (plus per-input exploration)
+    assert sum(st["outcomes"]["explored"].values()) >= 15
+    plain_r, plain, plain_st = campaign(False)
+    assert plain == [25, 25, 25, 25, 25, 0] and plain_r.total_times == 125
+    assert plain_st["samples_scored"] == 0
+    assert r.invalid < plain_r.invalid
+
+
+def test_probing_a_sample_leaves_upstreams_random_draws_alone(up, tmp_path):
+    """Scoring a solver sample draws fills from upstream's generator; the
+    draws upstream then makes for the sample are the ones it made unhooked."""
+    def draws(install: bool):
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=1.0, probes=4, seed=0),
+                            scorer_factory=lambda m, a, s: RankScorer())
+        if install:
+            h.install(up.APIManager.APIManager, up.Runner.Runner)
+        manager = up.APIManager.APIManager(API, load_args(up), None)
+        try:
+            random.seed(8)
+            if install:
+                hook._Reallocator().plan(h.filter_for(API, "tf"), manager, 10)
+            out = []
+            for _ in range(5):
+                up.APIManager.APIManager.generate_random_args.__wrapped__(manager) if install \
+                    else manager.generate_random_args()
+                out.append(convert.to_abstract_input(API, manager.arg_list, "tf").args)
+        finally:
+            h.uninstall()
+        return out, h
+    plain, _ = draws(False)
+    hooked, h = draws(True)
+    assert hooked == plain
+    assert h.stats()[API]["samples_scored"] == 1 and h.stats()[API]["scored"] == 4
+
+
+# ------------------------------------------------------------------ --collect
+
+def test_collect_writes_a_store_that_train_accepts(up, tmp_path):
+    from acetest_ml import cli
+    from acetest_ml.store import Store
+    from acetest_ml.train import train_all
+
+    collect = tmp_path / "collected"
+    out = io.StringIO()
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=200", f"--work_path={tmp_path / 'w'}"],
+                               acetest_home=str(STANDIN), seed=3, collect=str(collect), out=out,
+                               log=str(tmp_path / "log.txt"))
+    assert code == 0, out.getvalue() + (tmp_path / "log.txt").read_text()[-3000:]
+    with Store(str(collect), create=False) as store:
+        assert store.apis() == [API]
+        counts = store.outcome_counts(API)
+        recs = list(store.records(API))
+        status = store.api_statuses()[API]
+    assert len(recs) == 200 and counts["pass"] + counts["invalid"] == 200
+    row = next(r for line in (tmp_path / "w" / "output_tf_0" / "res.csv").read_text().splitlines()
+               if (r := runner.parse_res_line(line)) and "runs" in r)
+    assert counts["invalid"] == row["invalid"]  # the same labels as upstream's own counters
+    invalid = [r for r in recs if r.outcome == "invalid"]
+    assert all(r.message for r in invalid)  # upstream's exception text, from its invalid.log
+    assert any("bias" in r.message.lower() or "rank" in r.message.lower() or "dimension" in r.message.lower()
+               for r in invalid)
+    assert status["info"]["source"] == "acetest-upstream"
+    assert recs[0].input.origin["source"] == "acetest-upstream"
+
+    yaml_path = tmp_path / "models.yaml"
+    yaml_path.write_text("default: {kind: lightgbm, threshold: 0.5}\n"
+                         "kind_params: {lightgbm: {num_threads: 1, num_iterations: 100}}\n"
+                         "models_dir: models\n")
+    rep = train_all(str(collect), str(yaml_path))
+    assert rep[API]["status"] == "trained", rep
+    # the command line accepts the folder too
+    assert cli.main(["train", "--runs", str(collect), "--models", str(yaml_path)]) == 0
+    # and the offline hook filters with the model trained on upstream's own runs
+    out = io.StringIO()
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=100", f"--work_path={tmp_path / 'cmp'}"],
+                               ml_filter="models", models=str(yaml_path), compare=True, seed=4,
+                               acetest_home=str(STANDIN), out=out, log=str(tmp_path / "log2.txt"))
+    assert code == 0, out.getvalue()
+    rates = dict(re.findall(r"\[(baseline|filtered)\] upstream pass rate: ([\d.]+)%", out.getvalue()))
+    assert float(rates["filtered"]) > float(rates["baseline"]) + 15, out.getvalue()
+
+
+def test_collect_folder_errors(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        runner.run_upstream([f"--target_api={API}"], acetest_home=str(STANDIN), collect=str(f))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "runs.sqlite").write_text("not a database" * 100)
+    with pytest.raises(UserError, match="not a usable SQLite"):
+        runner.run_upstream([f"--target_api={API}"], acetest_home=str(STANDIN), collect=str(bad))
+
+
+# ------------------------------------------------------------------ PyTorch mode
+
+def test_torch_mode_through_the_hook(tmp_path):
+    """Upstream's ``--framework=torch`` (data in Tester/data/torch as the ncsu-swat
+    fork keeps it; op_json named after the API2OP.csv op, torch.add -> binary):
+    the online hook learns from real PyTorch outcomes and --collect records them
+    under our aten name."""
+    from acetest_ml.store import Store
+    assert runner.data_dir(str(STANDIN), "torch").endswith(os.path.join("data", "torch"))
+    collect = tmp_path / "collected"
+    out = io.StringIO()
+    code = runner.run_upstream(["--framework=torch", "--target_api=torch.add", "--test_round=160",
+                                f"--work_path={tmp_path / 'w'}"], ml_filter="online", warmup=40, seed=2,
+                               acetest_home=str(STANDIN), collect=str(collect), out=out,
+                               log=str(tmp_path / "log.txt"))
+    assert code == 0, out.getvalue() + (tmp_path / "log.txt").read_text()[-3000:]
+    st = json.loads((tmp_path / "w" / "output_torch_0" / "torch.add" / hook.STATS_FILE).read_text())
+    assert st["framework"] == "torch" and st["runs"] == 160
+    assert st["online"]["trainings"] >= 1 and st["accepted"] > 0
+    outcomes = st["outcomes"]
+
+    def rate(d):
+        return d.get("pass", 0) / max(1, sum(d.values()))
+    assert rate(outcomes["accepted"]) > rate(outcomes["unfiltered"]), outcomes
+    with Store(str(collect), create=False) as store:
+        assert store.apis() == ["torch.ops.aten.add"]
+        recs = list(store.records("torch.ops.aten.add"))
+    assert len(recs) == 160
+    assert {r.input.args["input"].dtype for r in recs} <= {"float32", "float64"}

@@ -1,6 +1,10 @@
 """``python -m acetest_ml.bench``: run the benchmark protocol and write the report.
 
     python -m acetest_ml.bench --config benchmarks/apis.yaml [--quick] [--out DIR | --resume DIR]
+    python -m acetest_ml.bench --upstream [--rounds 300] [--api A ...] [--arms ...] [--out DIR] [--publish]
+
+``--upstream``: the original ACETest Tester beside the hook and our engine
+(:mod:`acetest_ml.bench.upstream`); without a checkout it says so and exits 0.
 """
 from __future__ import annotations
 
@@ -24,7 +28,26 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report to benchmarks/RESULTS.md (full runs only)")
+    ap.add_argument("--upstream", action="store_true",
+                    help="upstream scope: ACETest's Tester unfiltered / + hook offline / + hook online, "
+                         "our ACETest mode unfiltered / online")
+    ap.add_argument("--acetest-home", default=None, help="upstream checkout (default $ACETEST_HOME or the submodule)")
+    ap.add_argument("--rounds", type=int, default=300, help="--upstream: rounds per API and arm")
+    ap.add_argument("--api", action="append", default=[], help="--upstream: only this API (repeatable)")
+    ap.add_argument("--arms", nargs="+", default=None, help="--upstream: only these arms")
+    ap.add_argument("--report-only", action="store_true",
+                    help="--upstream: write the report from the arms already finished in --out, run nothing")
+    ap.add_argument("--round-timeout", type=int, default=10,
+                    help="--upstream: upstream's --round_timeout in seconds (its default 10; raise it on a loaded "
+                         "machine, where upstream's worker start-up alone can exceed it)")
     args = ap.parse_args(argv)
+    if args.upstream:
+        from . import upstream
+        try:
+            return upstream.main(args)
+        except UserError as e:
+            print(f"acetest-ml bench: error: {e}", file=sys.stderr)
+            return 2
     from .protocol import default_out_dir, load_bench_config, run_bench
     try:
         cfg = load_bench_config(args.config, quick=args.quick)

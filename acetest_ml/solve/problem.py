@@ -56,6 +56,23 @@ class Problem(ABC):
         raise NotImplementedError
 
 
+#: Z3 resource units per millisecond of a solver budget (measured: hard
+#: ACETest queries spend about 1-2 million units per second of solver time)
+RLIMIT_PER_MS = 2000
+#: the wall-clock backstop, as a multiple of the budget
+WALL_FACTOR = 30
+
+
+def limit(solver, ms: int) -> None:
+    """Bound a Z3 solver (or optimiser) by a budget of ``ms`` milliseconds,
+    counted in Z3's resource units rather than wall time: a query gives up
+    at the same point however loaded the machine is, so results repeat for
+    a seed. A wall-clock timeout of ``WALL_FACTOR`` times the budget stays
+    as a backstop for work Z3 does not count."""
+    solver.set("rlimit", int(ms * RLIMIT_PER_MS))
+    solver.set("timeout", int(ms * WALL_FACTOR))
+
+
 def model_int(model: z3.ModelRef, term: z3.ExprRef, default: int | None = None) -> int | None:
     """Integer value of ``term`` in ``model`` (bit-vectors read as signed 64-bit).
     Returns ``default`` when the model leaves the term open."""

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import z3
 
 from ..model import AbstractInput
-from .problem import Problem
+from .problem import Problem, limit
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Sampler:
         for i, p in enumerate(problems):
             s = z3.Solver(ctx=p.ctx or z3.main_ctx())
             s.set("random_seed", (seed * 7919 + i) % (2 ** 31))
-            s.set("timeout", timeout_ms)
+            limit(s, timeout_ms)
             s.add(*p.formulas())
             self._sets.append(_SetState(p, s))
         self.index = 0
@@ -149,7 +149,7 @@ class Sampler:
         """Forget the blocking clauses of a set (its distinct models ran out)."""
         s = z3.Solver(ctx=st.problem.ctx or z3.main_ctx())
         s.set("random_seed", self.rng.randrange(2 ** 31))
-        s.set("timeout", self.timeout_ms)
+        limit(s, self.timeout_ms)
         s.add(*st.problem.formulas())
         st.solver = s
         st.blocked = 0

@@ -14,6 +14,9 @@ compute x constructor combination, the way ACETest's Tester does.
 """
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import json
 import os
 import re
@@ -235,6 +238,44 @@ def rewrite_for_usage(spec: ApiSpec, var_names: set, aliases: dict) -> list:
     return notes
 
 
+@functools.lru_cache(maxsize=None)
+def raw_op_parameters(api: str) -> Optional[frozenset]:
+    """Keyword names the Python ``tf.raw_ops`` function of ``api`` accepts
+    (without ``name``), or None when TensorFlow or the op is not available."""
+    if not api.startswith(API_PREFIX):
+        return None
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    fn = getattr(tf.raw_ops, api[len(API_PREFIX):], None)
+    if fn is None:
+        return None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    return frozenset(n for n in params if n != "name")
+
+
+def reconcile_with_raw_op(spec: ApiSpec) -> list:
+    """Arguments the op_json passes but the raw op does not accept (attributes
+    TensorFlow infers, such as a ragged rank or a list length) are kept, with
+    their values, as not passed; returns a note per argument. ACETest passes
+    them, and every such call fails with an unexpected-keyword TypeError."""
+    accepted = raw_op_parameters(spec.name)
+    if accepted is None:
+        return []
+    notes = []
+    for a in spec.args:
+        if a.passed and a.name not in accepted:
+            a.passed = False
+            notes.append(f"{a.name}: not an argument of {spec.name} (TensorFlow infers it); not passed")
+    if notes:
+        spec.notes.setdefault("dropped_args", []).extend(n.split(":")[0] for n in notes)
+    return notes
+
+
 def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -321,7 +362,12 @@ class AcetestData:
                                   f"registry reader is unavailable ({e})") from None
         return get_tf_spec(api)
 
-    def load(self, api: str) -> AcetestApi:
+    def has_op_json(self, api: str) -> bool:
+        return os.path.isfile(self.op_json_path(self.normalize(api)))
+
+    def load(self, api: str, registry_spec: Optional[ApiSpec] = None) -> AcetestApi:
+        """``registry_spec``: TensorFlow's registry spec of an API without an
+        op_json, when the caller already has it (saves importing TensorFlow)."""
         name = self.normalize(api)
         op = self.api2op.get(name)
         json_path = self.op_json_path(name)
@@ -337,13 +383,15 @@ class AcetestData:
                 raise UserError(f"cannot read {json_path}: {e}") from None
             spec, extras, spec_notes = spec_from_op_json(name, props)
             notes += spec_notes
+            notes += reconcile_with_raw_op(spec)
             inputs = sorted((p.get("input_order"), n) for n, p in props.items()
                             if isinstance(p, dict) and isinstance(p.get("input_order"), int)
                             and p["input_order"] >= 0)
             aliases = {f"input_{k}": n for k, n in inputs}
         else:
             try:
-                tf_spec = self._tf_spec(name)
+                tf_spec = (copy.deepcopy(registry_spec) if registry_spec is not None
+                           else self._tf_spec(name))
             except UnknownApiError:
                 raise
             except UserError as e:
@@ -390,7 +438,7 @@ class AcetestData:
             combos = [[f] for f in (computes or constructors)]
         problems: list = []
         for combo in combos:
-            prob = AcetestProblem(spec, [(f.name, f.assertions) for f in combo], extras=extras,
+            prob = AcetestProblem(spec, [(f.name, f.text) for f in combo], extras=extras,
                                   aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms)
             r = prob.satisfiable(self.check_timeout_ms)
             if r == z3.unsat:

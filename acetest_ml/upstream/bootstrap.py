@@ -4,25 +4,26 @@ in a subprocess::
 
     python -m acetest_ml.upstream.bootstrap --home DIR [--filter models|online|none]
         [--models YAML] [--exploration X] [--max-tries N] [--warmup N] [--seed N]
-        -- <upstream main.py options>
+        [--collect DIR] [--reallocate 0|1] [--probes N] -- <upstream main.py options>
 
 Upstream runs in its own ``Tester/src`` as working directory with its own
 ``sys.argv``, so its option parsing, relative data paths and output folders
 are the ones it expects. ``--seed`` seeds Python's and NumPy's global random
 generators, which are all the randomness upstream uses (``PYTHONHASHSEED`` must
-be set by the caller, before this interpreter starts).
+be set by the caller, before this interpreter starts). Installing and seeding
+is :func:`acetest_ml.upstream.activate.activate`, the same code the
+``patches/`` start-up loader runs for upstream's own ``python main.py``.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import runpy
 import sys
 import traceback
 
 from ..errors import UserError
-from .hook import FilterConfig, install
+from .activate import HookSettings, activate
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -39,7 +40,17 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--max-tries", type=int, default=20)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--collect", default=None)
+    p.add_argument("--reallocate", type=int, choices=(0, 1), default=1)
+    p.add_argument("--probes", type=int, default=4)
     return p.parse_args(ours), upstream
+
+
+def settings_from_namespace(ns: argparse.Namespace) -> HookSettings:
+    return HookSettings(filter=ns.filter, models=ns.models, exploration=ns.exploration,
+                        max_tries=ns.max_tries, warmup=ns.warmup, seed=ns.seed,
+                        collect=os.path.abspath(ns.collect) if ns.collect else None,
+                        reallocate=bool(ns.reallocate), probes=ns.probes)
 
 
 def _exit_code(code) -> int:
@@ -58,20 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(main_py):
         print(f"error: ACETest main.py not found at {main_py}", file=sys.stderr)
         return 2
+    settings = settings_from_namespace(ns)  # relative paths: from the caller's folder
     sys.path.insert(0, src)
     os.chdir(src)
     try:
-        if ns.filter != "none":
-            config = FilterConfig(mode=ns.filter, models=ns.models, exploration=ns.exploration,
-                                  max_tries=ns.max_tries, warmup=ns.warmup,
-                                  seed=ns.seed if ns.seed is not None else 0)
-            install(config)
-        # Seed last, so that nothing imported or loaded above (the hook keeps
-        # its own work off these generators) shifts upstream's random stream.
-        if ns.seed is not None:
-            import numpy as np
-            random.seed(ns.seed)
-            np.random.seed(ns.seed % (2 ** 32))
+        activate(settings)
         sys.argv = [main_py] + upstream_args
         runpy.run_path(main_py, run_name="__main__")
     except SystemExit as e:

@@ -51,11 +51,13 @@ from ..outcome import EXECUTED, Outcome
 from . import convert
 
 STATS_FILE = "acetest_ml_filter.json"
-MODES = ("models", "online")
+MODES = ("none", "models", "online")
 #: upstream's runner also reports out-of-memory and runs it could not label
 OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
 OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
 DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
+#: per-sample round reallocation counters (see ``_Reallocator``)
+SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 # Upstream's modules and the classes the hook patches in them.
 _MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
@@ -69,9 +71,14 @@ class UpstreamError(UserError):
 @dataclass
 class FilterConfig:
     """How the hook filters. ``mode``: ``"models"`` (scorers from the model
-    registry YAML ``models``) or ``"online"`` (train per API from upstream's
+    registry YAML ``models``), ``"online"`` (train per API from upstream's
     own outcomes after ``warmup`` labelled runs with both classes present,
-    retrain each time the labelled data grew by ``retrain_factor``)."""
+    retrain each time the labelled data grew by ``retrain_factor``) or
+    ``"none"`` (no filter: only statistics and, with ``collect``, recording).
+    ``collect``: results-store folder that receives every executed run.
+    ``reallocate``: score each solver sample over ``probes`` random fills and
+    move the rounds of a sample predicted invalid for all of them to the
+    others (``exploration`` of its rounds still run), keeping the total."""
 
     mode: str = "models"
     models: Optional[str] = None
@@ -83,6 +90,9 @@ class FilterConfig:
     kind: str = "lightgbm"
     params: dict = field(default_factory=dict)
     threshold: float = 0.5
+    collect: Optional[str] = None
+    reallocate: bool = True
+    probes: int = 4
 
     def validate(self, check_models: bool = True) -> "FilterConfig":
         if self.mode not in MODES:
@@ -91,6 +101,8 @@ class FilterConfig:
             raise ConfigError(f"exploration must be between 0 and 1, got {self.exploration!r}")
         if int(self.max_tries) < 1:
             raise ConfigError(f"max_tries must be at least 1, got {self.max_tries!r}")
+        if int(self.probes) < 1:
+            raise ConfigError(f"probes must be at least 1, got {self.probes!r}")
         if int(self.warmup) < 2:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
         if check_models and self.mode == "models" and not self.models:
@@ -170,6 +182,7 @@ class _Pending:
     ai: Optional[AbstractInput]
     decision: str
     counters: Optional[dict] = None
+    score: Optional[float] = None
 
 
 class ApiFilter:
@@ -192,7 +205,7 @@ class ApiFilter:
                                      retrain_factor=float(self.config.retrain_factor),
                                      retry_after=max(10, warmup // 10), min_per_class=1)
         self.warned = False
-        self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS}
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS + SAMPLE_COUNTS}
         self.outcomes: dict[str, dict[str, int]] = {}
         self.score_time = 0.0
         self.modes: list[str] = []
@@ -205,7 +218,7 @@ class ApiFilter:
         # converted inputs by construction. Models: the spec the model was
         # trained with (our TF/torch registry spec, usually), so its features
         # line up; no spec lookup is needed, which keeps start-up fast.
-        if self.config.mode == "models":
+        if self.config.mode == "models" and self.scorer is None:
             self.scorer = self.hook.scorer_factory(self.config.models or "",
                                                    convert.api_name(self.api, self.framework), None)
             self.scorer_source = "registry" if self.scorer is not None else "none"
@@ -233,12 +246,19 @@ class ApiFilter:
                 self.settle(runner)
             self.prepare(manager.arg_list)
         result = None
-        if self.scorer is None:
+        score: Optional[float] = None
+        explore_sample = bool(getattr(manager, "_acetest_ml_explore", False))
+        if self.scorer is None or explore_sample:
+            # no scorer yet, or a solver sample predicted invalid that runs
+            # its exploration share of rounds as drawn
             result = original(manager)
             self.counts["generated"] += 1
             with keep_global_rng():
                 ai = self.convert(manager.arg_list)
-            decision = "unfiltered" if ai is not None else "unconvertible"
+            if ai is None:
+                decision = "unconvertible"
+            else:
+                decision = "explored" if explore_sample else "unfiltered"
         else:
             threshold = float(getattr(self.scorer, "threshold", 0.5))
             best: Optional[tuple[float, list, AbstractInput]] = None
@@ -257,6 +277,7 @@ class ApiFilter:
                     p = float(self.scorer.score_batch([ai])[0])
                 self.score_time += time.perf_counter() - t0
                 self.counts["scored"] += 1
+                score = p
                 if p >= threshold:
                     decision = "accepted"
                     break
@@ -272,12 +293,45 @@ class ApiFilter:
                 for a, v in zip(manager.arg_list, best[1]):
                     a.arg_value = v
                 ai = best[2]
+                score = best[0]
                 self.counts["discarded"] -= 1
                 decision = "forced"
         self.counts[decision] += 1
         counters = ({k: getattr(runner, k, 0) for k in _COUNTERS} if runner is not None else None)
-        self.pending = _Pending(ai, decision, counters)
+        self.pending = _Pending(ai, decision, counters, score)
         return result
+
+    # -- per-sample round reallocation
+    def score_sample(self, manager, generate: Callable[[Any], Any]) -> Optional[float]:
+        """The best P(valid) over ``config.probes`` random fills of the solver
+        sample ``manager`` holds (None without a scorer). Upstream's random
+        streams are left as they were, so its own draws do not change."""
+        with keep_global_rng():
+            self.prepare(manager.arg_list)
+        if self.scorer is None:
+            return None
+        with keep_global_rng():
+            inputs = []
+            for _ in range(int(self.config.probes)):
+                try:
+                    generate(manager)
+                except Exception:  # upstream's generator gave up on this fill
+                    continue
+                ai = self.convert(manager.arg_list)
+                if ai is not None:
+                    inputs.append(ai)
+            for arg in manager.arg_list:
+                clear = getattr(arg, "clear_value", None)
+                if callable(clear):
+                    clear()
+            if not inputs:
+                return None
+            t0 = time.perf_counter()
+            scores = self.scorer.score_batch(inputs)
+            self.score_time += time.perf_counter() - t0
+        self.counts["scored"] += len(inputs)
+        self.counts["samples_scored"] += 1
+        return float(max(scores))
 
     # -- outcomes
     @staticmethod
@@ -306,6 +360,8 @@ class ApiFilter:
         outcome = forced_outcome or self.outcome_of(runner, p.counters)
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
+        if self.hook.collector is not None and p.ai is not None:
+            self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
         if self.config.mode == "online" and p.ai is not None:
             errors = self.learner.train_errors
             self.learner.spec = self.spec
@@ -327,6 +383,8 @@ class ApiFilter:
             "api": self.api,
             "framework": self.framework,
             "filter": self.config.mode,
+            "reallocate": bool(self.config.reallocate),
+            "probes": int(self.config.probes),
             "scorer": self.scorer_source,
             "threshold": (float(getattr(self.scorer, "threshold", 0.5)) if self.scorer is not None else None),
             "exploration": self.config.exploration,
@@ -352,6 +410,97 @@ class ApiFilter:
             json.dump(self.stats(), f, indent=1, sort_keys=True)
         os.replace(tmp, path)
         return path
+
+
+# ------------------------------------------------------------ round reallocation
+
+class _Reallocator:
+    """Per-runner bookkeeping of the rounds upstream assigns to its solver
+    samples (``Runner.run(manager, times)`` once per sample).
+
+    A sample whose every probed fill the scorer rejects keeps only the
+    exploration share of its rounds (run unfiltered, so the filter's misses
+    stay measured); the rest go to a bank that the next sample predicted
+    valid receives. Rounds still banked when upstream is done are spent on
+    the accepted samples (round robin), else on the best-scoring ones, so
+    the runner still reaches upstream's round count."""
+
+    POOL = 32
+
+    def __init__(self):
+        self.bank = 0
+        self.pool: list[tuple[float, int, Any]] = []  # (score, order, manager)
+        self.order = 0
+
+    @classmethod
+    def of(cls, runner) -> "_Reallocator":
+        r = getattr(runner, "_acetest_ml_realloc", None)
+        if r is None:
+            r = cls()
+            runner._acetest_ml_realloc = r
+        return r
+
+    def plan(self, flt: "ApiFilter", manager, times: int) -> int:
+        manager._acetest_ml_explore = False
+        cfg = flt.config
+        if not cfg.reallocate or cfg.mode == "none" or int(times) <= 0:
+            return times
+        generate = getattr(type(manager).generate_random_args, "__wrapped__", None)
+        if generate is None:
+            return times
+        score = flt.score_sample(manager, generate)
+        if score is None:
+            return times
+        threshold = float(getattr(flt.scorer, "threshold", 0.5))
+        self.order += 1
+        if score < threshold:
+            keep = int(times * cfg.exploration)
+            if flt.rng.random() < times * cfg.exploration - keep:
+                keep += 1  # stochastic rounding keeps the share right on average
+            moved = int(times) - keep
+            self.bank += moved
+            flt.counts["samples_rejected"] += 1
+            flt.counts["rounds_moved"] += moved
+            manager._acetest_ml_explore = True
+            self._remember(score, manager)
+            return keep
+        self._remember(score + 1.0, manager)  # accepted samples rank first
+        times = int(times) + self.bank
+        self.bank = 0
+        return times
+
+    def _remember(self, rank: float, manager) -> None:
+        self.pool.append((rank, self.order, manager))
+        self.pool.sort(key=lambda t: (-t[0], t[1]))
+        del self.pool[self.POOL:]
+
+    def spend_rest(self, flt: "ApiFilter", runner, run: Callable[[Any, int], Any]) -> None:
+        if self.bank <= 0 or not self.pool:
+            return
+        limit = getattr(getattr(runner, "test_option", None), "test_round", None)
+        accepted = [m for rank, _, m in self.pool if rank >= 1.0] or [self.pool[0][2]]
+        # mark them as accepted samples: their rounds go through the filter
+        for m in accepted:
+            m._acetest_ml_explore = False
+        bank, self.bank = self.bank, 0
+        chunk = max(1, -(-bank // len(accepted)))
+        idle = 0
+        i = 0
+        runner._acetest_ml_spending = True  # these rounds are not planned again
+        try:
+            while bank > 0 and idle < len(accepted) and not getattr(runner, "terminated", False):
+                if limit is not None and getattr(runner, "total_times", 0) >= limit:
+                    break
+                n = min(chunk, bank)
+                before = getattr(runner, "total_times", 0)
+                run(accepted[i % len(accepted)], n)
+                done = getattr(runner, "total_times", 0) - before
+                flt.counts["rounds_spent_at_end"] += done
+                bank -= done
+                idle = idle + 1 if done == 0 else 0
+                i += 1
+        finally:
+            runner._acetest_ml_spending = False
 
 
 # ------------------------------------------------------------ the hook
@@ -413,6 +562,10 @@ class FilterHook:
         self.scorer_factory = scorer_factory or load_scorer
         self.trainer = trainer or train_scorer
         self.filters: dict[str, ApiFilter] = {}
+        self.collector = None
+        if self.config.collect:
+            from .collect import Collector
+            self.collector = Collector(self.config.collect, self.config.seed)
         self._patched: list[tuple[type, str, Any]] = []
         self._finder: Optional[_PatchOnImport] = None
 
@@ -427,14 +580,16 @@ class FilterHook:
         opt = getattr(obj, "test_option", None)
         return getattr(opt, "fw", None) or "tf"
 
-    def install(self, manager_cls=None, runner_cls=None) -> "FilterHook":
+    def install(self, manager_cls=None, runner_cls=None, *, lazy: bool = False) -> "FilterHook":
         """Patch ``manager_cls.generate_random_args`` and ``runner_cls.run`` /
         ``terminate``. A class not given is taken from upstream's module
         (``APIManager`` / ``Runner``): patched now when the module is already
         imported, else when upstream itself imports it. Importing upstream's
         modules ahead of its ``main.py`` would change its import order, and its
         constraint sampling turns out to depend on that (MaxPool3D draws other
-        samples), so the hook waits for upstream's own import."""
+        samples), so the hook waits for upstream's own import. ``lazy``: do
+        not check now that upstream's modules can be found (at interpreter
+        start-up the script's folder is not on ``sys.path`` yet)."""
         if self._patched or self._finder is not None:
             return self
         pending: list[str] = []
@@ -446,7 +601,7 @@ class FilterHook:
             else:
                 pending.append(module)
         if pending:
-            missing = [m for m in pending if importlib.util.find_spec(m) is None]
+            missing = [] if lazy else [m for m in pending if importlib.util.find_spec(m) is None]
             if missing:
                 raise UpstreamError(f"upstream ACETest module(s) {', '.join(missing)} not found "
                                     "(upstream's Tester/src must be on sys.path)")
@@ -487,15 +642,21 @@ class FilterHook:
         run_orig = runner_cls.run
         term_orig = runner_cls.terminate
 
-        def run(runner, manager, *args, **kwargs):
+        def run(runner, manager, times, *args, **kwargs):
             flt = hook.filter_for(runner.api_name, hook._framework(runner))
             mode = getattr(runner, "mode", None)
             if mode and mode not in flt.modes:
                 flt.modes.append(mode)
+            if hook.collector is not None:
+                hook.collector.mark_log(getattr(runner, "output_dir", None))
+            if not getattr(runner, "_acetest_ml_spending", False):
+                times = _Reallocator.of(runner).plan(flt, manager, times)
             manager._acetest_ml_runner = runner
+            runner._acetest_ml_in_run = True
             try:
-                return run_orig(runner, manager, *args, **kwargs)
+                return run_orig(runner, manager, times, *args, **kwargs)
             finally:
+                runner._acetest_ml_in_run = False
                 with keep_global_rng():
                     flt.settle(runner)
                     manager._acetest_ml_runner = None
@@ -503,6 +664,11 @@ class FilterHook:
 
         def terminate(runner, msg=None, *args, **kwargs):
             flt = hook.filter_for(runner.api_name, hook._framework(runner))
+            if msg is None and not getattr(runner, "terminated", False) \
+                    and not getattr(runner, "_acetest_ml_in_run", False):
+                # upstream is done with its samples: spend the rounds moved off
+                # rejected samples that no later sample took
+                _Reallocator.of(runner).spend_rest(flt, runner, lambda m, n: run(runner, m, n))
             # A message means upstream gave up on the API after the last run
             # raised an "unsupported" error, which it does not count.
             with keep_global_rng():
@@ -535,7 +701,7 @@ class FilterHook:
         return {api: f.stats() for api, f in self.filters.items()}
 
 
-def install(config: FilterConfig, **kwargs) -> FilterHook:
+def install(config: FilterConfig, *, lazy: bool = False, **kwargs) -> FilterHook:
     """Create a FilterHook and patch upstream's modules (which must be
     importable: upstream's ``Tester/src`` on ``sys.path``), now if they are
     imported, else as upstream imports them.
@@ -545,9 +711,9 @@ def install(config: FilterConfig, **kwargs) -> FilterHook:
     sklearn), which start threads, and upstream's constraint sampling (forked
     worker processes) draws other samples when threads are running. Validate
     the YAML before starting upstream (``run_upstream`` does, in its own
-    process)."""
+    process). ``lazy``: see :meth:`FilterHook.install`."""
     with keep_global_rng():
-        return FilterHook(config, **kwargs).install()
+        return FilterHook(config, **kwargs).install(lazy=lazy)
 
 
 def read_stats(output_root: str) -> dict[str, dict]:

@@ -35,7 +35,10 @@ from .hook import STATS_FILE, load_registry, read_stats
 UPSTREAM_OPTIONS = ("framework=", "filter=", "mode=", "test_round=", "round_timeout=", "use_cons=",
                     "api_timeout=", "target_api=", "save_non_crash=", "total_round=", "get_cov=",
                     "work_path=", "save_bitmap=", "record_cov=", "api_workers=")
-DATA_SUBDIR = {"tf": "tensorflow", "torch": "pytorch"}
+# Data folders per framework: the original Tester keeps PyTorch data in
+# data/pytorch, the ncsu-swat fork in data/torch (its op_json and constraint
+# folders are named after the op of API2OP.csv, e.g. torch.add -> binary).
+DATA_SUBDIRS = {"tf": ("tensorflow",), "torch": ("pytorch", "torch")}
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -79,14 +82,16 @@ def parse_upstream_options(upstream_args: list[str]) -> dict[str, str]:
 
 
 def data_dir(home: str, framework: str) -> str:
-    sub = DATA_SUBDIR.get(framework)
-    if sub is None:
+    subs = DATA_SUBDIRS.get(framework)
+    if subs is None:
         raise UpstreamSetupError(f"unknown upstream framework {framework!r} (use tf or torch)")
-    d = os.path.join(home, "Tester", "data", sub)
-    if not os.path.isfile(os.path.join(d, "API2OP.csv")):
-        raise UpstreamSetupError(f"ACETest data not found at {d}: put upstream's constraint data "
-                                 f"(API2OP.csv, op_json/, constraints/) in Tester/data/{sub}")
-    return d
+    for sub in subs:
+        d = os.path.join(home, "Tester", "data", sub)
+        if os.path.isfile(os.path.join(d, "API2OP.csv")):
+            return d
+    where = " or ".join(f"Tester/data/{sub}" for sub in subs)
+    raise UpstreamSetupError(f"ACETest data not found in {os.path.join(home, 'Tester', 'data')}: put upstream's "
+                             f"constraint data (API2OP.csv, op_json/, constraints/) in {where}")
 
 
 def known_apis(data: str) -> set[str]:
@@ -228,10 +233,14 @@ def _normalise_filter(ml_filter) -> Optional[str]:
 
 
 def _bootstrap_cmd(python: str, home: str, mode: Optional[str], models: Optional[str], exploration: float,
-                   seed: Optional[int], max_tries: int, warmup: int, args: list[str]) -> list[str]:
+                   seed: Optional[int], max_tries: int, warmup: int, args: list[str],
+                   collect: Optional[str] = None, reallocate: bool = True, probes: int = 4) -> list[str]:
     cmd = [python, "-m", "acetest_ml.upstream.bootstrap", "--home", home, "--filter", mode or "none",
            "--exploration", repr(float(exploration)), "--max-tries", str(int(max_tries)),
-           "--warmup", str(int(warmup))]
+           "--warmup", str(int(warmup)), "--reallocate", str(int(bool(reallocate))),
+           "--probes", str(int(probes))]
+    if collect:
+        cmd += ["--collect", collect]
     if models:
         cmd += ["--models", models]
     if seed is not None:
@@ -243,7 +252,8 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
                  acetest_home: Optional[str] = None, compare: bool = False, exploration: float = 0.05,
                  seed: Optional[int] = None, max_tries: int = 20, warmup: int = 100,
                  python: Optional[str] = None, out: Optional[TextIO] = None,
-                 log: Optional[str] = None, out_dir: Optional[str] = None) -> int:
+                 log: Optional[str] = None, collect: Optional[str] = None, reallocate: bool = True,
+                 probes: int = 4, out_dir: Optional[str] = None) -> int:
     """Run upstream's main.py (unmodified) in a subprocess, with the filter when
     ``ml_filter`` is ``"models"``/True or ``"online"``; with ``compare``, once
     without and once with it (same options and seed, separate work folders).
@@ -283,6 +293,12 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
         # A broken YAML fails here, before upstream starts. The upstream process
         # loads it only when its first input is generated (see hook.install).
         load_registry(models_path)
+    if collect:
+        from .collect import check_collect_dir
+        collect = os.path.abspath(collect)
+        check_collect_dir(collect)
+    if int(probes) < 1:
+        raise UpstreamSetupError(f"--probes must be at least 1, got {probes}")
     src = os.path.join(home, "Tester", "src")
     user_work = opts.get("work_path") or out_dir
     if compare:
@@ -307,7 +323,8 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
         base_dir = work or src
         before = _line_counts(base_dir, framework)
         cmd = _bootstrap_cmd(python or sys.executable, home, arm_mode, models_path, exploration, seed,
-                             max_tries, warmup, _with_work_path(upstream_args, work))
+                             max_tries, warmup, _with_work_path(upstream_args, work), collect=collect,
+                             reallocate=reallocate, probes=probes)
         if log:
             with open(log, "a") as logf:
                 proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
@@ -350,6 +367,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-tries", type=int, default=20, help="candidates drawn per run before giving up")
     p.add_argument("--warmup", type=int, default=100, help="online mode: labelled runs before the first training")
     p.add_argument("--seed", type=int, default=None, help="seed for upstream's random generators")
+    p.add_argument("--collect", default=None, metavar="DIR",
+                   help="record every upstream run into the results store in DIR (for acetest-ml train --runs DIR)")
+    p.add_argument("--no-reallocate", dest="reallocate", action="store_false",
+                   help="do not move rounds off solver samples the filter rejects (filter each input only)")
+    p.add_argument("--probes", type=int, default=4, help="random fills scored per solver sample")
     p.add_argument("upstream_args", nargs=argparse.REMAINDER, help="-- then upstream main.py options")
     return p
 
@@ -364,7 +386,8 @@ def run_from_namespace(ns: argparse.Namespace) -> int:
         raise UpstreamSetupError(f"--max-tries must be at least 1, got {ns.max_tries}")
     return run_upstream(args, ml_filter=ns.ml_filter, models=ns.models, acetest_home=ns.acetest_home,
                         compare=ns.compare, exploration=ns.exploration, seed=ns.seed,
-                        max_tries=ns.max_tries, warmup=ns.warmup, out_dir=ns.out_dir)
+                        max_tries=ns.max_tries, warmup=ns.warmup, collect=ns.collect,
+                        reallocate=ns.reallocate, probes=ns.probes, out_dir=ns.out_dir)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

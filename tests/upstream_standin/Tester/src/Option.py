@@ -13,7 +13,8 @@ class TestOption:
         self.work_path = None
 
     def initialize(self, round=0):
-        sub = {"tf": "tensorflow", "torch": "pytorch"}[self.fw]
+        # PyTorch data as the ncsu-swat fork keeps it (the original Tester: data/pytorch)
+        sub = {"tf": "tensorflow", "torch": "torch"}[self.fw]
         self.api2op_csv = os.path.join("..", "data", sub, "API2OP.csv")
         self.api_dir = os.path.join("..", "data", sub, "op_json")
         self.output_path = "output_{}_{}".format(self.fw, round)

@@ -1,6 +1,8 @@
-"""Stand-in: runs the real TensorFlow op once per generated input (in this
-process) and counts runs and invalid runs; ``terminate`` appends the API's row
-to ``<output_path>/res.csv`` in the Tester's column layout."""
+"""Stand-in: runs the real TensorFlow op (or PyTorch function, with
+``--framework=torch``) once per generated input (in this process) and counts
+runs and invalid runs; ``terminate`` appends the API's row to
+``<output_path>/res.csv`` in the Tester's column layout."""
+import importlib
 import os
 import time
 
@@ -13,6 +15,15 @@ def _build(value, tf):
         if value.dtype in _FLOATS:
             return tf.random.uniform(value.shape, minval=-4, maxval=4, dtype=dtype)
         return tf.zeros(value.shape, dtype=dtype)
+    return value.value
+
+
+def _build_torch(value, torch):
+    if type(value).__name__ == "TensorValue":
+        dtype = getattr(torch, value.dtype[3:])  # upstream spells dtypes the TF way in both modes
+        if value.dtype in _FLOATS:
+            return torch.rand(value.shape, dtype=dtype) * 8 - 4
+        return torch.zeros(value.shape, dtype=dtype)
     return value.value
 
 
@@ -34,10 +45,18 @@ class Runner:
         for sub in ("", "crash", "timeout", "samples", "invalid", "non_crash"):
             os.makedirs(os.path.join(self.output_dir, sub), exist_ok=True)
 
-    def execute(self, manager):
+    def _call_target(self):
+        if self.test_option.fw == "torch":
+            import torch
+            mod, _, fn = self.api_name.rpartition(".")
+            return getattr(importlib.import_module(mod), fn), torch
         import tensorflow as tf
-        kwargs = {a.name: _build(a.arg_value, tf) for a in manager.arg_list if not a.arg_prop.is_mid}
-        op = getattr(tf.raw_ops, self.api_name.split(".")[-1])
+        return getattr(tf.raw_ops, self.api_name.split(".")[-1]), tf
+
+    def execute(self, manager):
+        op, fw = self._call_target()
+        build = _build_torch if self.test_option.fw == "torch" else _build
+        kwargs = {a.name: build(a.arg_value, fw) for a in manager.arg_list if not a.arg_prop.is_mid}
         try:
             op(**kwargs)
         except Exception as e:  # the op rejected its input

@@ -24,7 +24,9 @@ def find_op(api, csv_path):
 
 
 def load_args(api, opt):
-    with open(os.path.join(opt.api_dir, api.split(".")[-1] + ".json")) as f:
+    # TensorFlow op descriptions are named after the API, PyTorch ones after its op
+    name = find_op(api, opt.api2op_csv) if opt.fw == "torch" else api.split(".")[-1]
+    with open(os.path.join(opt.api_dir, name + ".json")) as f:
         props = json.load(f)
     return [Argument(name, p) for name, p in props.items()]
 

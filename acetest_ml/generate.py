@@ -1,0 +1,161 @@
+"""The candidate stream of one API, drawn in a process of its own.
+
+Z3's choices depend on more than the solver's seed and its context: a
+process that has already solved other APIs' constraints gets other models
+for the same query. So the stream of an API would depend on which APIs ran
+before it in the same process, which differs between ``--jobs 1``,
+``--jobs 2`` and Ray. Each API's constraint sets are therefore built and
+sampled in a fresh child, forked from a clean server process that has
+imported the solver modules and never solved anything: the same
+(config, API, seed) gives the same candidates wherever the API runs.
+
+The child talks over a pipe: it answers ``("take", n)`` with the next ``n``
+candidates (as JSON strings), and exits when the pipe closes.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from typing import Any, Optional
+
+from .errors import UserError
+from .model import AbstractInput, ApiSpec
+
+#: modules the fork server imports once, so each child starts at once
+PRELOAD = ["acetest_ml.model", "acetest_ml.solve.sampler", "acetest_ml.solve.registry",
+           "acetest_ml.solve.rules", "acetest_ml.solve.acetest", "acetest_ml.spec.acetest_data",
+           "acetest_ml.campaign"]
+
+_CTX_LOCK = threading.Lock()
+_CTX: Any = None
+
+
+class GenerationError(Exception):
+    """Our generation code failed for this API (the message says how)."""
+
+
+def _context():
+    global _CTX
+    with _CTX_LOCK:
+        if _CTX is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            _CTX = ctx
+        return _CTX
+
+
+def _reason(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}"[:500]
+
+
+def models_per_set(cfg, notes: dict, n_problems: int) -> Optional[int]:
+    """ACETest's scheme for ACETest constraints: a few solver models per
+    constraint set, reused with fresh random fills (budget / sets / 2 each,
+    at least 2); None (a new model per draw) for registry constraints."""
+    if notes.get("constraints") != "acetest":
+        return None
+    return max(2, cfg.budget // (2 * n_problems))
+
+
+def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
+    from .campaign import api_seed, resolve
+    from .solve.sampler import NoSolutionError, Sampler
+    try:
+        try:
+            spec, problems, notes = resolve(cfg, api, spec)
+        except UserError as e:
+            conn.send(("skip", str(e)))
+            return
+        sampler = Sampler(problems, api_seed(cfg.seed, spec.name),
+                          models_per_set=models_per_set(cfg, notes, len(problems)))
+        try:
+            for _ in range(start):  # replay what is recorded (a resumed campaign)
+                sampler.next()
+        except NoSolutionError as e:
+            conn.send(("skip", f"{spec.name}: {e}"))
+            return
+        conn.send(("ready", spec, notes))
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg[0] != "take":
+                return
+            try:
+                out = [sampler.next().dumps() for _ in range(msg[1])]
+            except NoSolutionError as e:
+                conn.send(("nosolution", str(e)))
+                continue
+            conn.send(("ok", out))
+    except (BrokenPipeError, EOFError):
+        return
+    except Exception as e:  # our bug: reported against this API, never a traceback
+        try:
+            conn.send(("error", _reason(e)))
+        except OSError:
+            pass
+
+
+class CandidateStream:
+    """The seeded candidates of one API from ``start`` on.
+
+    After construction ``status`` is ``ready`` (``spec`` and ``notes`` set),
+    ``skip`` (the API cannot run: ``reason``) or ``error`` (our code failed:
+    ``reason``). ``take(n)`` raises NoSolutionError when the constraint sets
+    run dry and GenerationError when our code fails."""
+
+    def __init__(self, cfg, api: str, spec: Optional[ApiSpec] = None, start: int = 0):
+        ctx = _context()
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, cfg, api, spec, start), daemon=True,
+                                name=f"acetest-ml-gen:{api}")
+        self.proc.start()
+        child.close()
+        self.spec: Optional[ApiSpec] = None
+        self.notes: dict = {}
+        self.reason: Optional[str] = None
+        msg = self._recv()
+        self.status = msg[0]
+        if self.status == "ready":
+            self.spec, self.notes = msg[1], msg[2]
+        else:
+            self.reason = msg[1]
+            self.close()
+
+    def _recv(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            code = self.proc.exitcode if not self.proc.is_alive() else None
+            return ("error", f"generator process ended (exit code {code})")
+
+    def take(self, n: int) -> list[AbstractInput]:
+        from .solve.sampler import NoSolutionError
+        try:
+            self.conn.send(("take", n))
+        except OSError as e:
+            raise GenerationError(f"generator process gone: {e}") from None
+        msg = self._recv()
+        if msg[0] == "ok":
+            return [AbstractInput.loads(s) for s in msg[1]]
+        if msg[0] == "nosolution":
+            raise NoSolutionError(msg[1])
+        raise GenerationError(msg[1])
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+
+    def __enter__(self) -> "CandidateStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

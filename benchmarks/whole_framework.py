@@ -1,0 +1,137 @@
+"""Whole-framework campaigns: --jobs N on this machine against --ray local
+with N worker processes, same seed and budget.
+
+    python benchmarks/whole_framework.py                      # --all TF and torch, 50 runs per API
+    python benchmarks/whole_framework.py --sample 40          # a deterministic 40-API subset per framework
+
+Per framework and mode: wall time, executed runs per second, valid runs per
+second, APIs completed; and whether both modes recorded identical records
+(same inputs, decisions and outcomes; rows whose outcome is a timeout in
+one mode may differ, since a timeout is a wall-clock verdict). Writes
+``benchmarks/whole_framework.json`` and ``.md`` (or ``--write-to DIR``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from acetest_ml.campaign import CampaignConfig, run_campaign  # noqa: E402
+
+
+def api_list(framework: str, sample: int | None) -> list[str]:
+    from acetest_ml.spec import load_specs
+    apis = sorted(n for n, s in load_specs(framework).items() if s.supported)
+    if sample and sample < len(apis):
+        step = len(apis) / sample  # evenly spaced over the sorted names: deterministic
+        apis = [apis[int(i * step)] for i in range(sample)]
+    return apis
+
+
+def records(out: str) -> dict:
+    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
+    try:
+        return {(a, s, i): (inp, d, o) for a, s, i, inp, d, o in db.execute(
+            "SELECT api, seed, idx, input, decision, outcome FROM candidates")}
+    finally:
+        db.close()
+
+
+def one(framework: str, apis: list[str], mode: str, args, root: str) -> dict:
+    out = os.path.join(root, f"{framework}-{mode}")
+    cfg = CampaignConfig(apis=apis, out=out, budget=args.budget, seed=args.seed, framework=framework,
+                         jobs=args.jobs, timeout=args.timeout)
+    t = time.time()
+    s = run_campaign(cfg, show_progress=not args.no_progress,
+                     ray_address="local" if mode == "ray" else None)
+    wall = time.time() - t
+    o = s["overall"]
+    done = sum(1 for v in s["apis"].values() if v.get("status") == "done")
+    return {"out": out, "wall_s": wall, "executed": o["executed"], "passed": o["passed"],
+            "exec_per_s": o["executed"] / wall, "valid_exec_per_s": o["passed"] / wall,
+            "apis": len(apis), "apis_completed": done, "apis_skipped": o["apis_skipped"],
+            "apis_error": o.get("apis_error", 0), "pooled_pass_rate": o["pooled_pass_rate"],
+            "crash_signatures": len(o["crash_signatures"])}
+
+
+def compare(a: str, b: str) -> dict:
+    ra, rb = records(a), records(b)
+    diff = [k for k in ra.keys() & rb.keys() if ra[k] != rb[k]]
+    timeout_only = [k for k in diff if "timeout" in (ra[k][2], rb[k][2])]
+    return {"rows": [len(ra), len(rb)], "same_keys": ra.keys() == rb.keys(),
+            "differing_rows": len(diff), "differing_rows_with_a_timeout": len(timeout_only),
+            "differing_apis": sorted({k[0] for k in diff} | {k[0] for k in ra.keys() ^ rb.keys()}),
+            "identical": ra == rb}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# Whole-framework campaigns: --jobs {res['jobs']} vs --ray local ({res['jobs']} workers)",
+             "", f"Budget {res['budget']} runs per API, seed {res['seed']}, "
+             + (f"deterministic sample of {res['sample']} APIs per framework (evenly spaced over the sorted "
+                "supported names)" if res["sample"] else "every supported API") + f"; {res['when']}.", "",
+             "| framework | mode | APIs | completed | skipped | error | wall s | executed | exec/s | valid exec/s | pooled pass |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for fw, r in res["frameworks"].items():
+        for mode in ("jobs", "ray"):
+            m = r[mode]
+            lines.append(f"| {fw} | {'--jobs ' + str(res['jobs']) if mode == 'jobs' else '--ray local'} | "
+                         f"{m['apis']} | {m['apis_completed']} | {m['apis_skipped']} | {m['apis_error']} | "
+                         f"{m['wall_s']:.0f} | {m['executed']} | {m['exec_per_s']:.1f} | "
+                         f"{m['valid_exec_per_s']:.1f} | {m['pooled_pass_rate']:.1%} |")
+    lines += ["", "Identical records (inputs, decisions, outcomes) between the two modes:", ""]
+    for fw, r in res["frameworks"].items():
+        c = r["compare"]
+        lines.append(f"- {fw}: {'identical' if c['identical'] else 'NOT identical'} "
+                     f"({c['rows'][0]} / {c['rows'][1]} rows; {c['differing_rows']} differing, "
+                     f"{c['differing_rows_with_a_timeout']} of them involving a timeout; "
+                     f"APIs: {', '.join(c['differing_apis']) or 'none'})")
+    if res["sample"]:
+        lines += ["", "The sample:", ""]
+        for fw, r in res["frameworks"].items():
+            lines.append(f"- {fw}: {', '.join(r['apis'])}")
+    if res.get("note"):
+        lines += ["", res["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--framework", action="append", choices=["tf", "torch"])
+    p.add_argument("--budget", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--sample", type=int, default=None, help="deterministic subset of N APIs per framework")
+    p.add_argument("--work", default=None, help="folder for the campaign folders (default: a temp dir)")
+    p.add_argument("--write-to", default=HERE)
+    p.add_argument("--note", default=None, help="a line added to the Markdown (e.g. machine load)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    root = args.work or tempfile.mkdtemp(prefix="whole-framework-")
+    res = {"budget": args.budget, "seed": args.seed, "jobs": args.jobs, "sample": args.sample,
+           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": args.note,
+           "work": root, "frameworks": {}}
+    for fw in args.framework or ["tf", "torch"]:
+        apis = api_list(fw, args.sample)
+        r = {"apis": apis, "jobs": one(fw, apis, "jobs", args, root), "ray": one(fw, apis, "ray", args, root)}
+        r["compare"] = compare(r["jobs"]["out"], r["ray"]["out"])
+        res["frameworks"][fw] = r
+        print(json.dumps({k: v for k, v in r.items() if k != "apis"}, indent=1))
+    os.makedirs(args.write_to, exist_ok=True)
+    with open(os.path.join(args.write_to, "whole_framework.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.join(args.write_to, "whole_framework.md"), "w") as f:
+        f.write(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

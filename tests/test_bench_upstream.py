@@ -1,0 +1,45 @@
+"""``python -m acetest_ml.bench --upstream`` on the stand-in Tester (tests/upstream_standin)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from acetest_ml.bench import __main__ as bench_main
+from acetest_ml.bench import upstream as scope
+
+STANDIN = Path(__file__).parent / "upstream_standin"
+API = "tf.raw_ops.BiasAdd"
+
+
+def test_without_a_checkout_one_line_and_exit_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ACETEST_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = bench_main.main(["--upstream", "--acetest-home", str(tmp_path / "none")])
+    out = capsys.readouterr()
+    assert code == 0
+    assert out.out.count("\n") == 1 and "no ACETest checkout" in out.out
+
+
+def test_upstream_scope_on_the_standin(tmp_path):
+    out = tmp_path / "scope"
+    arms = ("upstream", "up-offline")
+    doc = scope.run_scope([API, "tf.raw_ops.NotThere"], str(STANDIN), str(STANDIN / "Tester" / "data"), str(out),
+                          rounds=80, arms=arms, progress=lambda m: None)
+    base, off = doc["apis"][API]["upstream"], doc["apis"][API]["up-offline"]
+    assert base["runs"] == off["runs"] == 80
+    assert base["up_pass_rate"] == (80 - base["invalid"]) / 80
+    # the offline models were trained on upstream's own (seed-A) runs, recorded with --collect
+    assert off["train_run"]["runs"] == 80 and off["model"]["n"] == 80
+    assert off["filter"]["scorer"] == "registry"
+    assert off["up_pass_rate"] > base["up_pass_rate"] + 0.15, (base, off)
+    p = doc["pooled"]
+    assert p["up-offline"]["invalid_cut"] > 0.3 and p["upstream"]["invalid_cut"] == 0.0
+    assert doc["apis"]["tf.raw_ops.NotThere"] == {"skipped": "not in the ACETest data"}
+    paths = scope.write(doc, str(out), arms)
+    md = Path(paths[1]).read_text()
+    assert "| up-offline | 1 | 80 |" in md and API in md
+    assert json.loads(Path(paths[0]).read_text())["rounds"] == 80
+    # a rerun into the same folder reuses the finished arms
+    again = scope.run_scope([API], str(STANDIN), str(STANDIN / "Tester" / "data"), str(out), rounds=80,
+                            arms=arms, progress=lambda m: (_ for _ in ()).throw(AssertionError(m)))
+    assert again["apis"][API] == doc["apis"][API]
