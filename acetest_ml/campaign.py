@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import UserError
-from .model import ApiSpec
+from .model import AbstractInput, ApiSpec
 from .settings import CampaignConfig, SettingError  # noqa: F401  (re-exported)
 from .outcome import FAILURES, ApiStatus, Decision, Outcome, Stage
 from .store import Store
@@ -31,7 +31,7 @@ CRASH_OUTCOMES = FAILURES
 HEALTH_OK = "ok"
 HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
 #: an API our own code failed on (status ``error``: the reason names the exception)
-STATUS_ERROR = "error"
+STATUS_ERROR = ApiStatus.ERROR
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -114,7 +114,7 @@ def _acetest_data(path: str):
 @dataclass
 class ApiResult:
     api: str
-    status: str                 # an ApiStatus, or STATUS_ERROR
+    status: str                 # an ApiStatus
     reason: Optional[str] = None
     summary: dict = field(default_factory=dict)
 
