@@ -11,7 +11,6 @@ from acetest_ml import campaign as campaign_mod
 from acetest_ml.campaign import CampaignConfig, run_campaign
 from acetest_ml.model import ApiSpec, ArgSpec
 from acetest_ml.outcome import ApiStatus, Outcome
-from acetest_ml.solve.registry import RegistryProblem
 from acetest_ml.summary import format_table
 
 # torch has no such op: building the call fails in torch (the framework's verdict)
@@ -27,11 +26,9 @@ SPECS = {s.name: s for s in (NO_OP, STRING_NEG)}
 def campaign(tmp_path_factory):
     mp = pytest.MonkeyPatch()
 
-    def resolve(cfg, api):
-        spec = SPECS[api]
-        return spec, [RegistryProblem(spec)], {"constraints": "registry", "rules": 0}
-
-    mp.setattr(campaign_mod, "resolve", resolve)
+    # the driver hands each API's spec to its candidate process (registry
+    # constraints are then built from it there)
+    mp.setattr(campaign_mod, "spec_hint", lambda cfg, api: SPECS[api])
     out = str(tmp_path_factory.mktemp("health") / "c")
     cfg = CampaignConfig(apis=list(SPECS), out=out, budget=1, seed=0, jobs=1,
                          max_candidates_per_exec=1)
