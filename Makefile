@@ -4,13 +4,16 @@ export OMP_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: install test test-fast bench bench-quick bench-upstream baseline clean
+.PHONY: install test typecheck test-fast bench bench-quick bench-upstream baseline clean
 
 install:
 	$(PYTHON) -m pip install -e '.[test,ray]'
 
 test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+typecheck:
+	$(PYTHON) -m mypy
 
 bench:
 	$(PYTHON) -m acetest_ml.bench --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA) --publish

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
@@ -31,7 +31,7 @@ CRASH_OUTCOMES = FAILURES
 HEALTH_OK = "ok"
 HEALTH_FILTER_TOO_MUCH = "filter_too_much"   #: stopped at the candidate cap
 #: an API our own code failed on (status ``error``: the reason names the exception)
-STATUS_ERROR = "error"
+STATUS_ERROR = ApiStatus.ERROR
 
 
 def api_seed(seed: int, api: str) -> int:
@@ -51,7 +51,8 @@ def resolve(cfg: CampaignConfig, api: str, spec: Optional[ApiSpec] = None):
         data = _acetest_data(cfg.acetest_data)
         loaded = data.load(api, registry_spec=spec)
         spec, problems = loaded.spec, loaded.problems
-        notes = {"constraints": "acetest", "skipped_files": [list(x) for x in loaded.skipped]}
+        notes: dict[str, Any] = {"constraints": "acetest",
+                                 "skipped_files": [list(x) for x in loaded.skipped]}
     else:
         from .spec import get_spec
         from .solve.registry import RegistryProblem
@@ -113,7 +114,7 @@ def _acetest_data(path: str):
 @dataclass
 class ApiResult:
     api: str
-    status: str                 # an ApiStatus, or STATUS_ERROR
+    status: str                 # an ApiStatus
     reason: Optional[str] = None
     summary: dict = field(default_factory=dict)
 
@@ -425,8 +426,9 @@ class _Executors:
         ex = self.by_framework.get(framework)
         if ex is None:
             from .execute.supervisor import Executor
-            kw = {"timeout": self.cfg.timeout, "log_dir": os.path.join(self.cfg.out, "logs"),
-                  "warm_spare": self.cfg.warm_spare}
+            kw: dict[str, Any] = {"timeout": self.cfg.timeout,
+                                  "log_dir": os.path.join(self.cfg.out, "logs"),
+                                  "warm_spare": self.cfg.warm_spare}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             onednn = self.cfg.onednn
@@ -454,6 +456,30 @@ def _process_executors(cfg: CampaignConfig) -> _Executors:
         ex = _PROCESS_EXECUTORS[key] = _Executors(cfg)
         atexit.register(ex.close)
     return ex
+
+
+#: how often a pool process checks that the campaign process is still there
+PARENT_POLL_S = 0.5
+
+
+def _pool_init(parent: int) -> None:
+    """Runs first in each pool process: watch the campaign process. When it
+    is gone (killed), the pool process stops its framework workers and exits
+    at once instead of running on as an orphan;
+    everything recorded so far stays in the store (each row is committed)."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="acetest-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    for ex in list(_PROCESS_EXECUTORS.values()):
+        try:
+            ex.close()
+        except Exception:
+            pass
+    os._exit(3)
 
 
 def _api_process(cfg: CampaignConfig, api: str, parent: int) -> tuple:
@@ -486,7 +512,8 @@ def _run_parallel(cfg: CampaignConfig) -> None:
     attempts: dict[str, int] = {}
     while todo:
         broken: list[str] = []
-        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=_pool_init,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_api_process, cfg, api, os.getpid()): api for api in todo}
             pending = set(futures)
             while pending:

@@ -164,6 +164,10 @@ def cmd_campaign(args) -> int:
     summary = run_campaign(cfg, show_progress=not args.no_progress, ray_address=args.ray)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")
+    n_internal = summary["overall"].get("internal_errors", 0)
+    if n_internal:
+        print(f"acetest-ml: warning: {n_internal} inputs hit internal errors of acetest-ml (bugs "
+              "of ours, not findings; examples in summary.json)", file=sys.stderr)
     if args.learn_rules:
         print(f"learned rules: {os.path.join(args.out, 'learned_rules.yaml')}")
     return 0

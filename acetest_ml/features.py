@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def _str_code(allowed_index: Optional[dict], v: Any) -> float:
     return float(zlib.crc32(str(v).encode()) % 9973)
 
 
-def _safe_prod(vals: Sequence[float]) -> float:
+def _safe_prod(vals: Iterable[float]) -> float:
     p = 1.0
     for x in vals:
         p *= x
@@ -371,7 +371,8 @@ class FeatureSchema:
         tensor_lists: list[tuple[str, ArgSpec]] = []
         dtype_args: dict[str, str] = {}
         tables: dict[str, Any] = {}
-        tier0: list[Callable[[], None]] = []
+        tier0: list[Callable[..., None]] = []
+        code: Callable[..., float]
 
         for a in spec.args:
             name = a.name
@@ -554,7 +555,7 @@ class FeatureSchema:
 def _allowed_index(a: ArgSpec) -> Optional[dict]:
     if a.allowed is None:
         return None
-    idx = {}
+    idx: dict[Any, int] = {}
     for i, v in enumerate(a.allowed):
         try:
             idx.setdefault(v, i)
@@ -841,7 +842,7 @@ def _op_same_shape(R, out, o, ta, tb, ra, rb):
     out[:, o] = res
 
 
-_OPS = {
+_OPS: dict[str, Callable[..., None]] = {
     "copy": _op_copy, "dim": _op_dim, "log1p": _op_log1p, "eq": _op_eq, "sub": _op_sub,
     "lt": _op_lt, "le": _op_le, "ge_neg": _op_ge_neg, "axis_ok": _op_axis_ok,
     "eq_affine": _op_eq_affine, "mod0": _op_mod0, "broadcast1": _op_broadcast1,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -117,7 +117,8 @@ class KnownCrashes:
 class _Filter:
     """Scoring common to both modes (``self.model`` is a ValidityModel or None)."""
 
-    model = None
+    model: Any = None
+    mode: str = ""
 
     def __init__(self, spec: ApiSpec, *, known_crash_k: int = 0, crash_threshold: float = 0.5):
         self.spec = spec
@@ -247,7 +248,7 @@ def make_filter(cfg, spec: ApiSpec, store):
     from .campaign import api_seed
     from .classify import ModelRegistry
     registry = ModelRegistry.load(cfg.models, cfg.models_dir)
-    kw = {"known_crash_k": getattr(cfg, "known_crash_k", 0),
+    kw: dict[str, Any] = {"known_crash_k": getattr(cfg, "known_crash_k", 0),
           "crash_threshold": getattr(cfg, "crash_threshold", 0.5)}
     note = None
     f: _Filter | None = None

@@ -33,7 +33,7 @@ class Label(enum.IntEnum):
     CRASH = 2  # crash or timeout
 
 
-_LABEL_OF = {Outcome.PASS: Label.PASS, Outcome.INVALID: Label.INVALID,
+_LABEL_OF: dict[str, Label] = {Outcome.PASS: Label.PASS, Outcome.INVALID: Label.INVALID,
              Outcome.CRASH: Label.CRASH, Outcome.TIMEOUT: Label.CRASH}
 
 
@@ -63,7 +63,7 @@ class OnlineLearner:
     tries again after ``retry_after`` more labels. A trainer error keeps the
     previous model and is counted in :meth:`info` (``last_error``)."""
 
-    def __init__(self, spec: ApiSpec, train: Trainer, *, warmup: int = 60, retrain_every: int = 50,
+    def __init__(self, spec: Optional[ApiSpec], train: Trainer, *, warmup: int = 60, retrain_every: int = 50,
                  retrain_factor: float = 1.0, retry_after: Optional[int] = None,
                  min_per_class: int = 5):
         self.spec = spec
@@ -122,6 +122,8 @@ class OnlineLearner:
         from .classify import TooFewExamples
         n = len(self.labels)
         try:
+            if self.spec is None:  # the hook sets it once it knows the API
+                raise RuntimeError("no spec to train with yet")
             model = self.train(self.spec, list(self.inputs), list(self.labels))
         except TooFewExamples:
             self.next_train_at = n + self.retry_after
@@ -139,7 +141,7 @@ class OnlineLearner:
         self.model = model
         return True
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return {"labelled": len(self.labels), "valid": self.n_valid, "invalid": self.n_invalid,
                 "crash": self.counts["crash"], "trainings": self.trainings,
                 "trained_at": list(self.trained_at), "train_errors": self.train_errors,

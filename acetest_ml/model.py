@@ -138,7 +138,7 @@ class ApiSpec:
         return self.unsupported is None
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "framework": self.framework, "source": self.source,
+        d: dict[str, Any] = {"name": self.name, "framework": self.framework, "source": self.source,
              "args": [a.to_dict() for a in self.args]}
         if self.unsupported:
             d["unsupported"] = self.unsupported
@@ -193,6 +193,45 @@ class DTypeValue:
 
     def to_json(self) -> dict:
         return {"__dtype__": self.name}
+
+
+# Other spellings of the canonical dtype names: ACETest / TF Python names,
+# torch aliases, and TF DataType enum names (``DT_*``).
+_DTYPE_ALIASES = {
+    "half": "float16", "float": "float32", "double": "float64", "int": "int32",
+    "uint": "uint32", "complex": "complex64", "long": "int64", "short": "int16",
+    "cfloat": "complex64", "cdouble": "complex128",
+    "DT_HALF": "float16", "DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_BFLOAT16": "bfloat16",
+    "DT_INT8": "int8", "DT_INT16": "int16", "DT_INT32": "int32", "DT_INT64": "int64",
+    "DT_UINT8": "uint8", "DT_UINT16": "uint16", "DT_UINT32": "uint32", "DT_UINT64": "uint64",
+    "DT_BOOL": "bool", "DT_COMPLEX64": "complex64", "DT_COMPLEX128": "complex128",
+    "DT_STRING": "string",
+}
+#: quantized dtypes: no canonical counterpart (the data model has none)
+QUANTIZED_DTYPES = ("qint8", "qint16", "qint32", "quint8", "quint16")
+
+
+def canonical_dtype(dtype: Any) -> Optional[str]:
+    """The canonical name (one of ALL_DTYPES) of a dtype spelling, or None
+    when the data model has no counterpart (quantized, float8, complex32,
+    TF reference types...). Accepts canonical names, ``tf.``/``torch.``
+    prefixed names, framework dtype objects (``torch.float32``,
+    ``tf.float32``: their ``str``/``name``), ACETest / TF aliases (``half``,
+    ``double``, ``int``...) and TF ``DT_*`` enum names."""
+    if isinstance(dtype, bool) or dtype is None:
+        return None
+    if isinstance(dtype, DTypeValue):
+        return dtype.name if dtype.name in DTYPE_CODE else None
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype)
+    n = name.strip()
+    for prefix in ("tf.", "torch."):
+        if n.startswith(prefix):
+            n = n[len(prefix):]
+            break
+    n = _DTYPE_ALIASES.get(n, n)
+    return n if n in DTYPE_CODE else None
 
 
 def encode_value(v: Any) -> Any:

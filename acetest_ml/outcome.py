@@ -76,6 +76,8 @@ class ApiStatus(_StrEnum):
     #: stopped before its budget for a reason that makes its figures weak
     #: (e.g. the candidate cap: the filter or the generator rejects nearly everything)
     UNHEALTHY = "unhealthy"
+    #: our own code failed on it (recorded with the exception; the campaign goes on)
+    ERROR = "error"
 
 
 def sql_list(outcomes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import Any
 
 from .outcome import EXECUTED, FAILURES, ApiStatus, Decision, Outcome
 from .store import Store
@@ -16,6 +17,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
     executed = sum(counts[k] for k in EXECUTED)
     sigs: Counter = Counter()
     top_errors: Counter = Counter()
+    internal: Counter = Counter()
     decisions: Counter = Counter()
     by_decision: dict[str, Counter] = {}
     score_known = 0
@@ -35,6 +37,8 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             sigs["crash (no signature)"] += 1
         if outcome == Outcome.INVALID:
             top_errors[_short_error(exc_type, message)] += 1
+        elif outcome == Outcome.INTERNAL:
+            internal[_short_error(exc_type, message)] += 1
     status = status or {}
     info = status.get("info", {})
     elapsed = float(info.get("elapsed") or 0.0)
@@ -54,6 +58,8 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
         "crash_signatures": sorted(sigs),
         "top_errors": [[m, n] for m, n in top_errors.most_common(3)],
     }
+    if internal:  # bugs of acetest-ml itself, never findings about the API
+        out["internal_error_examples"] = [[m, n] for m, n in internal.most_common(3)]
     out["health"] = info.get("health") or "ok"
     if status.get("reason"):
         out["reason"] = status["reason"]
@@ -87,6 +93,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "est_false_discard_rate": explored[Outcome.PASS] / exp_exec if exp_exec else None,
             "score_us_per_candidate": f.get("score_us_per_candidate"),
             "retrains": f.get("retrains"),
+            "labels": f.get("labels"),
             "crash_class": f.get("crash_class"),
             "crash_kept": f.get("crash_kept"),
             "signatures_seen": f.get("signatures_seen"),
@@ -115,7 +122,7 @@ def _short_error(exc_type, message) -> str:
 def summarize(store: Store, cfg=None) -> dict:
     statuses = store.api_statuses()
     apis = sorted(set(store.apis()) | set(statuses))
-    out = {"apis": {}}
+    out: dict[str, Any] = {"apis": {}}
     for api in apis:
         st = statuses.get(api, {})
         if st.get("status") in (ApiStatus.SKIPPED, "error") and not store.count_executed(api):
@@ -138,6 +145,7 @@ def summarize(store: Store, cfg=None) -> dict:
         "pooled_pass_rate": passed / total if total else 0.0,
         "mean_pass_rate": sum(v["pass_rate"] for v in ran) / len(ran) if ran else 0.0,
         "crash_signatures": sorted({s for v in ran for s in v["crash_signatures"]}),
+        "internal_errors": sum(v.get("internal_errors", 0) for v in out["apis"].values()),
     }
     learned = [v["learned"] for v in out["apis"].values() if v.get("learned")]
     if learned:

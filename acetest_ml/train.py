@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 from .errors import UserError
 from .model import AbstractInput, ApiSpec
@@ -80,7 +80,7 @@ def train_all(runs_dir: str, models_yaml: str, apis: list[str] | None = None,
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
         for api, ds in datasets(store, apis).items():
-            row = {"n": len(ds.labels), "valid": ds.n_valid, "invalid": ds.n_invalid,
+            row: dict[str, Any] = {"n": len(ds.labels), "valid": ds.n_valid, "invalid": ds.n_invalid,
                    "crash": ds.crash, "timeout": ds.timeout}
             conf = registry.config_for(api, kind)
             try:
@@ -104,7 +104,7 @@ def evaluate_all(runs_dir: str, models_yaml: str, model_paths: list[str], apis: 
     from .classify import ModelRegistry, ValidityModel
     report: dict[str, dict] = {}
     with Store(runs_dir, create=False) as store:
-        by_api: dict[str, object] = {}
+        by_api: dict[str, Any] = {}
         for p in model_paths:
             m = ValidityModel.load(p)
             by_api[m.api] = m

@@ -36,9 +36,18 @@ def test_short_campaign_tf_and_torch(tmp_path, capsys):
         assert s["passed"] + s["invalid"] + s["crash"] + s["timeout"] == 25
         assert s["passed"] > 0 and s["invalid"] > 0  # random shapes: both outcomes occur
         assert 0 < s["pass_rate"] < 1 and s["exec_per_s"] > 0
-        for key in ("executed", "passed", "invalid", "crash", "timeout", "pass_rate", "exec_per_s",
-                    "crash_signatures"):
-            assert key in s
+        # the figures agree with the store's rows
+        mine = [r for r in _rows(out) if r[0] == api]
+        assert s["passed"] == sum(1 for r in mine if r[4] == "pass")
+        assert s["invalid"] == sum(1 for r in mine if r[4] == "invalid")
+        assert s["pass_rate"] == pytest.approx(s["passed"] / 25)
+        assert s["exec_per_s"] == pytest.approx(25 / s["elapsed_s"])
+        assert s["valid_exec_per_s"] == pytest.approx(s["passed"] / s["elapsed_s"])
+        assert len(s["crash_signatures"]) <= s["crash"] + s["timeout"]
+        assert s["health"] == "ok" and s["status"] == "done"
+    o = summary["overall"]
+    assert o["executed"] == 50 and o["passed"] == sum(summary["apis"][a]["passed"] for a in summary["apis"])
+    assert o["pooled_pass_rate"] == pytest.approx(o["passed"] / 50)
     rows = _rows(out)
     assert len(rows) == 50 and all(r[4] in ("pass", "invalid", "crash", "timeout") for r in rows)
 
@@ -139,3 +148,21 @@ def test_campaign_on_acetest_constraints_three_apis(tmp_path):
     # the inputs carry the constraint set they were solved from
     origins = {json.loads(r[2])["origin"].get("set") for r in _rows(out) if r[0] == "tf.raw_ops.BiasAdd"}
     assert origins and all(o and "compute" in o for o in origins)
+
+
+@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+def test_acetest_constraints_repeatable_with_jobs_2_and_resume(tmp_path):
+    """The same seed gives the same inputs on ACETest constraints with two
+    APIs in parallel, run again or stopped and resumed."""
+    base = ["campaign", "--constraints", "acetest", "--acetest-data", ACETEST_DATA,
+            "--api", "tf.raw_ops.BiasAdd", "--api", "tf.raw_ops.Tile", "--seed", "7",
+            "--jobs", "2", "--no-progress"]
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    assert main(base + ["--budget", "8", "--out", a]) == 0
+    assert main(base + ["--budget", "8", "--out", b]) == 0
+    rows_a = [(r[0], r[1], r[2]) for r in _rows(a)]
+    assert len({r[0] for r in rows_a}) == 2
+    assert rows_a == [(r[0], r[1], r[2]) for r in _rows(b)]
+    assert main(base + ["--budget", "4", "--out", c]) == 0
+    assert main(base + ["--budget", "8", "--out", c, "--resume"]) == 0
+    assert [(r[0], r[1], r[2]) for r in _rows(c)] == rows_a

@@ -16,6 +16,7 @@ from acetest_ml.execute.frameworks import UnknownFrameworkError, get_adapter
 from acetest_ml.execute.supervisor import (CapExceeded, Executor, RunResult, WorkerStartError,
                                            crash_signature, fatal_line)
 from acetest_ml.materialize import make_array, reproducer_script
+from acetest_ml.outcome import Outcome, Stage
 from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, DTypeValue, TensorDesc
 
 # Checked without importing (the frameworks load in the workers, not here).
@@ -202,13 +203,20 @@ def test_torch_lists_dtypes_and_materialisation_errors(torch_exec):
     ones = ApiSpec("torch.ops.aten.ones", "torch", [ArgSpec("size", "int_list"),
                                                    ArgSpec("dtype", "dtype", keyword_only=True)])
     assert torch_exec.run(ones, AbstractInput(ones.name, {"size": [2], "dtype": DTypeValue("bfloat16")})).outcome == "pass"
-    # torch has no string tensors: the input cannot be built -> invalid at stage "materialize"
+    # a string tensor for torch fails inside our own conversion code: an
+    # internal error (a bug of ours), located, not the API's verdict
     neg = ApiSpec("torch.ops.aten.neg", "torch", [ArgSpec("self", "tensor")])
     r = torch_exec.run(neg, AbstractInput(neg.name, {"self": TensorDesc("string", (2,))}))
-    assert r.outcome == "invalid" and r.stage == "materialize" and "string" in r.message
+    assert r.outcome == Outcome.INTERNAL and r.stage == Stage.MATERIALIZE
+    assert r.exc_type == "builtins.TypeError" and "string" in r.message
+    assert "internal error at acetest_ml/execute/frameworks.py:" in r.message
+    # a name torch does not have: the framework's verdict while building the call
     missing = ApiSpec("torch.ops.aten.no_such_op_here", "torch", [])
     r = torch_exec.run(missing, AbstractInput(missing.name, {}))
-    assert r.outcome == "invalid" and r.stage == "materialize"
+    assert r.outcome == Outcome.INVALID and r.stage == Stage.MATERIALIZE
+    assert "internal error" not in r.message
+    # the worker is still the same process: neither ended it
+    assert torch_exec.run(neg, AbstractInput(neg.name, {"self": f32(2)})).outcome == Outcome.PASS
 
 
 def test_generic_segfault_gets_native_frames_in_its_signature(torch_exec):

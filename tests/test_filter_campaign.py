@@ -48,8 +48,22 @@ def test_train_writes_lightgbm_text_model_and_sidecar(trained):
     side = [f for f in files if f.endswith(".json")]
     assert len(side) == 1 and any(f.endswith(".model.txt") for f in files)
     meta = json.load(open(tmp / "models" / side[0]))
-    text = json.dumps(meta)
-    assert "schema" in text and "threshold" in text
+    assert meta["api"] == API and meta["kind"] == "lightgbm"
+    assert (tmp / "models" / meta["model_file"]).is_file()
+    assert 0.0 < meta["threshold"] < 1.0  # "auto": chosen from out-of-fold scores
+    # the counts are the training campaign's labels, and the schema is the
+    # one the API's spec gives (a model for other features would be refused)
+    from acetest_ml.features import FeatureSchema
+    from acetest_ml.store import Store
+    from acetest_ml.train import datasets
+    with Store(trained[2], create=False) as st:
+        ds = datasets(st)[API]
+    assert (meta["counts"]["valid"], meta["counts"]["invalid"]) == (ds.n_valid, ds.n_invalid)
+    assert meta["schema"] == FeatureSchema.for_spec(ds.spec).to_json()
+    # the saved model separates its own training data better than chance
+    from acetest_ml.classify import ValidityModel
+    m = ValidityModel.load(tmp / "models" / side[0], ds.spec)
+    assert m.evaluate(ds.inputs, ds.labels)["balanced_accuracy"] > 0.7
 
 
 def test_filtered_campaign_runs_budget_and_records_every_decision(trained, capsys):
@@ -62,11 +76,26 @@ def test_filtered_campaign_runs_budget_and_records_every_decision(trained, capsy
     assert len(executed) == 40  # the budget counts executed inputs
     assert all(r[1] in ("accept", "explore", "discard") and r[2] is not None for r in rows)
     assert all(r[3] is None for r in rows if r[1] == "discard")
-    assert all(r[2] >= 0 for r in rows)
+    # decisions follow the scores: accepted at or above the threshold, the rest below
+    thr = json.load(open(tmp / "models" / f"{safe_name(API)}.json"))["threshold"]
+    assert all(r[2] >= thr for r in rows if r[1] == "accept")
+    assert all(r[2] < thr for r in rows if r[1] in ("explore", "discard"))
+    assert all(0.0 <= r[2] <= 1.0 for r in rows)
+    # exploration: counted on the explore rows, each of them executed, and at
+    # most the --exploration share of the executed runs (the rule admits one
+    # exploration run while explored < 0.1 * (executed + 1))
+    explore = [r for r in rows if r[1] == "explore"]
+    assert all(r[3] is not None for r in explore)
+    assert len(explore) <= 0.1 * (len(executed) + 1)
     s = json.load(open(os.path.join(out, "summary.json")))["apis"][API]
     f = s["filter"]
     assert f["mode"] == "offline" and f["candidates"] == len(rows) >= 40
     assert f["discarded"] == sum(1 for r in rows if r[1] == "discard")
+    assert f["explored"] == len(explore)
+    assert f["explore_share"] == pytest.approx(len(explore) / len(executed))
+    if explore:
+        assert f["est_false_discard_rate"] == pytest.approx(
+            sum(1 for r in explore if r[3] == "pass") / len(explore))
     assert f["score_us_per_candidate"] > 0
     base = json.load(open(os.path.join(train_out, "summary.json")))["apis"][API]["pass_rate"]
     assert f["accepted_pass_rate"] >= base  # the filter keeps the likely-valid inputs
@@ -74,7 +103,9 @@ def test_filtered_campaign_runs_budget_and_records_every_decision(trained, capsy
     capsys.readouterr()
     assert main(["eval", "--runs", out, "--models", models, "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)[API]
-    assert rep["status"] == "evaluated" and 0 <= rep["balanced_accuracy"] <= 1
+    assert rep["status"] == "evaluated"
+    assert rep["n"] == sum(1 for r in executed if r[3] in ("pass", "invalid", "crash", "timeout"))
+    assert rep["balanced_accuracy"] > 0.6  # held out (seed 1 vs seed 0), still better than chance
 
 
 def test_swapping_kind_in_yaml_changes_the_model(trained):
@@ -142,3 +173,51 @@ def test_default_registry_works_outside_the_repository(trained, tmp_path):
     r = _cli(["eval", "--runs", "c", "--json"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[API]["status"] == "evaluated"
+
+
+def _history(out):
+    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
+    try:
+        return db.execute("SELECT idx, input, decision, score, outcome FROM candidates"
+                          " ORDER BY idx").fetchall()
+    finally:
+        db.close()
+
+
+def test_resumed_filtered_campaign_equals_an_uninterrupted_one(trained):
+    """An offline-filtered campaign stopped after 12 runs and resumed to 24
+    records exactly what one uninterrupted 24-run campaign records."""
+    tmp, models, _ = trained
+    common = ["campaign", "--api", API, "--seed", "4", "--ml-filter", "--models", models,
+              "--exploration", "0.1", "--no-progress"]
+    whole, part = str(tmp / "whole"), str(tmp / "part")
+    assert main(common + ["--budget", "24", "--out", whole]) == 0
+    assert main(common + ["--budget", "12", "--out", part]) == 0
+    first = _history(part)
+    assert main(common + ["--budget", "24", "--out", part, "--resume"]) == 0
+    again = _history(part)
+    assert again[:len(first)] == first  # nothing recorded is lost or rewritten
+    assert [r[0] for r in again] == list(range(len(again)))
+    assert again == _history(whole)
+    assert {r[2] for r in again} >= {"accept", "discard"}
+
+
+def test_resumed_online_campaign_keeps_its_labels(tmp_path):
+    """An online campaign resumed after its warm-up learns from the recorded
+    runs at once: no second warm-up, every label counted once."""
+    models = _models_yaml(tmp_path)
+    out = str(tmp_path / "online")
+    common = ["campaign", "--api", API, "--seed", "6", "--ml-filter", "online", "--models", models,
+              "--warmup", "30", "--retrain-every", "1000", "--out", out, "--no-progress"]
+    assert main(common + ["--budget", "40"]) == 0
+    first = _history(out)
+    assert [r[2] for r in first[:30]] == ["warmup"] * 30
+    assert main(common + ["--budget", "60", "--resume"]) == 0
+    rows = _history(out)
+    assert rows[:len(first)] == first
+    later = rows[len(first):]
+    assert later and all(r[2] in ("accept", "explore", "discard") and r[3] is not None for r in later)
+    executed = [r for r in rows if r[4] in ("pass", "invalid", "crash", "timeout")]
+    assert len(executed) == 60
+    f = json.load(open(os.path.join(out, "summary.json")))["apis"][API]["filter"]
+    assert f["mode"] == "online" and f["labels"] == 60 and f["retrains"] >= 1

@@ -11,8 +11,11 @@ import torch
 
 from acetest_ml.errors import UnknownApiError, UserError
 from acetest_ml.model import (BOOL, DTYPE, INT, INT_LIST, SCALAR, STR, TENSOR, TENSOR_LIST,
-                              ApiSpec)
+                              AbstractInput, ApiSpec)
 from acetest_ml.spec import torch as tspec
+from acetest_ml.execute.frameworks import TorchAdapter
+from acetest_ml.execute.worker import build_call
+from acetest_ml.materialize import plan_call
 
 torch.set_num_threads(1)
 
@@ -22,18 +25,19 @@ def specs() -> dict[str, ApiSpec]:
     return tspec.load_torch_specs()
 
 
+_ADAPTER = TorchAdapter()
+
+
+def _plan(spec: ApiSpec, values: dict) -> dict:
+    # concrete values stand in for abstract ones: the plan depends on names only
+    return plan_call(spec, AbstractInput(spec.name, values))
+
+
 def _call(spec: ApiSpec, values: dict):
-    """Call the op the way the worker does: spec order, positional for
-    non-keyword-only arguments, keywords for keyword-only ones."""
-    args, kwargs = [], {}
-    for a in spec.args:
-        if a.name not in values:
-            continue
-        if a.keyword_only:
-            kwargs[a.name] = values[a.name]
-        else:
-            args.append(values[a.name])
-    return tspec.torch_callable(spec)(*args, **kwargs)
+    """Call the op exactly the way the worker does (its planner, its call builder)."""
+    ai = AbstractInput(spec.name, values)
+    fn, args, kwargs = build_call(_ADAPTER, ai, plan_call(spec, ai))
+    return fn(*args, **kwargs)
 
 
 def test_conv2d_spec(specs):
@@ -84,7 +88,7 @@ def test_add_tensor_spec_and_call(specs):
 
 def test_conv2d_callable_with_spec_order(specs):
     s = specs["torch.ops.aten.conv2d"]
-    assert tspec.torch_callable(s) is torch.ops.aten.conv2d.default
+    assert _ADAPTER.resolve(s.name) is torch.ops.aten.conv2d
     x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
     w = torch.ones(2, 1, 3, 3, dtype=torch.float64)
     out = _call(s, {"input": x, "weight": w})
@@ -94,38 +98,37 @@ def test_conv2d_callable_with_spec_order(specs):
     assert out.shape == (1, 2, 2, 2)
 
 
-def test_call_arguments_handles_gaps(specs):
+def test_worker_plan_handles_gaps(specs):
     # conv2d with bias absent but stride given: stride must go by keyword
     s = specs["torch.ops.aten.conv2d"]
-    args, kwargs = tspec.call_arguments(s, {"input": 1, "weight": 2, "stride": [2, 2]})
-    assert args == [1, 2] and kwargs == {"stride": [2, 2]}
+    plan = _plan(s, {"input": 1, "weight": 2, "stride": [2, 2]})
+    assert plan["positional"] == ["input", "weight"] and plan["keyword"] == ["stride"]
+    assert plan["none"] == []  # bias has a schema default (None): left out
     # optional without default must be passed as None
     s = specs["torch.ops.aten.sum.dim_IntList"]
     dim = s.arg("dim")
     assert dim.kind == INT_LIST and dim.optional and not dim.has_default and dim.length == 1
     assert s.arg("dtype").kind == DTYPE and s.arg("dtype").keyword_only
     x = torch.arange(6.0).reshape(2, 3)
-    args, kwargs = tspec.call_arguments(s, {"self": x})
-    assert float(tspec.torch_callable(s)(*args, **kwargs)) == 15.0
-    args, kwargs = tspec.call_arguments(s, {"self": x, "dim": [1], "keepdim": True})
-    assert tspec.torch_callable(s)(*args, **kwargs).shape == (2, 1)
+    assert _plan(s, {"self": x})["none"] == ["dim"]
+    assert float(_call(s, {"self": x})) == 15.0
+    assert _call(s, {"self": x, "dim": [1], "keepdim": True}).shape == (2, 1)
     # an omitted positional Layout?/Device? pair: later positional args become keywords
     s = specs["torch.ops.aten._nested_tensor_from_tensor_list"]
     assert s.notes["omitted"] == ["layout", "device"]
     assert not s.arg("dtype").keyword_only
     assert s.arg("pin_memory").keyword_only and s.notes["keyword_forced"] == ["pin_memory"]
     parts = [torch.ones(2, 3), torch.ones(1, 3)]
-    args, kwargs = tspec.call_arguments(s, {"list": parts, "dtype": torch.float64,
-                                            "pin_memory": False})
-    assert len(args) == 2 and kwargs == {"pin_memory": False}
-    nt = tspec.torch_callable(s)(*args, **kwargs)
+    values = {"list": parts, "dtype": torch.float64, "pin_memory": False}
+    plan = _plan(s, values)
+    assert plan["positional"] == ["list", "dtype"] and plan["keyword"] == ["pin_memory"]
+    nt = _call(s, values)
     assert nt.is_nested and nt.dtype == torch.float64
     # an omitted Generator? without default is passed as None
     s = specs["torch.ops.aten.randn.generator"]
     assert s.notes["pass_none"] == ["generator"] and not s.has_arg("generator")
-    args, kwargs = tspec.call_arguments(s, {"size": [2, 3]})
-    assert kwargs == {"generator": None}
-    assert tspec.torch_callable(s)(*args, **kwargs).shape == (2, 3)
+    assert _plan(s, {"size": [2, 3]})["none"] == ["generator"]
+    assert _call(s, {"size": [2, 3]}).shape == (2, 3)
 
 
 def test_factory_op_omits_layout_and_device(specs):
@@ -220,12 +223,20 @@ def test_specs_round_trip_json(specs):
 
 
 def test_canonical_dtype():
-    assert tspec.canonical_dtype(torch.float32) == "float32"
-    assert tspec.canonical_dtype(torch.bfloat16) == "bfloat16"
-    assert tspec.canonical_dtype(torch.complex64) == "complex64"
-    assert tspec.canonical_dtype(torch.bool) == "bool"
-    assert tspec.canonical_dtype(torch.complex32) is None
-    assert tspec.canonical_dtype(torch.quint8) is None
+    """One canonical_dtype for torch dtype objects, TF names and enum names,
+    ACETest spellings."""
+    from acetest_ml.model import canonical_dtype
+    assert canonical_dtype(torch.float32) == "float32"
+    assert canonical_dtype(torch.bfloat16) == "bfloat16"
+    assert canonical_dtype(torch.complex64) == "complex64"
+    assert canonical_dtype(torch.bool) == "bool"
+    assert canonical_dtype(torch.half) == "float16"
+    assert canonical_dtype(torch.complex32) is None
+    assert canonical_dtype(torch.quint8) is None
+    assert canonical_dtype("tf.half") == "float16" and canonical_dtype("double") == "float64"
+    assert canonical_dtype("DT_FLOAT") == "float32" and canonical_dtype("DT_FLOAT_REF") is None
+    assert canonical_dtype("tf.qint8") is None and canonical_dtype("resource") is None
+    assert canonical_dtype(7) is None and canonical_dtype(None) is None
 
 
 def test_opinfo_cache_used_and_rebuilt(tmp_path):

@@ -160,13 +160,13 @@ def test_convert_refuses_ungenerated_and_unknown_dtypes(up):
 
 
 def test_dtype_and_api_name_mapping():
-    assert convert.canonical_dtype("tf.half") == ("float16", False)
-    assert convert.canonical_dtype("double") == ("float64", False)
-    assert convert.canonical_dtype("tf.quint8") == ("uint8", True)
+    assert convert.upstream_dtype("tf.half") == ("float16", False)
+    assert convert.upstream_dtype("double") == ("float64", False)
+    assert convert.upstream_dtype("tf.quint8") == ("uint8", True)
     # upstream's PyTorch mode creates signed ints for unsigned TF spellings
-    assert convert.canonical_dtype("tf.uint16", "torch") == ("int16", False)
-    assert convert.canonical_dtype("tf.uint8", "torch") == ("int8", False)
-    assert convert.canonical_dtype("tf.float32", "torch") == ("float32", False)
+    assert convert.upstream_dtype("tf.uint16", "torch") == ("int16", False)
+    assert convert.upstream_dtype("tf.uint8", "torch") == ("int8", False)
+    assert convert.upstream_dtype("tf.float32", "torch") == ("float32", False)
     assert convert.api_name("tf.raw_ops.Conv2D") == "tf.raw_ops.Conv2D"
     assert convert.api_name("torch.nn.functional.conv2d", "torch") == "torch.ops.aten.conv2d"
     assert convert.api_name("torch.linalg.det", "torch") == "torch.ops.aten.linalg_det"
@@ -374,11 +374,26 @@ def test_runner_setup_errors(tmp_path, monkeypatch):
         runner.run_upstream([f"--target_api={API}"], acetest_home=str(nodata))
 
 
+def test_compare_needs_out(tmp_path, capsys):
+    with pytest.raises(UserError, match="--compare needs --out"):
+        runner.run_upstream([f"--target_api={API}"], ml_filter="online", compare=True,
+                            models=str(tmp_path / "none.yaml"), acetest_home=str(STANDIN))
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    from acetest_ml.cli import main
+    rc = main(["acetest", "--ml-filter=online", "--compare", "--acetest-home", str(STANDIN),
+               "--out", str(taken), "--", f"--target_api={API}", "--test_round=5"])
+    assert rc == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "--out" in err[0] and "taken" in err[0]
+    assert taken.read_text() == "x"
+
+
 def test_cli_arguments():
     import argparse
     p = runner.add_arguments(argparse.ArgumentParser())
-    ns = p.parse_args(["--ml-filter", "--compare", "--", "--target_api=x", "--test_round=5"])
-    assert ns.ml_filter == "models" and ns.compare
+    ns = p.parse_args(["--ml-filter", "--compare", "--out", "d", "--", "--target_api=x", "--test_round=5"])
+    assert ns.ml_filter == "models" and ns.compare and ns.out_dir == "d"
     assert [a for a in ns.upstream_args if a != "--"] == ["--target_api=x", "--test_round=5"]
     with pytest.raises(UserError, match="unknown --ml-filter"):
         runner._normalise_filter("sometimes")
@@ -396,7 +411,7 @@ def test_res_csv_lines():
         "Unsupported: need session."
 
 
-def test_compare_through_the_bootstrap_with_a_registry_model(up, tmp_path):
+def test_compare_through_the_bootstrap_with_a_registry_model(up, tmp_path, monkeypatch):
     """models.yaml + a saved real LightGBM model; upstream (the stand-in main.py)
     runs in a subprocess twice: without and with the filter."""
     from acetest_ml.classify import ModelRegistry
@@ -413,9 +428,14 @@ def test_compare_through_the_bootstrap_with_a_registry_model(up, tmp_path):
 
     out = io.StringIO()
     work = tmp_path / "cmp"
-    code = runner.run_upstream([f"--target_api={API}", "--test_round=100", f"--work_path={work}"],
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code = runner.run_upstream([f"--target_api={API}", "--test_round=100"],
                                ml_filter="models", models=str(yaml_path), compare=True,
-                               acetest_home=str(STANDIN), seed=5, out=out, log=str(tmp_path / "log.txt"))
+                               acetest_home=str(STANDIN), seed=5, out=out, log=str(tmp_path / "log.txt"),
+                               out_dir=str(work))
+    assert os.listdir(cwd) == []  # --out, not the current folder
     text = out.getvalue()
     assert code == 0, text + (tmp_path / "log.txt").read_text()[-3000:]
     rates = dict(re.findall(r"\[(baseline|filtered)\] upstream pass rate: ([\d.]+)%", text))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from statistics import mean
-from typing import Optional
+from typing import Any, Optional
 
 ARMS = ("baseline", "filtered", "online", "learned", "learned_filter")
 
@@ -35,7 +35,7 @@ def build_results(cfg, train_sum: dict, train_rep: dict, arms: dict, clf: dict, 
     for api in cfg.apis:
         tr = train_sum["apis"].get(api, {})
         rep = train_rep.get(api, {})
-        row = {
+        row: dict[str, Any] = {
             "constraints": "acetest" if api in cfg.acetest_apis else "registry",
             "train": {"executed": tr.get("executed", 0), "valid": rep.get("valid", tr.get("passed", 0)),
                       "invalid": rep.get("invalid", tr.get("invalid", 0)),
@@ -86,7 +86,7 @@ def _mean(xs) -> Optional[float]:
 def overall(per_api: dict, apis: list[str]) -> dict:
     rows = [per_api[a] for a in apis]
     ran = [r for r in rows if r["baseline"]["executed"]]
-    out = {"apis": list(apis), "n_apis": len(apis)}
+    out: dict[str, Any] = {"apis": list(apis), "n_apis": len(apis)}
     for arm in ARMS:
         out[f"{arm}_pass_rate"] = _pooled(ran, arm)
         out[f"{arm}_mean_pass_rate"] = _mean([r[arm]["pass_rate"] for r in ran]) or 0.0

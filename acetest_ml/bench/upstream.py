@@ -185,7 +185,7 @@ def run_our_arm(arm: str, api: str, acetest_data: str, rounds: int, seed: int, w
 def models_yaml_for(out: str, base_yaml: str) -> str:
     """A registry YAML with the settings of ``base_yaml`` whose models live in
     ``<out>/models`` (models trained on upstream's runs)."""
-    doc = {}
+    doc: dict = {}
     if os.path.isfile(base_yaml):
         with open(base_yaml) as f:
             doc = yaml.safe_load(f) or {}

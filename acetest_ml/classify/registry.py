@@ -205,7 +205,7 @@ class ModelRegistry:
         or was trained with another kind than the configuration names."""
         cfg = self.config_for(api)
         path = cfg.model_path
-        if not Path(str(path)).is_file():
+        if path is None or not path.is_file():
             return None
         m = ValidityModel.load(path, spec)
         if m.api != api:
@@ -225,6 +225,7 @@ class ModelRegistry:
         m = train_model(spec, inputs, labels, kind=cfg.kind, params=cfg.params,
                         threshold=cfg.threshold, min_per_class=min_per_class, **kw)
         if save:
+            assert cfg.model_path is not None  # config_for always names one
             m.save_prefix(cfg.model_path)
         return m
 

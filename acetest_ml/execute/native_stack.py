@@ -124,6 +124,7 @@ def demangle(sym: str) -> str:
                 i += len(m.group(0)) + int(m.group(1))
             elif c.isdigit():
                 m = re.match(r"\d+", sym[i:])
+                assert m is not None  # sym[i] is a digit
                 n = int(m.group(0))
                 i += len(m.group(0))
                 parts.append(sym[i:i + n])

@@ -85,7 +85,8 @@ class WorkerProtocolError(RuntimeError):
 class RunResult:
     """The label of one run.
 
-    outcome     an Outcome: pass | invalid | crash | timeout (the campaign adds skipped / internal)
+    outcome     an Outcome: pass | invalid | crash | timeout, or internal when
+                acetest-ml's own conversion code failed (the campaign adds skipped)
     exc_type    invalid: ``module.Class`` of the exception
     message     invalid: first 2000 chars of the exception text;
                 crash/timeout: a short description
@@ -431,7 +432,9 @@ class Executor:
     # -- protocol --------------------------------------------------------------
     def _read_reply(self, deadline: float, worker=None) -> Any:
         """A message from the worker, None at end of file, or _TIMEOUT."""
-        fd = (worker or self._worker).recv_fd
+        w = worker or self._worker
+        assert w is not None, "no worker to read from"
+        fd = w.recv_fd
         poller = select.poll()  # not select(): fds above 1024 must work too
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         buf = bytearray()
@@ -481,6 +484,7 @@ class Executor:
         request = encode_message({"id": rid, "ai": ai.to_json(), "plan": plan})
         t0 = time.monotonic()
         try:
+            assert self._worker is not None  # started above
             write_all(self._worker.send_fd, request)
             reply = self._read_reply(t0 + limit)
         except (BrokenPipeError, ConnectionResetError):
@@ -500,13 +504,16 @@ class Executor:
                              message=f"worker died ({sig or f'exit {code}'})",
                              stderr=_keep(text))
         if not isinstance(reply, dict) or reply.get("id") != rid or reply.get("outcome") not in (
-                Outcome.PASS, Outcome.INVALID):
+                Outcome.PASS, Outcome.INVALID, Outcome.INTERNAL):
             self._kill()
             raise WorkerProtocolError(f"unexpected reply to request {rid}: {reply!r:.200}")
         if reply["outcome"] == Outcome.PASS:
             return RunResult(outcome=Outcome.PASS, duration=float(reply.get("duration", elapsed)))
         stage = reply.get("stage")
-        return RunResult(outcome=Outcome.INVALID, exc_type=reply.get("exc_type"),
-                         message=reply.get("message"),
+        message = reply.get("message")
+        if reply["outcome"] == Outcome.INTERNAL:
+            message = f"{message} [acetest-ml internal error at {reply.get('where')}]"
+        return RunResult(outcome=Outcome(reply["outcome"]), exc_type=reply.get("exc_type"),
+                         message=message,
                          stage=Stage(stage) if stage in _STAGES else stage,
                          duration=float(reply.get("duration", elapsed)))

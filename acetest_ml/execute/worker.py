@@ -11,7 +11,10 @@ of UTF-8 JSON.
 - request:  ``{"id": n, "ai": <AbstractInput JSON>, "plan": <plan_call dict>}``
 - reply:    ``{"id": n, "outcome": "pass", "duration": s}`` or
   ``{"id": n, "outcome": "invalid", "exc_type": "<module.Class>",
-  "message": "<first 2000 chars>", "stage": "materialize"|"call", "duration": s}``
+  "message": "<first 2000 chars>", "stage": "materialize"|"call", "duration": s}`` or,
+  when building the arguments failed inside acetest-ml's own code (a bug of
+  ours, not the framework's verdict), ``{"id": n, "outcome": "internal",
+  "exc_type", "message", "where": "<file>:<line>", "stage": "materialize", ...}``
 
 Replies go to a private duplicate of the original stdout; fd 1 is pointed at
 stderr before the framework is imported, so anything the framework prints
@@ -84,6 +87,41 @@ def exception_message(e: BaseException) -> str:
         return f"<unprintable {type(e).__name__}>"
 
 
+_OUR_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def internal_location(e: BaseException) -> str | None:
+    """``<file>:<line>`` when ``e`` is a bug of acetest-ml's own code: raised
+    in one of its modules (innermost frame) and not one of the refusals it
+    raises on purpose (``UserError``: an input that does not fit its spec,
+    a name it may not call). None when the exception is the framework's (or
+    numpy's) verdict on the value."""
+    from ..errors import UserError
+    if isinstance(e, UserError):
+        return None
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return None
+    path = os.path.abspath(last.tb_frame.f_code.co_filename)
+    if not path.startswith(_OUR_PACKAGE):
+        return None
+    return f"acetest_ml/{path[len(_OUR_PACKAGE):]}:{last.tb_lineno}"
+
+
+def build_call(adapter, ai, plan: dict):
+    """-> (callable, args, kwargs) for ``plan`` (materialize.plan_call), the
+    tensors materialised with the input's value seed. This is how every run
+    is called; tests call it too."""
+    fn = adapter.resolve(plan["target"])
+    args = [adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["positional"]]
+    kwargs = {n: adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["keyword"]}
+    kwargs.update({n: None for n in plan.get("none", [])})
+    return fn, args, kwargs
+
+
 def handle(adapter, request: dict) -> dict:
     """Run one request; returns the reply (without the id)."""
     from ..model import AbstractInput
@@ -93,11 +131,7 @@ def handle(adapter, request: dict) -> dict:
     duration = 0.0
     try:
         ai = AbstractInput.from_json(request["ai"])
-        plan = request["plan"]
-        fn = adapter.resolve(plan["target"])
-        args = [adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["positional"]]
-        kwargs = {n: adapter.convert(ai.args[n], ai.value_seed, n) for n in plan["keyword"]}
-        kwargs.update({n: None for n in plan.get("none", [])})
+        fn, args, kwargs = build_call(adapter, ai, request["plan"])
         stage = Stage.CALL
         start = time.perf_counter()
         try:
@@ -107,10 +141,14 @@ def handle(adapter, request: dict) -> dict:
             duration = time.perf_counter() - start
         del result, args, kwargs
     except Exception as e:
+        reply = {"outcome": Outcome.INVALID.value, "exc_type": exception_type(e),
+                 "message": exception_message(e), "stage": stage.value, "duration": duration}
         if stage == Stage.MATERIALIZE:
-            duration = time.perf_counter() - start
-        return {"outcome": Outcome.INVALID.value, "exc_type": exception_type(e),
-                "message": exception_message(e), "stage": stage.value, "duration": duration}
+            reply["duration"] = time.perf_counter() - start
+            where = internal_location(e)
+            if where is not None:
+                reply.update(outcome=Outcome.INTERNAL.value, where=where)
+        return reply
     return {"outcome": Outcome.PASS.value, "duration": duration}
 
 

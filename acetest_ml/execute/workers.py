@@ -55,6 +55,7 @@ class PopenWorker:
         self.proc = proc
         self.pid = proc.pid
         self.log_path = log_path
+        assert proc.stdin is not None and proc.stdout is not None  # started with PIPEs
         self.send_fd = proc.stdin.fileno()
         self.recv_fd = proc.stdout.fileno()
 

@@ -43,7 +43,7 @@ import z3
 from ..model import (
     ALL_DTYPES, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT, INT_LIST, LIST_KINDS,
     SCALAR, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
-    DTypeValue, TensorDesc,
+    DTypeValue, TensorDesc, canonical_dtype,
 )
 from .problem import Problem, int_value, limit
 
@@ -81,10 +81,6 @@ PADDING_CODES = {"VALID": 1, "SAME": 2, "EXPLICIT": 3}
 CODE_PADDINGS = {v: k for k, v in PADDING_CODES.items()}
 
 # ACETest dtype spellings -> canonical names (None: no counterpart in the data model)
-_DTYPE_ALIASES = {
-    "half": "float16", "float": "float32", "double": "float64", "int": "int32",
-    "uint": "uint32", "complex": "complex64",
-}
 QUANTIZED = ("qint8", "qint16", "qint32", "quint8", "quint16")
 # upstream draws "any dtype" from its table of spellings (aliases weigh double)
 _ANY_DTYPE_SPELLINGS = (
@@ -95,18 +91,7 @@ _ANY_DTYPE_SPELLINGS = (
 _STRING_CHARS = string.ascii_letters + string.digits + " \t'!@#$^&*-+/,.<>?;:|`~"
 
 
-def canonical_dtype(name: Any) -> Optional[str]:
-    """ACETest / TF dtype spelling -> canonical name, None when unknown or quantized."""
-    if not isinstance(name, str):
-        return None
-    n = name.strip()
-    if n.startswith("tf."):
-        n = n[3:]
-    n = _DTYPE_ALIASES.get(n, n)
-    return n if n in ALL_DTYPES else None
-
-
-ANY_DTYPES = tuple(canonical_dtype(s) for s in _ANY_DTYPE_SPELLINGS)
+ANY_DTYPES: tuple[str, ...] = tuple(d for d in map(canonical_dtype, _ANY_DTYPE_SPELLINGS) if d)
 
 # ---- variable names ------------------------------------------------------------------------
 _VAR_RE = re.compile(r"^ARGNAME_(.*)_NAMEEND(.*)$")
@@ -476,7 +461,8 @@ class AcetestProblem(Problem):
             if aname in arrays:
                 arg, part = arrays[aname]
                 self.selects.append(_Select(arg, part, t, t.arg(1)))
-        self.arrays = {arg_part for arg_part in arrays.values() if arg_part[0] is not None}
+        self.arrays: set[tuple[str, str]] = {(arg, part) for arg, part in arrays.values()
+                                             if arg is not None}
 
     def _var(self, arg: str, suffix: str) -> z3.ExprRef:
         return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH, self.ctx)

@@ -399,8 +399,8 @@ class RegistryProblem(Problem, Terms):
                 low, high = -4, 4
             return TensorDesc(dtype, shape, low, high)
         if k in ("f", "c"):
-            low, high = rng.choice([(-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0)])
-            return TensorDesc(dtype, shape, low, high)
+            flow, fhigh = rng.choice([(-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0)])
+            return TensorDesc(dtype, shape, flow, fhigh)
         return TensorDesc(dtype, shape)
 
     def _role_values(self, a: ArgSpec, k: str, shape: tuple, rng: random.Random):

@@ -54,13 +54,13 @@ def load_rules_file(path: str) -> dict[str, list[str]]:
         raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected 'rules')")
     out: dict[str, list[str]] = {}
     for api, exprs in (doc.get("rules") or {}).items():
-        if not isinstance(exprs, list) or not all(isinstance(e, str) for e in exprs):
+        if not isinstance(exprs, list) or not all(isinstance(x, str) for x in exprs):
             raise ConfigError(f"{path}: rules.{api} must be a list of expression strings")
-        for e in exprs:
+        for expr in exprs:
             try:
-                ast.parse(e, mode="eval")
+                ast.parse(expr, mode="eval")
             except SyntaxError as err:
-                raise ConfigError(f"{path}: rules.{api}: cannot parse {e!r} ({err.msg})") from None
+                raise ConfigError(f"{path}: rules.{api}: cannot parse {expr!r} ({err.msg})") from None
         out[api] = list(exprs)
     return out
 
@@ -251,5 +251,6 @@ def _const_int(node) -> int:
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
-        return -int(node.operand.value)
+        if isinstance(node.operand.value, int):
+            return -node.operand.value
     raise RuleError("indices must be integer constants")

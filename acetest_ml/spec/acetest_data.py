@@ -57,7 +57,7 @@ _LIST_CHILD_KIND = {"int": INT_LIST, "float": FLOAT_LIST, "double": FLOAT_LIST, 
                     "string": STR_LIST, "tensor": TENSOR_LIST, "type": DTYPE_LIST}
 
 
-def _dtype_list(names: Any, notes: list, where: str) -> Optional[list]:
+def _dtype_list(names: Any, notes: list, where: str) -> list:
     out: list = []
     for n in names or []:
         c = canonical_dtype(n)
@@ -390,15 +390,16 @@ class AcetestData:
             aliases = {f"input_{k}": n for k, n in inputs}
         else:
             try:
-                spec = (copy.deepcopy(registry_spec) if registry_spec is not None
-                        else self._tf_spec(name))
+                tf_spec = (copy.deepcopy(registry_spec) if registry_spec is not None
+                           else self._tf_spec(name))
             except UnknownApiError:
                 raise
             except UserError as e:
                 raise UnknownApiError(f"{name}: not in the ACETest data ({self.root}) and {e}") from None
-            if spec is None:
+            if tf_spec is None:
                 raise UnknownApiError(f"{name}: not in the ACETest data ({self.root}) and not a "
                                       "TensorFlow raw op")
+            spec = tf_spec
             if files:
                 notes.append("no op_json: argument properties from TensorFlow's op registry")
             else:

@@ -31,7 +31,7 @@ from collections import Counter
 from typing import Any, Iterable, Optional
 
 from ..errors import UnknownApiError
-from ..model import (ALL_DTYPES, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT,
+from ..model import (ALL_DTYPES, canonical_dtype, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT,
                      INT_LIST, SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, ApiSpec, ArgSpec)
 
 PREFIX = "tf.raw_ops."
@@ -53,17 +53,6 @@ REASON_UNKNOWN_ATTR = "unknown attr type"
 REASON_NO_WRAPPER = "no python wrapper"
 REASON_NO_CPU_KERNEL = "no CPU kernel"
 
-# OpDef DataType enum name -> canonical dtype name (model.ALL_DTYPES spelling).
-_TF_TO_CANONICAL = {
-    "DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_HALF": "float16",
-    "DT_BFLOAT16": "bfloat16",
-    "DT_INT8": "int8", "DT_INT16": "int16", "DT_INT32": "int32", "DT_INT64": "int64",
-    "DT_UINT8": "uint8", "DT_UINT16": "uint16", "DT_UINT32": "uint32", "DT_UINT64": "uint64",
-    "DT_BOOL": "bool", "DT_COMPLEX64": "complex64", "DT_COMPLEX128": "complex128",
-    "DT_STRING": "string",
-}
-assert set(_TF_TO_CANONICAL.values()) == set(ALL_DTYPES)
-
 # Scalar attr types -> (ArgSpec kind, list kind).
 _SCALAR_ATTR_KINDS = {"int": INT, "float": FLOAT, "bool": BOOL, "string": STR}
 _LIST_ATTR_KINDS = {"list(int)": INT_LIST, "list(float)": FLOAT_LIST, "list(bool)": BOOL_LIST,
@@ -84,10 +73,10 @@ def _dtype_enum_name(enum_value: int) -> str:
         return f"DT_UNKNOWN_{enum_value}"
 
 
-def canonical_dtype(enum_value: int) -> Optional[str]:
+def _tf_dtype(enum_value: int) -> Optional[str]:
     """Canonical name of a TF DataType enum value, or None if we cannot build it
     (resource, variant, quantized, float8, int4, ... and all ref types)."""
-    return _TF_TO_CANONICAL.get(_dtype_enum_name(enum_value))
+    return canonical_dtype(_dtype_enum_name(enum_value))
 
 
 def _unbuildable_reason(enum_values: Iterable[int]) -> str:
@@ -105,7 +94,7 @@ def _unbuildable_reason(enum_values: Iterable[int]) -> str:
 def _buildable(enum_values: Iterable[int]) -> list[str]:
     out: list[str] = []
     for v in enum_values:
-        c = canonical_dtype(v)
+        c = _tf_dtype(v)
         if c is not None and c not in out:
             out.append(c)
     return out
@@ -132,7 +121,7 @@ def decode_attr_value(attr_value, attr_type: str) -> Any:
     build the dtype), shapes as lists of ints with -1 unknown (None = unknown
     rank)."""
     def dt(v: int) -> str:
-        return canonical_dtype(v) or _dtype_enum_name(v)
+        return _tf_dtype(v) or _dtype_enum_name(v)
 
     if attr_type.startswith("list("):
         lst = attr_value.list
@@ -216,6 +205,7 @@ class _Builder:
         name = self.py_name[arg.name]
         if arg.is_ref:
             self.reasons.append(REASON_REF_INPUT)
+        dtypes: Optional[list[str]]
         if arg.type_list_attr:
             lattr = self.attrs[arg.type_list_attr]
             dtypes = self._dtype_set(lattr, input_like=True)
@@ -226,7 +216,7 @@ class _Builder:
             dtypes, dtype_ref = None, self.py_name[arg.type_attr]
         else:
             dtype_ref = None
-            c = canonical_dtype(arg.type)
+            c = _tf_dtype(arg.type)
             if c is None:
                 self.reasons.append(_unbuildable_reason([arg.type]))
                 dtypes = list(ALL_DTYPES)
@@ -414,7 +404,7 @@ def restrict_to_cpu_kernels(spec: ApiSpec, op: str) -> None:
                 ok = set(a.allowed)  # some CPU kernel takes any type
                 break
             for c in cons:
-                ok |= {d for d in (canonical_dtype(t) for t in c.allowed_values.list.type) if d}
+                ok |= {d for d in (_tf_dtype(t) for t in c.allowed_values.list.type) if d}
         narrowed = [d for d in a.allowed if d in ok]
         if narrowed and len(narrowed) < len(a.allowed):
             spec.notes.setdefault("cpu_kernel_dtypes", {})[a.name] = len(a.allowed) - len(narrowed)

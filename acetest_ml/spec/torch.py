@@ -29,8 +29,8 @@ Notes recorded on each spec (``ApiSpec.notes``):
 ``none_items``       ``Tensor?[]`` arguments (modelled as TENSOR_LIST; items are
                      never None in generated inputs).
 
-:func:`call_arguments` turns a name -> value mapping into ``(args, kwargs)``
-following these notes, and :func:`torch_callable` resolves the OpOverload.
+The worker calls an op from these notes through the one call planner,
+:func:`acetest_ml.materialize.plan_call`.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import UnknownApiError
-from ..model import (ALL_DTYPES, ApiSpec, ArgSpec, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT,
+from ..model import (ALL_DTYPES, ApiSpec, canonical_dtype, ArgSpec, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT,
                      FLOAT_LIST, INT, INT_LIST, SCALAR, STR, STR_LIST, TENSOR, TENSOR_LIST)
 
 PREFIX = "torch.ops.aten."
@@ -126,15 +126,6 @@ _opinfo_cache: Optional[dict[str, list[str]]] = None
 
 
 # --------------------------------------------------------------------------- dtypes
-
-def canonical_dtype(dtype: Any) -> Optional[str]:
-    """``torch.float32`` -> ``"float32"``; None for dtypes outside the model's
-    canonical set (complex32, quantized, float8...)."""
-    name = str(dtype)
-    if name.startswith("torch."):
-        name = name[len("torch."):]
-    return name if name in ALL_DTYPES else None
-
 
 def _sorted_dtypes(names: Iterable[str]) -> list[str]:
     order = {n: i for i, n in enumerate(ALL_DTYPES)}
@@ -480,42 +471,6 @@ def spec_counts(specs: dict[str, ApiSpec] | Iterable[ApiSpec], top: int = 10) ->
     return {"total": len(items), "supported": sum(1 for s in items if s.supported),
             "unsupported": sum(reasons.values()), "reasons": dict(ranked),
             "top_reasons": [[r, n] for r, n in ranked[:top]]}
-
-
-# --------------------------------------------------------------------------- calling
-
-def torch_callable(spec_or_name: ApiSpec | str) -> Any:
-    """The ``torch._ops.OpOverload`` a spec names."""
-    import torch
-
-    name = spec_or_name.name if isinstance(spec_or_name, ApiSpec) else _normalise(spec_or_name)
-    op, _, overload = name[len(PREFIX):].partition(".")
-    return getattr(getattr(torch.ops.aten, op), overload or "default")
-
-
-def call_arguments(spec: ApiSpec, values: dict[str, Any]) -> tuple[list, dict]:
-    """Split argument values into ``(args, kwargs)`` for the OpOverload:
-    positional in spec order up to the first absent or keyword-only argument,
-    keywords after that; absent optional arguments without a schema default
-    (and the omitted ones listed in ``notes["pass_none"]``) are passed as None."""
-    args: list = []
-    kwargs: dict = {}
-    positional = True
-    for a in spec.args:
-        present = a.name in values
-        if not present:
-            positional = False
-            if a.optional and not a.has_default:
-                kwargs[a.name] = None
-            continue
-        if positional and not a.keyword_only:
-            args.append(values[a.name])
-        else:
-            positional = False
-            kwargs[a.name] = values[a.name]
-    for name in spec.notes.get("pass_none", ()):
-        kwargs[name] = None
-    return args, kwargs
 
 
 def _main(argv: list[str]) -> int:

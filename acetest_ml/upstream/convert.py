@@ -19,22 +19,18 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from ..model import (ALL_DTYPES, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT,
+from ..model import (canonical_dtype, BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT,
                      INT_LIST, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
                      ArgSpec, DTypeValue, TensorDesc)
 
 NONE_MARK = "&NONE"
 
-# TensorFlow dtype spellings (with the ``tf.`` prefix removed) -> canonical name.
-# Quantized types have no canonical name of their own; they map to the integer
-# type of the same width and are listed in ``origin["lossy_dtypes"]``.
-_TF_DTYPES = {
-    "half": "float16", "float": "float32", "double": "float64", "int": "int32",
-    "uint": "uint32", "complex": "complex64",
-    "qint8": "int8", "qint16": "int16", "qint32": "int32",
-    "quint8": "uint8", "quint16": "uint16",
-}
-_LOSSY = {"qint8", "qint16", "qint32", "quint8", "quint16"}
+# Quantized types have no canonical name of their own; upstream's inputs of them
+# map to the integer type of the same width and are listed in
+# ``origin["lossy_dtypes"]``.
+_QUANTIZED_AS = {"qint8": "int8", "qint16": "int16", "qint32": "int32",
+                 "quint8": "uint8", "quint16": "uint16"}
+_LOSSY = set(_QUANTIZED_AS)
 # What upstream's PyTorch mode really creates for a (TF-spelled) dtype: unsigned
 # and quantized ints become signed torch ints, string tensors become int32.
 _TORCH_EFFECTIVE = {
@@ -44,10 +40,12 @@ _TORCH_EFFECTIVE = {
 }
 
 
-def canonical_dtype(name: str, framework: str = "tf") -> tuple[str, bool]:
-    """Canonical dtype name for an upstream dtype spelling (``"tf.half"`` ->
-    ``"float16"``). Returns ``(name, lossy)``; ``lossy`` is True when the
-    upstream type has no exact canonical counterpart (quantized types)."""
+def upstream_dtype(name: str, framework: str = "tf") -> tuple[str, bool]:
+    """The dtype upstream really creates for one of its dtype spellings
+    (``"tf.half"`` -> ``"float16"``; in torch mode its unsigned and quantized
+    ints become signed ones). Returns ``(canonical name, lossy)``; ``lossy`` is
+    True when the upstream type has no exact canonical counterpart (quantized
+    types). Spellings go through :func:`acetest_ml.model.canonical_dtype`."""
     raw = str(name).strip()
     for prefix in ("tf.", "torch."):
         if raw.startswith(prefix):
@@ -58,8 +56,8 @@ def canonical_dtype(name: str, framework: str = "tf") -> tuple[str, bool]:
         return _TORCH_EFFECTIVE[raw], raw in _LOSSY
     if framework == "torch" and raw == "uint8":
         return "int8", False
-    canon = _TF_DTYPES.get(raw, raw)
-    if canon not in ALL_DTYPES:
+    canon = _QUANTIZED_AS.get(raw) or canonical_dtype(raw)
+    if canon is None:
         raise ValueError(f"unknown upstream dtype {name!r}")
     return canon, raw in _LOSSY
 
@@ -108,7 +106,7 @@ class _Ctx:
         self.lossy: set[str] = set()
 
     def dtype(self, name: str) -> str:
-        canon, lossy = canonical_dtype(name, self.framework)
+        canon, lossy = upstream_dtype(name, self.framework)
         if lossy:
             self.lossy.add(str(name))
         return canon
@@ -313,7 +311,7 @@ def _dtype_list(names: Any, framework: str) -> Optional[list[str]]:
     out: list[str] = []
     for n in names:
         try:
-            c = canonical_dtype(n, framework)[0]
+            c = upstream_dtype(n, framework)[0]
         except ValueError:
             continue
         if c not in out:

@@ -107,7 +107,7 @@ class FilterConfig:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
         if check_models and self.mode == "models" and not self.models:
             raise ConfigError("the models filter needs a model registry file (--models)")
-        if check_models and self.mode == "models" and not os.path.isfile(self.models):
+        if check_models and self.mode == "models" and not os.path.isfile(self.models or ""):
             raise ConfigError(f"model registry file not found: {self.models}")
         return self
 
@@ -219,7 +219,7 @@ class ApiFilter:
         # trained with (our TF/torch registry spec, usually), so its features
         # line up; no spec lookup is needed, which keeps start-up fast.
         if self.config.mode == "models" and self.scorer is None:
-            self.scorer = self.hook.scorer_factory(self.config.models,
+            self.scorer = self.hook.scorer_factory(self.config.models or "",
                                                    convert.api_name(self.api, self.framework), None)
             self.scorer_source = "registry" if self.scorer is not None else "none"
             self.spec = model_spec(self.scorer)
@@ -379,7 +379,7 @@ class ApiFilter:
     def stats(self) -> dict:
         c = self.counts
         runs = sum(c[d] for d in DECISIONS)
-        out = {
+        out: dict[str, Any] = {
             "api": self.api,
             "framework": self.framework,
             "filter": self.config.mode,
@@ -398,7 +398,7 @@ class ApiFilter:
             "outcomes": self.outcomes,
         }
         if self.config.mode == "online":
-            out["online"] = dict(self.learner.info(), warmup=self.config.warmup)
+            out["online"] = {**self.learner.info(), "warmup": self.config.warmup}
         return out
 
     def write_stats(self, directory: str) -> Optional[str]:

@@ -24,7 +24,6 @@ import glob
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
@@ -254,7 +253,7 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
                  seed: Optional[int] = None, max_tries: int = 20, warmup: int = 100,
                  python: Optional[str] = None, out: Optional[TextIO] = None,
                  log: Optional[str] = None, collect: Optional[str] = None, reallocate: bool = True,
-                 probes: int = 4) -> int:
+                 probes: int = 4, out_dir: Optional[str] = None) -> int:
     """Run upstream's main.py (unmodified) in a subprocess, with the filter when
     ``ml_filter`` is ``"models"``/True or ``"online"``; with ``compare``, once
     without and once with it (same options and seed, separate work folders).
@@ -262,11 +261,15 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
     message and returns 1 when upstream fails or produces no results. Bad
     setup (no checkout, no data, bad options, missing model file) raises
     UpstreamSetupError. ``log``: file for upstream's own output (default: the
-    terminal)."""
+    terminal). ``out_dir`` (``--out``): the folder of the runs (upstream's
+    ``--work_path``; with ``compare``, its ``baseline/`` and ``filtered/``);
+    nothing is written into the current folder."""
     out = out or sys.stdout
     mode = _normalise_filter(ml_filter)
     if compare and mode is None:
         raise UpstreamSetupError("--compare needs --ml-filter (or --ml-filter=online) to compare against")
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UpstreamSetupError(f"--out: {out_dir} is a file, not a folder")
     home = locate_home(acetest_home)
     opts = parse_upstream_options(upstream_args)
     framework = opts.get("framework", "tf")
@@ -297,11 +300,15 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
     if int(probes) < 1:
         raise UpstreamSetupError(f"--probes must be at least 1, got {probes}")
     src = os.path.join(home, "Tester", "src")
-    user_work = opts.get("work_path")
+    user_work = opts.get("work_path") or out_dir
     if compare:
-        root = os.path.abspath(user_work or f"acetest_ml_compare_{time.strftime('%Y%m%d-%H%M%S')}")
+        if not user_work:
+            raise UpstreamSetupError("--compare needs --out DIR: the folder for its baseline/ and "
+                                     "filtered/ runs")
+        root = os.path.abspath(user_work)
         os.makedirs(root, exist_ok=True)
-        arms = [("baseline", None, os.path.join(root, "baseline")), ("filtered", mode, os.path.join(root, "filtered"))]
+        arms: list[tuple[str, Optional[str], Optional[str]]] = [
+            ("baseline", None, os.path.join(root, "baseline")), ("filtered", mode, os.path.join(root, "filtered"))]
     else:
         arms = [("filtered" if mode else "baseline", mode, os.path.abspath(user_work) if user_work else None)]
 
@@ -351,7 +358,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help="model registry YAML (default: the registry shipped with the package)")
     p.add_argument("--acetest-home", default=None, help="ACETest checkout (default $ACETEST_HOME or third_party/ACETest)")
-    p.add_argument("--compare", action="store_true", help="run without and with the filter and print both")
+    p.add_argument("--compare", action="store_true", help="run without and with the filter and print "
+                   "both (needs --out)")
+    p.add_argument("--out", dest="out_dir", default=None,
+                   help="folder of the runs (upstream's --work_path; with --compare its baseline/ "
+                   "and filtered/ subfolders)")
     p.add_argument("--exploration", type=float, default=0.05, help="share of predicted-invalid inputs run anyway")
     p.add_argument("--max-tries", type=int, default=20, help="candidates drawn per run before giving up")
     p.add_argument("--warmup", type=int, default=100, help="online mode: labelled runs before the first training")
@@ -376,7 +387,7 @@ def run_from_namespace(ns: argparse.Namespace) -> int:
     return run_upstream(args, ml_filter=ns.ml_filter, models=ns.models, acetest_home=ns.acetest_home,
                         compare=ns.compare, exploration=ns.exploration, seed=ns.seed,
                         max_tries=ns.max_tries, warmup=ns.warmup, collect=ns.collect,
-                        reallocate=ns.reallocate, probes=ns.probes)
+                        reallocate=ns.reallocate, probes=ns.probes, out_dir=ns.out_dir)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
