@@ -70,6 +70,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
         seed = api_seed(cfg.seed, spec.name)
         per_set = models_per_set(cfg, notes, len(problems))
         store = None
+        sampler: Any
         if getattr(cfg, "learn_rules", False):
             # learned rules (acetest_ml/learn): rebuilt from the recorded runs
             from .learn import learning_sampler

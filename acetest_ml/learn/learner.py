@@ -175,7 +175,8 @@ class RuleLearner:
     def _review(self) -> bool:
         changed = False
         for r in self.rules:
-            if r.status != PROBATION or self.n - r.adopted_at < self.window:
+            if r.status != PROBATION or r.adopted_at is None \
+                    or self.n - r.adopted_at < self.window:
                 continue
             post = self._rate(r.key, r.adopted_at, self.n)
             pre = r.pre_rate or 0.0

@@ -21,7 +21,7 @@ an unknown term satisfies the predicate.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import AbstractSet, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -94,9 +94,9 @@ class _Table:
         return c if c is not None else np.full(self.n, math.nan)
 
 
-def _candidates(table_pass: _Table) -> list[tuple[str, callable]]:
+def _candidates(table_pass: _Table) -> list[tuple[str, Callable[..., Any]]]:
     """(expression, vectorised test on a table) pairs, in a fixed order."""
-    out: list[tuple[str, callable]] = []
+    out: list[tuple[str, Callable[..., Any]]] = []
     P = table_pass
 
     def rng_of(term):
@@ -164,7 +164,7 @@ def _candidates(table_pass: _Table) -> list[tuple[str, callable]]:
 
 
 def mine(spec: ApiSpec, passing: Sequence[AbstractInput], invalid: Sequence[AbstractInput],
-         exclude: set[str] = frozenset()) -> list[tuple[str, int]]:
+         exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, int]]:
     """Predicates true in every passing run and false in many invalid runs,
     best first: [(expression, invalid runs it excludes)]."""
     if len(passing) < MIN_PASSING or not invalid:

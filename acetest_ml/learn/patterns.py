@@ -16,7 +16,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import yaml
 
@@ -210,7 +210,7 @@ def _quote_dtype(word: str) -> Optional[str]:
     return repr(d) if d else None
 
 
-_MACROS = {
+_MACROS: dict[str, Callable[..., str]] = {
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
@@ -283,7 +283,9 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
         arg2_opts = _arg_options(spec, ai, groups, "arg2", "shape2", fam.kind2)
         uses2 = any("{arg2}" in r for r in fam.rules)
         for tmpl in fam.rules:
-            for a, b in itertools.product(arg_opts or [None], (arg2_opts or [None]) if uses2 else [None]):
+            opts1: list[Optional[str]] = list(arg_opts) or [None]
+            opts2: list[Optional[str]] = (list(arg2_opts) or [None]) if uses2 else [None]
+            for a, b in itertools.product(opts1, opts2):
                 if a is not None and a == b:
                     continue
                 e = dict(env, arg=a, arg2=b)
