@@ -355,3 +355,22 @@ def test_crash_signature_parsing():
     assert crash_signature(-11, seg) == "SIGSEGV: Fatal Python error: Segmentation fault"
     assert crash_signature(-9, "") == "SIGKILL"
     assert crash_signature(3, "nothing useful") == "exit 3"
+
+
+def test_ops_that_write_files_write_them_in_a_private_folder(tmp_path, monkeypatch):
+    # tf.raw_ops.WriteFile creates a file named by its (random) input: it must
+    # not appear in the folder the campaign was started from, nor in --out
+    import json as _json
+    from acetest_ml.cli import main as cli_main
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = tmp_path / "out"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  tf.raw_ops.WriteFile:\n    - filename.rank == 0\n    - contents.rank == 0\n")
+    assert cli_main(["campaign", "--api", "tf.raw_ops.WriteFile", "--budget", "8", "--seed", "1",
+                     "--rules", str(rules), "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    s = _json.load(open(out / "summary.json"))["apis"]["tf.raw_ops.WriteFile"]
+    assert s["passed"] >= 1, s
+    assert list(here.iterdir()) == []
+    assert {p.name for p in out.iterdir()} <= {"bugs", "logs", "runs.sqlite", "summary.json"}

@@ -265,14 +265,34 @@ def zygote(framework: str, ctl_fd: int) -> int:
         ctl.send(json.dumps(reply).encode())
 
 
+def _scratch_dir() -> str:
+    """Ops under test write files named by their inputs (WriteFile, Save,
+    summary writers, ...): relative names must land in a private folder,
+    never in the folder the user started the campaign from."""
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="acetest-ml-worker-")
+    os.chdir(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 3 and argv[1] == "--zygote" and argv[2].isdigit():
-        return zygote(argv[0], int(argv[2]))
-    if len(argv) != 1:
+        mode = "zygote"
+    elif len(argv) == 1:
+        mode = "serve"
+    else:
         sys.stderr.write("usage: python -m acetest_ml.execute.worker <framework> [--zygote FD]\n")
         return 2
-    return serve(argv[0])
+    scratch = _scratch_dir()
+    pid = os.getpid()
+    try:
+        return zygote(argv[0], int(argv[2])) if mode == "zygote" else serve(argv[0])
+    finally:
+        if os.getpid() == pid:  # not in a forked worker returning through here
+            import shutil
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
