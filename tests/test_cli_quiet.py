@@ -15,3 +15,23 @@ def test_specs_prints_no_framework_noise(tmp_path):
     # the lines went to the import log instead
     log = (tmp_path / "cache" / "logs" / "import-tensorflow.log").read_text()
     assert "oneDNN" in log or "absl" in log
+
+
+ACETEST_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "acetest-data")
+
+
+def test_acetest_campaign_prints_no_framework_noise(tmp_path):
+    # ACETest mode reads the raw op's signature from TensorFlow in the
+    # candidate process: that import must be quiet too
+    if not os.path.isdir(ACETEST_DATA):
+        import pytest
+        pytest.skip("../shared/acetest-data not present")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(OMP_NUM_THREADS="1", ACETEST_ML_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "acetest_ml.cli", "campaign", "--constraints", "acetest",
+                        "--acetest-data", ACETEST_DATA, "--api", "tf.raw_ops.BiasAdd", "--budget", "3",
+                        "--out", "out", "--no-progress"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "tf.raw_ops.BiasAdd" in r.stdout
+    assert r.stderr == ""

@@ -30,6 +30,7 @@ from ..model import (
     BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_DTYPES, FLOAT_LIST, INT, INT_LIST, STR,
     STR_LIST, TENSOR, TENSOR_LIST, ApiSpec, ArgSpec, canonical_dtype,
 )
+from ..quiet import import_framework
 from ..solve.acetest_problem import QUANTIZED, AcetestProblem, ArgExtra, split_var
 from ..solve.smt2 import ConstraintFile, ConstraintFileError, all_vars_in, read_constraint_file
 
@@ -243,7 +244,7 @@ def raw_op_parameters(api: str) -> Optional[frozenset]:
     if not api.startswith(API_PREFIX):
         return None
     try:
-        import tensorflow as tf
+        tf = import_framework("tensorflow")   # its start-up lines go to the import log
     except ImportError:
         return None
     fn = getattr(tf.raw_ops, api[len(API_PREFIX):], None)
