@@ -378,9 +378,21 @@ def test_compare_needs_out(tmp_path, capsys):
     with pytest.raises(UserError, match="--compare needs --out"):
         runner.run_upstream([f"--target_api={API}"], ml_filter="online", compare=True,
                             models=str(tmp_path / "none.yaml"), acetest_home=str(STANDIN))
+    from acetest_ml.cli import main
+    # the command line: one line naming --out, exit 2, nothing written here
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = main(["acetest", "--ml-filter=online", "--compare", "--acetest-home", str(STANDIN),
+                   "--", f"--target_api={API}", "--test_round=5"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("acetest-ml: error: --compare needs --out"), err
+    assert os.listdir(tmp_path) == []
     taken = tmp_path / "taken"
     taken.write_text("x")
-    from acetest_ml.cli import main
     rc = main(["acetest", "--ml-filter=online", "--compare", "--acetest-home", str(STANDIN),
                "--out", str(taken), "--", f"--target_api={API}", "--test_round=5"])
     assert rc == 2
