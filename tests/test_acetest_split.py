@@ -6,12 +6,11 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 from acetest_ml.model import ARG_KINDS, DTYPE, LIST_KINDS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACETEST_DATA = os.path.join(ROOT, "..", "shared", "acetest-data")
+from helpers import ACETEST_DATA, ROOT, needs_acetest_data
+
 
 # sha256 (first 16 hex digits) of the first 30 candidates of seed 5 per API,
 # recorded with the single-module solve/acetest.py before the split. Together
@@ -41,10 +40,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+@needs_acetest_data
 def test_seeded_acetest_candidates_unchanged(tmp_path):
     # a fresh process, as the campaign draws each API's candidates in one
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", SCRIPT, ACETEST_DATA, *GOLDEN], cwd=str(tmp_path),
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

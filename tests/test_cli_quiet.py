@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from helpers import ACETEST_DATA, needs_acetest_data
+
 
 def test_specs_prints_no_framework_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -20,15 +22,10 @@ def test_specs_prints_no_framework_noise(tmp_path):
     assert "oneDNN" in log or "absl" in log
 
 
-ACETEST_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "acetest-data")
-
-
+@needs_acetest_data
 def test_acetest_campaign_prints_no_framework_noise(tmp_path):
     # ACETest mode reads the raw op's signature from TensorFlow in the
     # candidate process: that import must be quiet too
-    if not os.path.isdir(ACETEST_DATA):
-        import pytest
-        pytest.skip("../shared/acetest-data not present")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env.update(OMP_NUM_THREADS="1", ACETEST_ML_CACHE_DIR=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-m", "acetest_ml.cli", "campaign", "--constraints", "acetest",

@@ -25,7 +25,6 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -38,25 +37,13 @@ from acetest_ml.errors import ConfigError, UserError  # noqa: E402
 from acetest_ml.model import AbstractInput, DTypeValue, TensorDesc  # noqa: E402
 from acetest_ml.upstream import convert, hook, runner  # noqa: E402
 
-STANDIN = Path(__file__).parent / "upstream_standin"
-SRC = STANDIN / "Tester" / "src"
+from helpers import STANDIN, STANDIN_MODULES as _MODULES, STANDIN_SRC as SRC, standin_modules  # noqa: E402
+
 API = "tf.raw_ops.BiasAdd"
-_MODULES = ("ArgType", "ArgumentValue", "Argument", "APIManager", "Option", "Runner")
 
 
-@pytest.fixture(scope="module")
-def up():
-    """The stand-in's modules, imported under upstream's top-level names."""
-    saved = {n: sys.modules.pop(n, None) for n in _MODULES}
-    sys.path.insert(0, str(SRC))
-    try:
-        yield SimpleNamespace(**{n: importlib.import_module(n) for n in _MODULES})
-    finally:
-        sys.path.remove(str(SRC))
-        for n in _MODULES:
-            sys.modules.pop(n, None)
-            if saved[n] is not None:
-                sys.modules[n] = saved[n]
+#: the stand-in's modules, imported under upstream's top-level names
+up = pytest.fixture(scope="module", name="up")(standin_modules)
 
 
 def load_args(up):
