@@ -68,7 +68,9 @@ def _connect(ray, address: str, jobs: int) -> bool:
             env.update(LOOPBACK_ENV)
             env["PYTHONPATH"] = os.pathsep.join(
                 [pkg_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,
+            # address="local" always starts a new instance: without it Ray
+            # joins a cluster it finds on this machine (and refuses num_cpus)
+            ray.init(address="local", num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": env}, logging_level="ERROR")
         else:
             ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env},

@@ -46,6 +46,12 @@ def records(out: str) -> dict:
 
 def one(framework: str, apis: list[str], mode: str, args, root: str) -> dict:
     out = os.path.join(root, f"{framework}-{mode}")
+    done_file = os.path.join(out, "bench_result.json")
+    if os.path.isfile(done_file):  # a finished mode of an earlier invocation with the same --work
+        with open(done_file) as f:
+            prev = json.load(f)
+        if (prev.get("budget"), prev.get("seed"), prev.get("apis")) == (args.budget, args.seed, len(apis)):
+            return prev
     cfg = CampaignConfig(apis=apis, out=out, budget=args.budget, seed=args.seed, framework=framework,
                          jobs=args.jobs, timeout=args.timeout)
     t = time.time()
@@ -54,11 +60,14 @@ def one(framework: str, apis: list[str], mode: str, args, root: str) -> dict:
     wall = time.time() - t
     o = s["overall"]
     done = sum(1 for v in s["apis"].values() if v.get("status") == "done")
-    return {"out": out, "wall_s": wall, "executed": o["executed"], "passed": o["passed"],
+    result = {"out": out, "wall_s": wall, "executed": o["executed"], "passed": o["passed"],
             "exec_per_s": o["executed"] / wall, "valid_exec_per_s": o["passed"] / wall,
             "apis": len(apis), "apis_completed": done, "apis_skipped": o["apis_skipped"],
             "apis_error": o.get("apis_error", 0), "pooled_pass_rate": o["pooled_pass_rate"],
-            "crash_signatures": len(o["crash_signatures"])}
+            "crash_signatures": len(o["crash_signatures"]), "budget": args.budget, "seed": args.seed}
+    with open(done_file, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
 
 
 def compare(a: str, b: str) -> dict:
