@@ -160,7 +160,8 @@ def cmd_campaign(args) -> int:
             load_rules_file(args.rules)
     if args.ml_filter:
         from .filter import check_models_config
-        check_models_config(args.models, args.models_dir)
+        check_models_config(args.models, args.models_dir,
+                            apis if args.ml_filter == "offline" else ())
     summary = run_campaign(cfg, show_progress=not args.no_progress, ray_address=args.ray)
     print(format_table(summary))
     print(f"summary: {os.path.join(args.out, 'summary.json')}")

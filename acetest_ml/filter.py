@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -33,10 +33,16 @@ from .model import AbstractInput, ApiSpec
 from .outcome import Decision
 
 
-def check_models_config(path: str, models_dir: str | None = None) -> None:
-    """Load the model registry once so a broken YAML stops the CLI early."""
+def check_models_config(path: str, models_dir: str | None = None, apis: Sequence[str] = ()) -> None:
+    """Load the model registry once so a broken YAML stops the CLI early, and
+    the saved model of each of ``apis`` that has one, so a corrupt model file
+    (or one of another kind) is a one-line error before anything runs instead
+    of an API recorded as failing in our code. (The feature schema is checked
+    against the spec when the API starts.)"""
     from .classify import ModelRegistry
-    ModelRegistry.load(path, models_dir)
+    registry = ModelRegistry.load(path, models_dir)
+    for api in apis:
+        registry.model_for(api)
 
 
 class _Timing:

@@ -30,7 +30,6 @@ import shutil
 import sys
 import time
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -63,15 +62,9 @@ def _log(msg: str) -> None:
 
 
 def _models_yaml(work: str) -> str:
+    from acetest_ml.bench.protocol import registry_copy
     from acetest_ml.settings import DEFAULT_MODELS
-    with open(DEFAULT_MODELS) as f:
-        doc = yaml.safe_load(f) or {}
-    doc["models_dir"] = os.path.abspath(os.path.join(work, "models"))
-    doc["apis"] = {}
-    path = os.path.join(work, "models.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(doc, f, sort_keys=False)
-    return path
+    return registry_copy(DEFAULT_MODELS, work)
 
 
 def _arm_configs(args, models_yaml: str) -> dict[str, dict]:

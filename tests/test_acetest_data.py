@@ -17,8 +17,9 @@ from acetest_ml.solve.acetest import clean_smt2, read_constraint_file
 from acetest_ml.solve.sampler import Sampler
 from acetest_ml.spec.acetest_data import AcetestData
 
-DATA = Path(os.environ.get("ACETEST_DATA",
-                           Path(__file__).resolve().parents[1].parent / "shared" / "acetest-data"))
+from helpers import ACETEST_DATA
+
+DATA = Path(ACETEST_DATA)
 if not (DATA / "tensorflow" / "API2OP.csv").is_file():
     pytest.skip(f"ACETest data not found at {DATA}", allow_module_level=True)
 

@@ -7,7 +7,7 @@ import pytest
 
 from acetest_ml.bench.__main__ import main as bench_main
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "acetest-data")
+from helpers import ACETEST_DATA as DATA
 
 
 def test_bench_quick_tiny(tmp_path):

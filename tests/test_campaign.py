@@ -11,15 +11,13 @@ import pytest
 
 from acetest_ml.cli import main
 
+from helpers import ACETEST_DATA, CRASH_RULES, candidates, needs_acetest_data
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _rows(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT api, idx, input, decision, outcome FROM candidates ORDER BY api, idx").fetchall()
-    finally:
-        db.close()
+    return candidates(out, "api, idx, input, decision, outcome")
 
 
 def test_short_campaign_tf_and_torch(tmp_path, capsys):
@@ -50,23 +48,6 @@ def test_short_campaign_tf_and_torch(tmp_path, capsys):
     assert o["pooled_pass_rate"] == pytest.approx(o["passed"] / 50)
     rows = _rows(out)
     assert len(rows) == 50 and all(r[4] in ("pass", "invalid", "crash", "timeout") for r in rows)
-
-
-CRASH_RULES = """
-rules:
-  # TF 2.21 aborts (CHECK failure in tensor_format.h) on a rank-1 input with
-  # EXPLICIT padding instead of raising InvalidArgumentError
-  tf.raw_ops.Conv2D:
-    - input.rank == 1
-    - filter.rank == 4
-    - padding == 'EXPLICIT'
-    - len(strides) == 4
-    - strides[0] == 1 and strides[1] == 1 and strides[2] == 1 and strides[3] == 1
-    - T == 'bfloat16'
-    - data_format == 'NHWC'
-    - not explicit_paddings.present
-    - not dilations.present
-"""
 
 
 def test_crashing_op_is_labelled_and_campaign_goes_on(tmp_path):
@@ -129,10 +110,7 @@ def test_resume_after_sigkill_keeps_every_run(tmp_path):
     assert [x[2] for x in _rows(fresh)] == [x[2] for x in after]
 
 
-ACETEST_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "acetest-data")
-
-
-@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+@needs_acetest_data
 def test_campaign_on_acetest_constraints_three_apis(tmp_path):
     out = str(tmp_path / "ace")
     rc = main(["campaign", "--constraints", "acetest", "--acetest-data", ACETEST_DATA,
@@ -150,7 +128,7 @@ def test_campaign_on_acetest_constraints_three_apis(tmp_path):
     assert origins and all(o and "compute" in o for o in origins)
 
 
-@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+@needs_acetest_data
 def test_acetest_constraints_repeatable_with_jobs_2_and_resume(tmp_path):
     """The same seed gives the same inputs on ACETest constraints with two
     APIs in parallel, run again or stopped and resumed."""

@@ -83,3 +83,25 @@ def test_specs_command(capsys):
     assert main(["specs", "--framework", "torch"]) == 0
     out = capsys.readouterr().out
     assert "supported /" in out and "unsupported:" in out
+
+
+def test_corrupt_saved_model_stops_a_filtered_campaign_before_it_runs(tmp_path, capsys):
+    # a model file the registry points at that cannot be read is the user's
+    # problem: one line naming it, exit 2, nothing run or recorded (it was an
+    # API recorded as failing in our code, exit 0)
+    from acetest_ml.bench.protocol import registry_copy
+    from acetest_ml.model import safe_name
+    from acetest_ml.settings import DEFAULT_MODELS
+    models = registry_copy(DEFAULT_MODELS, str(tmp_path), models_dir="models")
+    (tmp_path / "models").mkdir()
+    side = tmp_path / "models" / f"{safe_name('tf.raw_ops.Add')}.json"
+    side.write_text("{not json")
+    out = tmp_path / "c"
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--budget", "2", "--ml-filter", "--models", models,
+                 "--out", str(out), "--no-progress"]) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("acetest-ml: error:") and side.name in lines[0], lines
+    assert not out.exists()
+    # online mode never reads saved models: the same registry runs
+    assert main(["campaign", "--api", "tf.raw_ops.Add", "--budget", "2", "--ml-filter", "online",
+                 "--models", models, "--out", str(out), "--no-progress"]) == 0

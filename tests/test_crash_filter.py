@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from acetest_ml.classify import ModelFileError, ValidityModel, train_model
 from acetest_ml.cli import main
 from acetest_ml.filter import KnownCrashes, OfflineFilter, decide, explorable
 from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
+
+from helpers import candidates, conv2d_explicit_padding_rules
 
 SPEC = ApiSpec("tf.raw_ops.Fake", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
                                          ArgSpec("n", "int", minimum=0, maximum=9)])
@@ -134,19 +135,7 @@ def test_exploration_targets_the_uncertain_band():
 CONV = "tf.raw_ops.Conv2D"
 # TF 2.21 aborts (CHECK failure) on a rank-1 input with EXPLICIT padding; a
 # rank-4 input without explicit_paddings is rejected.
-RULES = """
-rules:
-  tf.raw_ops.Conv2D:
-    - input.rank in (1, 4)
-    - filter.rank == 4
-    - padding == 'EXPLICIT'
-    - len(strides) == 4
-    - strides[0] == 1 and strides[1] == 1 and strides[2] == 1 and strides[3] == 1
-    - T == 'bfloat16'
-    - data_format == 'NHWC'
-    - not explicit_paddings.present
-    - not dilations.present
-"""
+RULES = conv2d_explicit_padding_rules("input.rank in (1, 4)")
 
 
 def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path):
@@ -169,10 +158,7 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "3", "--seed", "2",
                  "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
                  "--exploration", "0", "--known-crash-k", "2"]) == 0
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    rows = db.execute("SELECT idx, input, decision, score, outcome, signature FROM candidates "
-                      "ORDER BY idx").fetchall()
-    db.close()
+    rows = candidates(out, "idx, input, decision, score, outcome, signature", order="idx")
     rank = {r[0]: AbstractInput.loads(r[1]).args["input"].rank for r in rows}
     ran = [r for r in rows if r[4] is not None]
     # the first two predicted crashes ran (score < threshold 1.0: kept for their crash class)

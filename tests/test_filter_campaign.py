@@ -2,33 +2,27 @@
 store, and the online mode that learns during the campaign."""
 import json
 import os
-import shutil
-import sqlite3
 
 import pytest
 import yaml
 
 from acetest_ml.cli import main
+from acetest_ml.bench.protocol import registry_copy
 from acetest_ml.model import safe_name
+from acetest_ml.settings import DEFAULT_MODELS
+
+from helpers import candidates
 
 API = "tf.raw_ops.Add"  # broadcasting rules: both outcomes are common
 
 
 def _models_yaml(tmp_path):
-    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "acetest_ml", "configs", "models.yaml")))
-    doc["models_dir"] = "models"
-    doc["apis"] = {}
-    path = tmp_path / "models.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return str(path)
+    """The shipped registry without per-API entries; models in ./models beside it."""
+    return registry_copy(DEFAULT_MODELS, str(tmp_path), models_dir="models")
 
 
 def _rows(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT idx, decision, score, outcome FROM candidates ORDER BY idx").fetchall()
-    finally:
-        db.close()
+    return candidates(out, "idx, decision, score, outcome", order="idx")
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +170,7 @@ def test_default_registry_works_outside_the_repository(trained, tmp_path):
 
 
 def _history(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT idx, input, decision, score, outcome FROM candidates"
-                          " ORDER BY idx").fetchall()
-    finally:
-        db.close()
+    return candidates(out, "idx, input, decision, score, outcome", order="idx")
 
 
 def test_resumed_filtered_campaign_equals_an_uninterrupted_one(trained):

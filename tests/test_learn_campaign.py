@@ -22,8 +22,9 @@ from acetest_ml.solve.registry import RegistryProblem
 from acetest_ml.solve.rules import load_rules_file
 from acetest_ml.spec import get_spec
 
+from helpers import ACETEST_DATA, candidates, needs_acetest_data
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-ACETEST_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "acetest-data")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_malformed_learned_rules_file_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "learned_rules.yaml" in err[0]
 
 
-@pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+@needs_acetest_data
 def test_learn_rules_with_acetest_constraints_and_filter(tmp_path):
     out = str(tmp_path / "ace")
     assert main(["campaign", "--api", "tf.raw_ops.AvgPool", "--constraints", "acetest",
@@ -164,11 +165,7 @@ def test_learn_rules_with_acetest_constraints_and_filter(tmp_path):
 
 
 def _rows(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT api, idx, input, decision, outcome FROM candidates ORDER BY api, idx").fetchall()
-    finally:
-        db.close()
+    return candidates(out, "api, idx, input, decision, outcome")
 
 
 def test_learn_rules_resume_after_sigkill_same_rules_and_records(tmp_path):

@@ -2,12 +2,8 @@
 filter, the upstream hook and the train / eval datasets."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import sys
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,10 +15,9 @@ from acetest_ml.store import Store
 from acetest_ml.train import datasets
 from acetest_ml.upstream import convert, hook
 
-STANDIN = Path(__file__).parent / "upstream_standin"
-SRC = STANDIN / "Tester" / "src"
+from helpers import STANDIN, STANDIN_SRC as SRC, standin_modules
+
 API = "tf.raw_ops.BiasAdd"
-_MODULES = ("ArgType", "ArgumentValue", "Argument", "APIManager", "Option", "Runner")
 #: what a campaign (and upstream) may report, in an order that mixes them
 SEQUENCE = ["pass", "invalid", "crash", "timeout", "skipped", "invalid", "pass", "timeout",
             "crash", "oom", "invalid"]
@@ -36,18 +31,7 @@ def test_the_rule():
     assert [is_valid(y) for y in Label] == [False, True, True]
 
 
-@pytest.fixture(scope="module")
-def up():
-    saved = {n: sys.modules.pop(n, None) for n in _MODULES}
-    sys.path.insert(0, str(SRC))
-    try:
-        yield SimpleNamespace(**{n: importlib.import_module(n) for n in _MODULES})
-    finally:
-        sys.path.remove(str(SRC))
-        for n in _MODULES:
-            sys.modules.pop(n, None)
-            if saved[n] is not None:
-                sys.modules[n] = saved[n]
+up = pytest.fixture(scope="module", name="up")(standin_modules)
 
 
 def _hook_labels(up, tmp_path, outcomes):

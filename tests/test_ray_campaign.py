@@ -19,7 +19,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from acetest_ml.cli import main  # noqa: E402
 
-from test_whole_campaign import ACETEST_DATA, broken_data, needs_data, records  # noqa: E402
+from helpers import broken_data, needs_acetest_data as needs_data  # noqa: E402
+from test_whole_campaign import records  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

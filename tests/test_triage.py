@@ -4,7 +4,6 @@ Conv2D with a rank-1 input and EXPLICIT padding fails a CHECK in TF 2.21
 import json
 import os
 import shutil
-import sqlite3
 
 import pytest
 
@@ -13,16 +12,11 @@ from acetest_ml.execute.supervisor import RunResult
 from acetest_ml.model import AbstractInput, ApiSpec, TensorDesc
 from acetest_ml.triage import BUG_FILE, list_bugs, record_bug
 
-from test_campaign import CRASH_RULES
+from helpers import CRASH_RULES, candidates
 
 
 def _crash_rows(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT seed, idx, signature FROM candidates WHERE outcome = 'crash'"
-                          " ORDER BY idx").fetchall()
-    finally:
-        db.close()
+    return candidates(out, "seed, idx, signature", where="outcome = 'crash'", order="idx")
 
 
 @pytest.fixture(scope="module")

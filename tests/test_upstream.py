@@ -25,7 +25,6 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -38,25 +37,13 @@ from acetest_ml.errors import ConfigError, UserError  # noqa: E402
 from acetest_ml.model import AbstractInput, DTypeValue, TensorDesc  # noqa: E402
 from acetest_ml.upstream import convert, hook, runner  # noqa: E402
 
-STANDIN = Path(__file__).parent / "upstream_standin"
-SRC = STANDIN / "Tester" / "src"
+from helpers import STANDIN, STANDIN_MODULES as _MODULES, STANDIN_SRC as SRC, standin_modules  # noqa: E402
+
 API = "tf.raw_ops.BiasAdd"
-_MODULES = ("ArgType", "ArgumentValue", "Argument", "APIManager", "Option", "Runner")
 
 
-@pytest.fixture(scope="module")
-def up():
-    """The stand-in's modules, imported under upstream's top-level names."""
-    saved = {n: sys.modules.pop(n, None) for n in _MODULES}
-    sys.path.insert(0, str(SRC))
-    try:
-        yield SimpleNamespace(**{n: importlib.import_module(n) for n in _MODULES})
-    finally:
-        sys.path.remove(str(SRC))
-        for n in _MODULES:
-            sys.modules.pop(n, None)
-            if saved[n] is not None:
-                sys.modules[n] = saved[n]
+#: the stand-in's modules, imported under upstream's top-level names
+up = pytest.fixture(scope="module", name="up")(standin_modules)
 
 
 def load_args(up):
@@ -378,9 +365,21 @@ def test_compare_needs_out(tmp_path, capsys):
     with pytest.raises(UserError, match="--compare needs --out"):
         runner.run_upstream([f"--target_api={API}"], ml_filter="online", compare=True,
                             models=str(tmp_path / "none.yaml"), acetest_home=str(STANDIN))
+    from acetest_ml.cli import main
+    # the command line: one line naming --out, exit 2, nothing written here
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = main(["acetest", "--ml-filter=online", "--compare", "--acetest-home", str(STANDIN),
+                   "--", f"--target_api={API}", "--test_round=5"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("acetest-ml: error: --compare needs --out"), err
+    assert os.listdir(tmp_path) == []
     taken = tmp_path / "taken"
     taken.write_text("x")
-    from acetest_ml.cli import main
     rc = main(["acetest", "--ml-filter=online", "--compare", "--acetest-home", str(STANDIN),
                "--out", str(taken), "--", f"--target_api={API}", "--test_round=5"])
     assert rc == 2

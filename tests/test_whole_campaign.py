@@ -3,37 +3,16 @@ seed gives the same records however the APIs are spread over processes."""
 import json
 import os
 import shutil
-import sqlite3
 
 import pytest
 
 from acetest_ml.cli import main
 
-ACETEST_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "acetest-data")
-needs_data = pytest.mark.skipif(not os.path.isdir(ACETEST_DATA), reason="../shared/acetest-data not present")
+from helpers import ACETEST_DATA, broken_data, candidates, needs_acetest_data as needs_data
 
 
 def records(out):
-    db = sqlite3.connect(os.path.join(out, "runs.sqlite"))
-    try:
-        return db.execute("SELECT api, seed, idx, input, decision, outcome, exc_type FROM candidates"
-                          " ORDER BY api, seed, idx").fetchall()
-    finally:
-        db.close()
-
-
-def broken_data(tmp_path):
-    """A copy of the ACETest data whose TileOp constraint files declare a
-    32-bit argument variable (ACETest's are 64-bit): our constraint code
-    fails on Tile (a z3 sort mismatch), the other APIs are fine."""
-    root = tmp_path / "data"
-    shutil.copytree(os.path.join(ACETEST_DATA, "tensorflow"), root / "tensorflow")
-    tile = root / "tensorflow" / "constraints" / "TileOp"
-    for f in tile.iterdir():
-        f.chmod(0o644)
-        f.write_text("(declare-fun ARGNAME_input_NAMEEND_DIM () (_ BitVec 32))\n"
-                     "(assert (bvuge ARGNAME_input_NAMEEND_DIM #x00000001))\n")
-    return str(root)
+    return candidates(out, "api, seed, idx, input, decision, outcome, exc_type", order="api, seed, idx")
 
 
 @needs_data

@@ -141,16 +141,23 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
     return run_campaign(ccfg, show_progress=progress)
 
 
-def _models_yaml(cfg: BenchConfig, work: str) -> str:
-    """A copy of the model registry whose models_dir is the bench's own."""
-    with open(cfg.models) as f:
+def registry_copy(models: str, work: str, models_dir: Optional[str] = None) -> str:
+    """``work/models.yaml``: a copy of the model registry ``models`` without its
+    per-API entries, whose models go to ``models_dir`` (relative to the copy;
+    default: the absolute ``work/models``)."""
+    with open(models) as f:
         doc = yaml.safe_load(f) or {}
-    doc["models_dir"] = os.path.abspath(os.path.join(work, "models"))
+    doc["models_dir"] = models_dir if models_dir is not None else os.path.abspath(os.path.join(work, "models"))
     doc["apis"] = {}
     path = os.path.join(work, "models.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
     return path
+
+
+def _models_yaml(cfg: BenchConfig, work: str) -> str:
+    """A copy of the model registry whose models_dir is the bench's own."""
+    return registry_copy(cfg.models, work)
 
 
 def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = True) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from statistics import mean
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 ARMS = ("baseline", "filtered", "online", "learned", "learned_filter")
 
@@ -123,47 +123,56 @@ def _num(x, fmt="{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def overall_table(results: dict) -> str:
-    lines = ["| scope | APIs | baseline pass | filtered pass | online pass | ratio (filtered/baseline) "
-             "| mean pass base / filt / online | mean held-out acc / bal. acc | exec/s base / filt / online "
-             "| valid exec/s base / filt / online | scoring µs/cand | crash sigs base / filt / online | lost sigs |",
-             "|" + "---|" * 14]
+def _scope_table(results: dict, columns: list[str], row: Callable[[dict], list[str]],
+                 when: Callable[[dict], bool] = lambda o: True) -> str:
+    """A markdown table with one row per scope (``overall``, ``overall_all``)
+    for which ``when`` holds: the scope's name, then ``row(figures)``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for scope in ("overall", "overall_all"):
         o = results[scope]
-        lines.append(
-            f"| {scope} | {o['n_apis']} | {_pct(o['baseline_pass_rate'])} | {_pct(o['filtered_pass_rate'])} "
-            f"| {_pct(o['online_pass_rate'])} | {_num(o['ratio_pooled'], '{:.2f}x')} "
-            f"| {_pct(o['baseline_mean_pass_rate'])} / {_pct(o['filtered_mean_pass_rate'])} / "
-            f"{_pct(o['online_mean_pass_rate'])} "
-            f"| {_pct(o['mean_accuracy'])} / {_pct(o['mean_balanced_accuracy'])} "
-            f"| {_num(o['baseline_exec_per_s'])} / {_num(o['filtered_exec_per_s'])} / {_num(o['online_exec_per_s'])} "
-            f"| {_num(o['baseline_valid_exec_per_s'])} / {_num(o['filtered_valid_exec_per_s'])} / "
-            f"{_num(o['online_valid_exec_per_s'])} "
-            f"| {_num(o['mean_score_us_per_candidate'])} "
-            f"| {o['baseline_crash_signatures']} / {o['filtered_crash_signatures']} / {o['online_crash_signatures']} "
-            f"| {len(o['lost_crash_signatures'])} |")
+        if when(o):
+            lines.append("| " + " | ".join([scope] + row(o)) + " |")
     return "\n".join(lines)
+
+
+def _three(o: dict, keys: tuple[str, ...], fmt: Callable[[Any], str]) -> str:
+    return " / ".join(fmt(o[k]) for k in keys)
+
+
+def overall_table(results: dict) -> str:
+    return _scope_table(results, [
+        "scope", "APIs", "baseline pass", "filtered pass", "online pass", "ratio (filtered/baseline)",
+        "mean pass base / filt / online", "mean held-out acc / bal. acc", "exec/s base / filt / online",
+        "valid exec/s base / filt / online", "scoring µs/cand", "crash sigs base / filt / online", "lost sigs",
+    ], lambda o: [
+        str(o["n_apis"]), _pct(o["baseline_pass_rate"]), _pct(o["filtered_pass_rate"]),
+        _pct(o["online_pass_rate"]), _num(o["ratio_pooled"], "{:.2f}x"),
+        _three(o, ("baseline_mean_pass_rate", "filtered_mean_pass_rate", "online_mean_pass_rate"), _pct),
+        _three(o, ("mean_accuracy", "mean_balanced_accuracy"), _pct),
+        _three(o, ("baseline_exec_per_s", "filtered_exec_per_s", "online_exec_per_s"), _num),
+        _three(o, ("baseline_valid_exec_per_s", "filtered_valid_exec_per_s", "online_valid_exec_per_s"), _num),
+        _num(o["mean_score_us_per_candidate"]),
+        _three(o, ("baseline_crash_signatures", "filtered_crash_signatures", "online_crash_signatures"), str),
+        str(len(o["lost_crash_signatures"])),
+    ])
 
 
 def learned_table(results: dict) -> str:
     """The learned-rules arms beside the baseline (pooled)."""
-    lines = ["| scope | APIs | pass base / learned / learned+filter | valid exec/s base / learned / learned+filter "
-             "| valid exec/s ratio learned / learned+filter | APIs >= 0.8x baseline valid exec/s "
-             "learned / learned+filter | cand/exec learned / learned+filter |",
-             "|" + "---|" * 7]
-    for scope in ("overall", "overall_all"):
-        o = results[scope]
-        if "learned_pass_rate" not in o:
-            continue
-        lines.append(
-            f"| {scope} | {o['n_apis']} | {_pct(o['baseline_pass_rate'])} / {_pct(o['learned_pass_rate'])} / "
-            f"{_pct(o['learned_filter_pass_rate'])} | {_num(o['baseline_valid_exec_per_s'])} / "
-            f"{_num(o['learned_valid_exec_per_s'])} / {_num(o['learned_filter_valid_exec_per_s'])} "
-            f"| {_num(o['learned_valid_ratio'], '{:.2f}x')} / {_num(o['learned_filter_valid_ratio'], '{:.2f}x')} "
-            f"| {o['learned_apis_valid_ge_0.8x']} / {o['learned_filter_apis_valid_ge_0.8x']} "
-            f"| {_num(o['learned_candidates_per_exec'], '{:.2f}')} / "
-            f"{_num(o['learned_filter_candidates_per_exec'], '{:.2f}')} |")
-    return "\n".join(lines)
+    return _scope_table(results, [
+        "scope", "APIs", "pass base / learned / learned+filter",
+        "valid exec/s base / learned / learned+filter", "valid exec/s ratio learned / learned+filter",
+        "APIs >= 0.8x baseline valid exec/s learned / learned+filter", "cand/exec learned / learned+filter",
+    ], lambda o: [
+        str(o["n_apis"]),
+        _three(o, ("baseline_pass_rate", "learned_pass_rate", "learned_filter_pass_rate"), _pct),
+        _three(o, ("baseline_valid_exec_per_s", "learned_valid_exec_per_s", "learned_filter_valid_exec_per_s"),
+               _num),
+        _three(o, ("learned_valid_ratio", "learned_filter_valid_ratio"), lambda x: _num(x, "{:.2f}x")),
+        _three(o, ("learned_apis_valid_ge_0.8x", "learned_filter_apis_valid_ge_0.8x"), str),
+        _three(o, ("learned_candidates_per_exec", "learned_filter_candidates_per_exec"),
+               lambda x: _num(x, "{:.2f}")),
+    ], when=lambda o: "learned_pass_rate" in o)
 
 
 def report_md(results: dict) -> str:

@@ -6,7 +6,8 @@ combinations) plus the knowledge needed to turn a Z3 model into an
 AbstractInput. Sources implement it:
 
 - ``acetest_ml.solve.registry``  formulas derived from an ApiSpec (+ YAML rules)
-- ``acetest_ml.solve.acetest``   ACETest's extracted .z3 files
+- ``acetest_ml.solve.acetest_problem``   ACETest's extracted .z3 files (read by
+  ``smt2``, walked by ``z3walk``, filled by ``fill``)
 
 The sampler (``acetest_ml.solve.sampler``) only talks to this interface.
 """

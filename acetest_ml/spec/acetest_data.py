@@ -9,7 +9,7 @@ Layout (ACETest's ``Tester/data``; ``data_dir`` may be that folder or its
 
 :meth:`AcetestData.load` turns one API into an :class:`ApiSpec` (from its
 op_json, or from TensorFlow's op registry when there is none) and one
-:class:`~acetest_ml.solve.acetest.AcetestProblem` per satisfiable
+:class:`~acetest_ml.solve.acetest_problem.AcetestProblem` per satisfiable
 compute x constructor combination, the way ACETest's Tester does.
 """
 from __future__ import annotations
@@ -28,12 +28,11 @@ import z3
 from ..errors import UnknownApiError, UserError
 from ..model import (
     BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_DTYPES, FLOAT_LIST, INT, INT_LIST, STR,
-    STR_LIST, TENSOR, TENSOR_LIST, ApiSpec, ArgSpec,
+    STR_LIST, TENSOR, TENSOR_LIST, ApiSpec, ArgSpec, canonical_dtype,
 )
-from ..solve.acetest import (
-    QUANTIZED, AcetestProblem, ArgExtra, ConstraintFile, ConstraintFileError, all_vars_in,
-    canonical_dtype, read_constraint_file, split_var,
-)
+from ..quiet import import_framework
+from ..solve.acetest_problem import QUANTIZED, AcetestProblem, ArgExtra, split_var
+from ..solve.smt2 import ConstraintFile, ConstraintFileError, all_vars_in, read_constraint_file
 
 API_PREFIX = "tf.raw_ops."
 MAX_FILES_PER_KIND = 100   # upstream samples at most 100 compute and 100 constructor files
@@ -245,7 +244,7 @@ def raw_op_parameters(api: str) -> Optional[frozenset]:
     if not api.startswith(API_PREFIX):
         return None
     try:
-        import tensorflow as tf
+        tf = import_framework("tensorflow")   # its start-up lines go to the import log
     except ImportError:
         return None
     fn = getattr(tf.raw_ops, api[len(API_PREFIX):], None)
