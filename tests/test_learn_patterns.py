@@ -112,6 +112,14 @@ CASES = {
                      dilation=[1], transposed=False, output_padding=[0], groups=1, benchmark=False,
                      deterministic=False, cudnn_enabled=False, allow_tf32=False),
                 "input.rank == weight.rank"),
+    "first_value": ("tf.raw_ops.RaggedCountSparseOutput",
+                    dict(splits=T("int64", 3, values=(1, 2, 4)), values=T("int64", 4, values=(0, 1, 2, 1)),
+                         weights=T("float32", 4), binary_output=False),
+                    "splits[0] == 0"),
+    "dims_from_list": ("torch.ops.aten.slow_conv_dilated3d",
+                       dict(self=T("float32", 1, 1, 4, 4, 4), weight=T("float32", 1, 1, 3, 1, 1),
+                            kernel_size=[1, 1, 1]),
+                       "(len(kernel_size) <= 0 or weight.dim[2] == kernel_size[0])"),
 }
 
 # messages that name an argument indirectly: the first rule read from them
@@ -124,6 +132,20 @@ RESOLUTION = {
     # "axis tensor should be a scalar": axis, not the first tensor
     "two-word": ("tf.raw_ops.ConcatV2", dict(values=[T("float32", 2), T("float32", 2)], axis=T("int32", 2)),
                  "scalar", "axis.rank == 0"),
+    # "Index rank (3) and shape rank (1) do not match": index -> indices
+    "synonym": ("tf.raw_ops.SparseSlice",
+                dict(indices=T("int64", 2, 3, values=(0,) * 6), values=T("float32", 2),
+                     shape=T("int64", 1, values=(3,)), start=T("int64", 1, values=(0,)),
+                     size=T("int64", 1, values=(1,))),
+                "cols_is_len", "indices.dim[1] == shape.dim[0]"),
+    # "Incompatible shapes of A and B": A is the first tensor (LU), B is B
+    "letters": ("torch.ops.aten.linalg_lu_solve",
+                dict(LU=T("float32", 2, 2), pivots=T("int32", 2, values=(1, 2)), B=T("float32", 3, 1)),
+                "matmul_inner", "LU.dim[-1] == B.dim[-2] or B.rank == 1 and LU.dim[-1] == B.dim[0]"),
+    "columns": ("tf.raw_ops.NonMaxSuppressionV4",
+                dict(boxes=T("float32", 3, 1), scores=T("float32", 3), max_output_size=T("int32", values=(2,)),
+                     iou_threshold=T("float32", values=(0.5,)), score_threshold=T("float32", values=(0.0,))),
+                "last_dim_const", "boxes.dim[-1] == 4"),
     # "First input (lhs) must be a square matrix": the first tensor argument
     "ordinal": ("tf.raw_ops.MatrixSolve", dict(matrix=T("float32", 2, 3), rhs=T("float32", 2, 1)),
                 "square", "matrix.rank >= 2 and matrix.dim[-1] == matrix.dim[-2]"),

@@ -247,6 +247,9 @@ _MACROS: dict[str, Callable[..., str]] = {
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
+    # t.dim[off + i] == l[i] for every item of l
+    "dims_from_list": lambda t, l, off: " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{int(off) + i}] == {l}[{i}])" for i in range(MAX_DIMS - int(off))),
     "in_rank": lambda i, t: f"({t}.rank == 0 and {i} in (-1, 0)) or (-{t}.rank <= {i} and {i} < {t}.rank)",
 }
 
