@@ -199,3 +199,26 @@ def test_indirect_names_resolved(case, executors):
     assert res.outcome == "invalid", (res.outcome, res.message)
     cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
     assert cands and cands[0].expr == want, ([c.expr for c in cands], res.message)
+
+
+def test_mined_dtype_rule_from_real_runs(executors):
+    """A dtype without a kernel (erfinv on complex64, offered by a widened
+    spec) is mined from the labelled runs as the dtypes seen passing, and the
+    solver's next samples keep to them."""
+    import dataclasses
+
+    from acetest_ml.learn.mine import mine
+    spec = get_spec("torch.ops.aten.erfinv")
+    spec = dataclasses.replace(spec, args=[dataclasses.replace(spec.args[0],
+                                                               dtypes=["float32", "float64", "int32", "complex64"])])
+    sampler = Sampler([RegistryProblem(spec, [])], seed=1)
+    passing, invalid = [], []
+    for _ in range(30):
+        ai = sampler.next()
+        res = executors("torch").run(spec, ai)
+        (passing if res.outcome == "pass" else invalid).append(ai)
+    assert invalid and all(a.args["self"].dtype == "complex64" for a in invalid)
+    rule, excluded = mine(spec, passing, invalid)[0]
+    assert rule == "self.dtype in ('float32', 'float64', 'int32')" and excluded == len(invalid)
+    nxt = Sampler([RegistryProblem(spec, [rule])], seed=2)
+    assert all(nxt.next().args["self"].dtype != "complex64" for _ in range(15))
