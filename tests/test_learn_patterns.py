@@ -222,3 +222,20 @@ def test_mined_dtype_rule_from_real_runs(executors):
     assert rule == "self.dtype in ('float32', 'float64', 'int32')" and excluded == len(invalid)
     nxt = Sampler([RegistryProblem(spec, [rule])], seed=2)
     assert all(nxt.next().args["self"].dtype != "complex64" for _ in range(15))
+
+
+def test_message_number_read_as_a_relation(executors):
+    """"Expected start to be a vector of length 2": the 2 is the length of
+    ``shape`` (the sparse rank); the constant reading comes first, the
+    relation to the failing input's equal terms after it."""
+    api = "tf.raw_ops.SparseSlice"
+    spec = get_spec(api)
+    ai = AbstractInput(api=api, args=dict(indices=T("int64", 2, 2, values=(0,) * 4), values=T("float32", 2),
+                                          shape=T("int64", 2, values=(3, 3)), start=T("int64", 1, values=(0,)),
+                                          size=T("int64", 2, values=(1, 1))), value_seed=1)
+    res = executors("tf").run(spec, ai)
+    assert res.outcome == "invalid", (res.outcome, res.message)
+    cands = [c.expr for c in candidates_from_message(spec, ai, res.message) if c.family == "vector_of_size"]
+    assert cands[0] == "start.rank == 1 and start.dim[0] == 2"
+    assert "start.rank == 1 and start.dim[0] == shape.dim[0]" in cands
+    assert all(not holds(c, ai) for c in cands)
