@@ -132,13 +132,13 @@ def _candidates(table_pass: _Table) -> list[tuple[str, Callable[..., Any]]]:
                         lambda T, t=t, u=u: T.get(f"{t}.rank") == T.get(f"{u}.rank")))
             out.append((" and ".join([f"{t}.rank == {u}.rank"] + [f"{t}.dim[{k}] == {u}.dim[{k}]" for k in range(6)]),
                         lambda T, t=t, u=u: T.get(f"same({t},{u})") == 1))
-            for a, b in ((t, u), (u, t)):
-                out.append((f"{a}.rank == {b}.rank + 1",
-                            lambda T, a=a, b=b: T.get(f"{a}.rank") == T.get(f"{b}.rank") + 1))
+            for big, small in ((t, u), (u, t)):
+                out.append((f"{big}.rank == {small}.rank + 1",
+                            lambda T, big=big, small=small: T.get(f"{big}.rank") == T.get(f"{small}.rank") + 1))
     for t in P.tensors:
         # dtypes: the ones seen passing (dtypes without a kernel fail)
-        codes = P.get(f"{t}.dtype")
-        codes = sorted({int(c) for c in codes[~np.isnan(codes)]})
+        col = P.get(f"{t}.dtype")
+        codes = sorted({int(c) for c in col[~np.isnan(col)]})
         if codes and len(codes) <= MAX_DTYPES:
             names = ", ".join(repr(ALL_DTYPES[c]) for c in codes)
             out.append((f"{t}.dtype in ({names},)" if len(codes) == 1 else f"{t}.dtype in ({names})",
