@@ -70,6 +70,63 @@ CASES = {
                    "segment_ids.dim[0] == data.dim[0]"),
     "dtype_not": ("torch.ops.aten._adaptive_avg_pool3d", dict(self=T("int32", 2, 3, 3, 3), output_size=[1, 1, 1]),
                   "self.dtype != 'int32'"),
+    # families added from the coverage samples (benchmarks/learned_blockers.md)
+    "dtype_is": ("torch.ops.aten.linalg_lu_solve",
+                 dict(LU=T("float32", 3, 3), pivots=T("float32", 3), B=T("float32", 3, 1)),
+                 "pivots.dtype == 'int32'"),
+    "int_lt_rank": ("tf.raw_ops.ReverseSequence",
+                    dict(input=T("float32", 2, 3), seq_lengths=T("int64", 2, values=(1, 1)), seq_dim=2, batch_dim=0),
+                    "seq_dim < input.rank"),
+    "int_distinct": ("tf.raw_ops.ReverseSequence",
+                     dict(input=T("float32", 2, 3), seq_lengths=T("int64", 2, values=(1, 1)), seq_dim=0, batch_dim=0),
+                     "batch_dim != seq_dim"),
+    "same_outer_all": ("tf.raw_ops.MatrixSolve", dict(matrix=T("float32", 2, 3, 3), rhs=T("float32", 4, 3, 1)),
+                       "matrix.rank == rhs.rank and (matrix.rank < 3 or matrix.dim[0] == rhs.dim[0])"),
+    "len_is_dim1": ("tf.raw_ops.SparseFillEmptyRows",
+                    dict(indices=T("int64", 2, 1, values=(0, 1)), values=T("float32", 2),
+                         dense_shape=T("int64", 2, values=(3, 3)), default_value=T("float32")),
+                    "dense_shape.dim[0] == indices.dim[1]"),
+    "cols_is_len": ("tf.raw_ops.SparseTensorDenseMatMul",
+                    dict(a_indices=T("int64", 2, 3, values=(0,) * 6), a_values=T("float32", 2),
+                         a_shape=T("int64", 2, values=(2, 2)), b=T("float32", 2, 2)),
+                    "a_indices.dim[1] == a_shape.dim[0]"),
+    "rows_const": ("tf.raw_ops.TridiagonalSolve", dict(diagonals=T("float32", 2, 3), rhs=T("float32", 3, 1)),
+                   "diagonals.rank >= 2 and diagonals.dim[-2] == 3"),
+    "value_ge": ("tf.raw_ops.NonMaxSuppressionV5",
+                 dict(boxes=T("float32", 3, 4), scores=T("float32", 3), max_output_size=T("int32", values=(2,)),
+                      iou_threshold=T("float32", values=(0.5,)), score_threshold=T("float32", values=(0.0,)),
+                      soft_nms_sigma=T("float32", values=(-1.0,))),
+                 "soft_nms_sigma.value >= 0"),
+    "size_batch": ("torch.ops.aten.ctc_loss.IntList",
+                   dict(log_probs=T("float32", 5, 2, 4), targets=T("int64", 2, 3), input_lengths=[5],
+                        target_lengths=[3, 3]),
+                   "len(input_lengths) == log_probs.dim[1]"),
+    "conv_channels": ("torch.ops.aten.conv2d",
+                      dict(input=T("float32", 1, 3, 4, 4), weight=T("float32", 2, 2, 1, 1), groups=1),
+                      "input.dim[1] == weight.dim[1] * groups"),
+    "groups_divide": ("torch.ops.aten.conv2d",
+                      dict(input=T("float32", 1, 4, 4, 4), weight=T("float32", 3, 2, 1, 1), groups=2),
+                      "weight.dim[0] % groups == 0"),
+    "rank_as": ("torch.ops.aten._convolution",
+                dict(input=T("float32", 4), weight=T("float32", 2, 1, 1), bias=None, stride=[1], padding=[0],
+                     dilation=[1], transposed=False, output_padding=[0], groups=1, benchmark=False,
+                     deterministic=False, cudnn_enabled=False, allow_tf32=False),
+                "input.rank == weight.rank"),
+}
+
+# messages that name an argument indirectly: the first rule read from them
+RESOLUTION = {
+    # "Shape must be rank 2" (a name the spec lacks) and "boxes must be 2-D": boxes first
+    "unresolved-name": ("tf.raw_ops.NonMaxSuppressionV4",
+                        dict(boxes=T("float32"), scores=T("float32", 3), max_output_size=T("int32", values=(2,)),
+                             iou_threshold=T("float32", values=(0.5,)), score_threshold=T("float32", values=(0.0,))),
+                        "rank_eq", "boxes.rank == 2"),
+    # "axis tensor should be a scalar": axis, not the first tensor
+    "two-word": ("tf.raw_ops.ConcatV2", dict(values=[T("float32", 2), T("float32", 2)], axis=T("int32", 2)),
+                 "scalar", "axis.rank == 0"),
+    # "First input (lhs) must be a square matrix": the first tensor argument
+    "ordinal": ("tf.raw_ops.MatrixSolve", dict(matrix=T("float32", 2, 3), rhs=T("float32", 2, 1)),
+                "square", "matrix.rank >= 2 and matrix.dim[-1] == matrix.dim[-2]"),
 }
 
 
@@ -109,3 +166,14 @@ def test_family_learned_from_a_real_message(family, executors):
         assert holds(rule, ai)
         if ".value" in rule:  # the element is in the AbstractInput, decided by the solver
             assert ai.args[name].values is not None
+
+
+@pytest.mark.parametrize("case", sorted(RESOLUTION))
+def test_indirect_names_resolved(case, executors):
+    api, args, family, want = RESOLUTION[case]
+    spec = get_spec(api)
+    ai = AbstractInput(api=api, args=args, value_seed=1)
+    res = executors(spec.framework).run(spec, ai)
+    assert res.outcome == "invalid", (res.outcome, res.message)
+    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
+    assert cands and cands[0].expr == want, ([c.expr for c in cands], res.message)

@@ -29,7 +29,7 @@ from .evaluate import _elements
 from ..model import INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, TensorDesc
 
 DIM_INDEX = (0, 1, -1, -2)
-MIN_PASSING = 5
+MIN_PASSING = 3
 MIN_EXCLUDED = 3
 MIN_EXCLUDED_SHARE = 0.25
 #: a predicate's chance of holding in every passing run by luck, estimated as
