@@ -247,6 +247,9 @@ _MACROS: dict[str, Callable[..., str]] = {
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
+    # t.dim[off + i] == l[i] for every item of l
+    "dims_from_list": lambda t, l, off: " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{int(off) + i}] == {l}[{i}])" for i in range(MAX_DIMS - int(off))),
     "in_rank": lambda i, t: f"({t}.rank == 0 and {i} in (-1, 0)) or (-{t}.rank <= {i} and {i} < {t}.rank)",
 }
 
@@ -332,17 +335,43 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 e["data2"] = others[1] if len(others) > 1 else None
                 if fam.kind == (INT,) and e.get("data") is None:
                     continue
-                expr = _expand(tmpl, e)
-                if expr is None or expr in seen:
-                    continue
-                if holds(expr, ai):
-                    continue  # the failing input already satisfies it: not the cause
-                seen.add(expr)
-                # every violated reading, best first: the learner adopts the
-                # first its checks keep and tries the next after a rejection
                 strong = (a is None or a in good1 or not arg_opts) and (b is None or b in good2 or not arg2_opts)
-                (out if strong else weak).append(Candidate(expr, fam.name, key))
+                # {term_n}: a term of the failing input (another argument's
+                # dim, rank or length) equal to the message's number: the
+                # number may be a relation ("start must have length 2": as
+                # long as shape)
+                terms = _terms_equal(spec, ai, e.get("n"), exclude=a) if "{term_n}" in tmpl else [None]
+                for term in terms:
+                    expr = _expand(tmpl, dict(e, term_n=term))
+                    if expr is None or expr in seen:
+                        continue
+                    if holds(expr, ai):
+                        continue  # the failing input already satisfies it: not the cause
+                    seen.add(expr)
+                    # every violated reading, best first: the learner adopts the
+                    # first its checks keep and tries the next after a rejection
+                    (out if strong else weak).append(Candidate(expr, fam.name, key))
     return out + weak
+
+
+def _terms_equal(spec: ApiSpec, ai: AbstractInput, n: Optional[int], exclude: Optional[str]) -> list[str]:
+    """Terms of ``ai`` (tensor dims and ranks, list lengths of arguments
+    other than ``exclude``) whose value is ``n``."""
+    if n is None:
+        return []
+    out = []
+    for a in spec.args:
+        if a.name == exclude:
+            continue
+        v = ai.args.get(a.name)
+        t = v if isinstance(v, TensorDesc) else None
+        if t is not None:
+            out += [f"{a.name}.dim[{k}]" for k in (0, 1, -1) if -t.rank <= k < t.rank and t.shape[k] == n]
+            if t.rank == n:
+                out.append(f"{a.name}.rank")
+        elif a.kind in (INT_LIST, SHAPE) and isinstance(v, list) and len(v) == n:
+            out.append(f"len({a.name})")
+    return list(dict.fromkeys(out))
 
 
 def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g: str,
