@@ -428,7 +428,7 @@ class _Executors:
             from .execute.supervisor import Executor
             kw: dict[str, Any] = {"timeout": self.cfg.timeout,
                                   "log_dir": os.path.join(self.cfg.out, "logs"),
-                                  "warm_spare": self.cfg.warm_spare}
+                                  "warm_spare": self.cfg.warm_spare, "spares": self.cfg.spares}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             onednn = self.cfg.onednn
@@ -449,7 +449,8 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.onednn, cfg.constraints)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.spares, cfg.onednn,
+           cfg.constraints)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

@@ -85,6 +85,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # measuring switch: cold worker restarts instead of the warm spare
     p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--spares", type=int, default=D["spares"], metavar="N",
+                   help="warm spare workers per framework (default %(default)s)")
+    p.add_argument("--prefetch", type=int, default=D["prefetch"], metavar="N",
+                   help="candidates drawn ahead while runs execute (0: off; default %(default)s)")
 
 
 def _read_api_file(path: str) -> list[str]:
@@ -134,7 +138,8 @@ def _campaign_config(args, apis: list[str]):
                           learn_rules=args.learn_rules,
                           crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
                           explore_band=args.explore_band, time_budget=args.time_budget,
-                          warm_spare=not getattr(args, "no_warm_spare", False))
+                          warm_spare=not getattr(args, "no_warm_spare", False),
+                          spares=getattr(args, "spares", 2), prefetch=getattr(args, "prefetch", 16))
 
 
 def cmd_campaign(args) -> int:

@@ -120,7 +120,7 @@ def _task_executors(cfg):
     """One framework worker per framework, reused by the tasks a Ray worker
     process runs (worker logs go to a temporary folder on that node)."""
     from .campaign import _Executors
-    key = (cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
+    key = (cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.spares)
     ex = _TASK_EXECUTORS.get(key)
     if ex is None:
         import atexit

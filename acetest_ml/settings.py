@@ -109,6 +109,11 @@ class CampaignConfig:
     #: a warm spare worker per framework takes over after a crash or timeout
     #: (off: every restart is a cold framework start; kept to measure it)
     warm_spare: bool = True
+    #: warm spare workers per framework (primed; one takes over per crash)
+    spares: int = 2
+    #: candidates drawn ahead in a background thread while runs execute
+    #: (0: off; never with learn_rules, whose runs change the stream)
+    prefetch: int = 16
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -176,6 +181,8 @@ class CampaignConfig:
                                              or self.time_budget <= 0):
             raise SettingError("time_budget", f"must be a finite number of seconds > 0 "
                                               f"(got {self.time_budget!r})")
+        _int_at_least("spares", self.spares, 1)
+        _int_at_least("prefetch", self.prefetch, 0)
         if not isinstance(self.warm_spare, bool):
             raise SettingError("warm_spare", f"must be true or false (got {self.warm_spare!r})")
 
