@@ -100,6 +100,9 @@ class CampaignConfig:
     #: a crash signature seen this many times is known: inputs predicted to
     #: reproduce it run only from the exploration share (0: off)
     known_crash_k: int = 3
+    #: crash classes trained on fewer runs are cut at 3x their share; after
+    #: this many candidates in a row not run, the next known crash runs (0: off)
+    known_crash_floor: int = 16
     #: exploration draws predicted-invalid inputs scoring within this distance
     #: below the threshold (1.0: any score)
     explore_band: float = 0.25
@@ -176,6 +179,7 @@ class CampaignConfig:
             if not _is_number(v) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
                 raise SettingError(name, f"must be between 0 and 1 (got {v!r})")
         _int_at_least("known_crash_k", self.known_crash_k, 0)
+        _int_at_least("known_crash_floor", self.known_crash_floor, 0)
         if self.time_budget is not None and (not _is_number(self.time_budget)
                                              or not math.isfinite(self.time_budget)
                                              or self.time_budget <= 0):
