@@ -11,8 +11,9 @@ Life of a rule:
    with the rules already active (``check_sat``); otherwise ``rejected``;
 3. *probation*: active (the sampler solves with it) for ``window`` executed
    runs; then it is ``kept`` when it lowered what it targets by a quarter
-   or more (a message rule: the share of runs failing with its message; a
-   mined rule: the invalid rate), else ``rejected``;
+   or more (the share of runs failing with its message; a mined rule: the
+   message most of the invalid runs it excludes failed with) without
+   raising the invalid rate by more than ``RAISED``, else ``rejected``;
 4. a kept rule that a later passing run violates is ``rejected`` too.
 
 Everything depends only on the sequence of observed runs, so replaying the
@@ -21,6 +22,7 @@ A rejected rule is never proposed again.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
@@ -31,6 +33,8 @@ from .patterns import candidates_from_message, message_key
 
 #: a rule on probation is kept when what it targets fell to this share or less
 LOWERED = 0.75
+#: ... and the invalid rate did not rise by more than this
+RAISED = 0.15
 PROBATION = "probation"
 KEPT = "kept"
 REJECTED = "rejected"
@@ -46,6 +50,7 @@ class LearnedRule:
     reason: Optional[str] = None
     key: Optional[str] = None         # the message it targets (message rules)
     pre_rate: Optional[float] = None  # rate of what it targets before adoption
+    pre_invalid: Optional[float] = None  # invalid rate before adoption
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -72,6 +77,7 @@ class RuleLearner:
         self.rules: list[LearnedRule] = []
         self.passing: list[AbstractInput] = []
         self.invalid: list[AbstractInput] = []
+        self.invalid_keys: list[Optional[str]] = []
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
         self.n = 0
 
@@ -100,6 +106,7 @@ class RuleLearner:
                     changed = True
         elif outcome == "invalid":
             self.invalid.append(ai)
+            self.invalid_keys.append(key)
         if outcome == "invalid" and "message" in self.sources:
             # the first new reading of the message that survives the checks
             # (as stated, else restricted to the failing run's attribute
@@ -138,6 +145,7 @@ class RuleLearner:
             return False
         rule.adopted_at = self.n
         rule.pre_rate = self._rate(key, self.n - self.pre_window, self.n)
+        rule.pre_invalid = self._rate(None, self.n - self.pre_window, self.n)
         if self.offline:
             rule.status, rule.decided_at = KEPT, self.n
             rule.reason = "offline: agrees with every passing run"
@@ -181,7 +189,11 @@ class RuleLearner:
             post = self._rate(r.key, r.adopted_at, self.n)
             pre = r.pre_rate or 0.0
             lowered = post == 0 or post <= pre * LOWERED
-            if lowered:
+            post_inv = self._rate(None, r.adopted_at, self.n)
+            if lowered and r.pre_invalid is not None and post_inv > r.pre_invalid + RAISED:
+                self._reject(r, f"raised the invalid rate ({r.pre_invalid:.0%} -> {post_inv:.0%})")
+                changed = True
+            elif lowered:
                 r.status, r.decided_at = KEPT, self.n
                 r.reason = f"lowered its failure rate {pre:.0%} -> {post:.0%}"
             else:
@@ -192,12 +204,15 @@ class RuleLearner:
     def _mine(self) -> bool:
         # invalid runs the active rules do not already explain
         active = self.active()
-        recent_invalid = [ai for ai in self.invalid[-self.pre_window:]
-                          if all(holds(e, ai) for e in active)]
-        if len(recent_invalid) < 3:
+        recent = [(ai, k) for ai, k in zip(self.invalid[-self.pre_window:], self.invalid_keys[-self.pre_window:])
+                  if all(holds(e, ai) for e in active)]
+        if len(recent) < 3:
             return False
-        for expr, _ in mine(self.spec, self.passing, recent_invalid, exclude=self._known())[:1]:
-            return self._propose(expr, "mined")
+        for expr, _ in mine(self.spec, self.passing, [ai for ai, _ in recent], exclude=self._known())[:1]:
+            # it targets the message most of the runs it excludes fail with
+            keys = Counter(k for ai, k in recent if not holds(expr, ai))
+            key = keys.most_common(1)[0][0] if keys else None
+            return self._propose(expr, "mined", key=key)
         return False
 
 

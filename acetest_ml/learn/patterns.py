@@ -28,7 +28,8 @@ from .evaluate import holds, value_of
 PATTERNS_PATH = os.path.join(os.path.dirname(__file__), "patterns.yaml")
 
 _TOKEN = (r"(?:`|')?(?:In\[\d+\]|[Ii]nput(?: tensor)? #?\d+|input\(\d+\)|argument #?\d+|"
-          r"[A-Za-z_][A-Za-z0-9_]*)(?:`|')?")
+          r"(?:[Ff]irst|[Ss]econd|[Tt]hird|[Ff]ourth) input|"
+          r"[A-Za-z_][A-Za-z0-9_]*(?: [a-z_][a-z0-9_]*)?)(?:`|')?(?: tensors?)?")
 _PLACEHOLDERS = {
     "{A}": f"(?P<arg>{_TOKEN})",
     "{B}": f"(?P<arg2>{_TOKEN})",
@@ -57,7 +58,12 @@ _DTYPE_WORDS = {
     "Char": "int8", "Byte": "uint8", "Float": "float32", "Double": "float64", "Half": "float16",
     "BFloat16": "bfloat16", "ComplexFloat": "complex64", "ComplexDouble": "complex128",
     "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64", "Int8": "int8",
+    **{d: d for d in ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64",
+                      "uint8", "complex64", "complex128")},
 }
+#: second words of a two-word argument phrase that describe the first ("axis tensor")
+_DESCRIPTORS = {"tensor", "tensors", "value", "values", "argument", "attr", "attribute", "input"}
+_ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3}
 MAX_DIMS = 6
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 
@@ -77,6 +83,26 @@ class Candidate:
     expr: str
     family: str
     key: str          # the normalised message it came from
+
+
+def _literal(pattern: str) -> str:
+    """The longest piece of plain text every match of ``pattern`` contains
+    (outside groups, classes, placeholders and quantified characters), used
+    to skip a regex whose text the message lacks; "" when there is none."""
+    if "|" in re.sub(r"\(.|\((?:[^()]|\([^()]*\))*\)|\[[^\]]*\]", "", pattern):
+        return ""  # a top-level alternative: nothing is mandatory
+    p = pattern
+    while True:  # nested groups, innermost first
+        q = re.sub(r"\((?:[^()\\]|\\.)*\)[?*+]?(?:\{[^}]*\})?", "\x00", p)
+        if q == p:
+            break
+        p = q
+    p = re.sub(r"\[(?:[^\]\\]|\\.)*\][?*+]?", "\x00", p)
+    p = re.sub(r"\{[A-Z0-9]+\}", "\x00", p)
+    p = re.sub(r"\\.", "\x00", p)
+    p = re.sub(r".[?*]|.\{[^}]*\}", "\x00", p)
+    pieces = re.split(r"[\x00.^$+()\[\]{}|]", p)
+    return max(pieces, key=len) if pieces else ""
 
 
 def _compile(pattern: str, where: str) -> re.Pattern:
@@ -106,7 +132,7 @@ def load_families(path: str = PATTERNS_PATH) -> tuple:
             raise ConfigError(f"{where}: kind must be one of {sorted(_KINDS)}")
         out.append(Family(d["family"], tuple(d.get("fw") or ("tf", "torch")), _KINDS[kind],
                           _KINDS[d.get("kind2", "any")],
-                          tuple(_compile(p, where) for p in d["match"]), tuple(d["rules"])))
+                          tuple((_literal(p), _compile(p, where)) for p in d["match"]), tuple(d["rules"])))
     return tuple(out)
 
 
@@ -133,17 +159,31 @@ def message_key(message: Optional[str]) -> str:
     return m[:160]
 
 
+@functools.lru_cache(maxsize=512)
+def _match_cached(message: str, framework: str) -> tuple:
+    return tuple(_match(message, framework))
+
+
 def match_message(message: str, framework: str) -> list[tuple[Family, dict]]:
     """Every (family, groups) whose patterns match ``message`` (cleaned)."""
+    return [(f, dict(g)) for f, g in _match_cached(message, framework)]
+
+
+def _match(message: str, framework: str) -> list[tuple[Family, dict]]:
     out = []
     for fam in load_families():
         if framework not in fam.frameworks:
             continue
-        for rx in fam.regexes:
+        seen: list[dict] = []
+        for lit, rx in fam.regexes:
+            if lit and lit not in message:
+                continue
             m = rx.search(message)
             if m:
-                out.append((fam, {k: v for k, v in m.groupdict().items() if v is not None}))
-                break
+                g = {k: v for k, v in m.groupdict().items() if v is not None}
+                if g not in seen:  # every reading: "Shape must be rank 2" and "boxes must be 2-D"
+                    seen.append(g)
+                    out.append((fam, g))
     return out
 
 
@@ -159,7 +199,21 @@ def _tensor_args(spec: ApiSpec) -> list[str]:
 
 def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
     """Argument names a message token may mean (best first)."""
-    tok = token.strip("`'")
+    tok = re.sub(r"(?: tensors?)$", "", token.strip("`'")).strip("`'") or token.strip("`'")
+    if " " in tok:
+        # a two-word phrase: "Default value" -> default_value, "Sparse
+        # indices" -> indices, "axis tensor" -> axis, "First input" -> #0
+        first, last = tok.split(" ", 1)
+        if first.lower() in _ORDINALS and last == "input":
+            ts = _tensor_args(spec)
+            i = _ORDINALS[first.lower()]
+            return [ts[i]] if (kinds is None or TENSOR in kinds) and i < len(ts) else []
+        tries = [f"{first}_{last}", last] + ([first] if last.lower() in _DESCRIPTORS else [])
+        for t in tries:
+            got = resolve_token(t, spec, kinds)
+            if got:
+                return got
+        return []
     pos = re.fullmatch(r"(?:In\[|[Ii]nput(?: tensor)? #?|input\(|argument #?)(\d+)[\])]?", tok)
     tensors = _tensor_args(spec)
     if pos:
@@ -178,12 +232,16 @@ def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
     if plural:
         return plural
     pref = [n for n in names if len(n) >= 3 and (low.startswith(n.lower() + "_")
-                                                  or (len(low) >= 4 and n.lower().startswith(low))
-                                                  or (len(low) >= 4 and n.lower().endswith("_" + low)))]
+                                                  or (len(low) >= 4 and n.lower().startswith(low)))]
     if pref:
         return pref[:1]
+    # "indices" for a_indices, b_indices: every one of them (the learner
+    # adopts the first its checks keep, the others on later failures)
+    suffix = [n for n in names if len(low) >= 4 and n.lower().endswith("_" + low)]
+    if suffix:
+        return suffix
     if low in _GENERIC and (kinds is None or TENSOR in kinds) and tensors:
-        return tensors[:1]
+        return tensors  # "input": the first tensor, else the others
     return []
 
 
@@ -210,10 +268,19 @@ def _quote_dtype(word: str) -> Optional[str]:
     return repr(d) if d else None
 
 
+def _same_outer(a: str, b: str) -> str:
+    """Equal rank and equal batch dimensions (all but the two innermost)."""
+    return " and ".join([f"{a}.rank == {b}.rank"]
+                        + [f"({a}.rank < {i + 3} or {a}.dim[{i}] == {b}.dim[{i}])" for i in range(MAX_DIMS - 2)])
+
+
 _MACROS: dict[str, Callable[..., str]] = {
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
+    # t.dim[off + i] == l[i] for every item of l
+    "dims_from_list": lambda t, l, off: " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{int(off) + i}] == {l}[{i}])" for i in range(MAX_DIMS - int(off))),
     "in_rank": lambda i, t: f"({t}.rank == 0 and {i} in (-1, 0)) or (-{t}.rank <= {i} and {i} < {t}.rank)",
 }
 
@@ -235,11 +302,13 @@ def _expand(template: str, env: dict) -> Optional[str]:
         m = re.fullmatch(r"@(\w+)(?:\((.*)\))?", text)
         if not m:
             return None
-        if m.group(1) == "same_rank_all":
+        if m.group(1) in ("same_rank_all", "same_outer_all"):
             ts = env.get("_tensors") or []
             if len(ts) < 2:
                 return None
-            return " and ".join(f"{ts[0]}.rank == {t}.rank" for t in ts[1:])
+            if m.group(1) == "same_rank_all":
+                return " and ".join(f"{ts[0]}.rank == {t}.rank" for t in ts[1:])
+            return " and ".join(_same_outer(ts[0], t) for t in ts[1:])
         fn = _MACROS.get(m.group(1))
         if fn is None:
             return None
@@ -259,7 +328,8 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
     if not text:
         return []
     key = message_key(message)
-    out: list[Candidate] = []
+    out: list[Candidate] = []     # arguments named by the message (or found by shape / value)
+    weak: list[Candidate] = []    # arguments guessed: every one of the kind the rule rejects
     seen = set()
     tensors = _tensor_args(spec)
     for fam, groups in match_message(text, fw):
@@ -279,8 +349,10 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 continue
             env["dtype"] = q
         # candidate argument names for {arg} and {arg2}
-        arg_opts = _arg_options(spec, ai, groups, "arg", "shape", fam.kind)
-        arg2_opts = _arg_options(spec, ai, groups, "arg2", "shape2", fam.kind2)
+        arg_opts, strong1 = _arg_options(spec, ai, groups, "arg", "shape", fam.kind)
+        arg2_opts, strong2 = _arg_options(spec, ai, groups, "arg2", "shape2", fam.kind2)
+        good1 = set(arg_opts[:strong1])
+        good2 = set(arg2_opts[:strong2])
         uses2 = any("{arg2}" in r for r in fam.rules)
         for tmpl in fam.rules:
             opts1: list[Optional[str]] = list(arg_opts) or [None]
@@ -294,30 +366,58 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 e["data2"] = others[1] if len(others) > 1 else None
                 if fam.kind == (INT,) and e.get("data") is None:
                     continue
-                expr = _expand(tmpl, e)
-                if expr is None or expr in seen:
-                    continue
-                if holds(expr, ai):
-                    continue  # the failing input already satisfies it: not the cause
-                seen.add(expr)
-                out.append(Candidate(expr, fam.name, key))
-                break  # the first violated reading of the message is the one kept
-    return out
+                strong = (a is None or a in good1 or not arg_opts) and (b is None or b in good2 or not arg2_opts)
+                # {term_n}: a term of the failing input (another argument's
+                # dim, rank or length) equal to the message's number: the
+                # number may be a relation ("start must have length 2": as
+                # long as shape)
+                terms = _terms_equal(spec, ai, e.get("n"), exclude=a) if "{term_n}" in tmpl else [None]
+                for term in terms:
+                    expr = _expand(tmpl, dict(e, term_n=term))
+                    if expr is None or expr in seen:
+                        continue
+                    if holds(expr, ai):
+                        continue  # the failing input already satisfies it: not the cause
+                    seen.add(expr)
+                    # every violated reading, best first: the learner adopts the
+                    # first its checks keep and tries the next after a rejection
+                    (out if strong else weak).append(Candidate(expr, fam.name, key))
+    return out + weak
+
+
+def _terms_equal(spec: ApiSpec, ai: AbstractInput, n: Optional[int], exclude: Optional[str]) -> list[str]:
+    """Terms of ``ai`` (tensor dims and ranks, list lengths of arguments
+    other than ``exclude``) whose value is ``n``."""
+    if n is None:
+        return []
+    out = []
+    for a in spec.args:
+        if a.name == exclude:
+            continue
+        v = ai.args.get(a.name)
+        t = v if isinstance(v, TensorDesc) else None
+        if t is not None:
+            out += [f"{a.name}.dim[{k}]" for k in (0, 1, -1) if -t.rank <= k < t.rank and t.shape[k] == n]
+            if t.rank == n:
+                out.append(f"{a.name}.rank")
+        elif a.kind in (INT_LIST, SHAPE) and isinstance(v, list) and len(v) == n:
+            out.append(f"len({a.name})")
+    return list(dict.fromkeys(out))
 
 
 def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g: str,
-                 kinds) -> list[str]:
-    named = g in groups and groups[g].strip("`'").lower() not in _GENERIC
+                 kinds) -> tuple[list[str], int]:
+    """Argument names for group ``g``, and how many of the first ones the
+    message identifies (by name, shape or value): the rest are guesses."""
     if g in groups:
+        generic = groups[g].strip("`'").lower() in _GENERIC
         names = resolve_token(groups[g], spec, kinds)
         if names:
-            return names
+            return names, 1 if generic else len(names)
     if shape_g in groups:
         got = _args_with_shape(ai, spec, _shape_of(groups[shape_g]))
         if got:
-            return got
-    if named:
-        return []
+            return got, len(got)
     if "got" in groups and kinds is not None:
         v = int(groups["got"])
         if kinds == (INT,):
@@ -325,6 +425,8 @@ def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g
         else:
             hits = [n for n in _of_kind(spec, kinds) if value_of(f"{n}.value", ai) == v]
         if hits:
-            return hits
-    # not named: every argument of the kind (the violation check picks)
-    return _of_kind(spec, kinds) if kinds is not None else []
+            return hits, len(hits)
+    # not named (or a name the spec does not have): every argument of the
+    # kind (the violation check picks, the learner's checks drop wrong ones)
+    opts = _of_kind(spec, kinds) if kinds is not None else []
+    return opts, (len(opts) if g not in groups else 0)
