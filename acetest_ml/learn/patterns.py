@@ -85,6 +85,26 @@ class Candidate:
     key: str          # the normalised message it came from
 
 
+def _literal(pattern: str) -> str:
+    """The longest piece of plain text every match of ``pattern`` contains
+    (outside groups, classes, placeholders and quantified characters), used
+    to skip a regex whose text the message lacks; "" when there is none."""
+    if "|" in re.sub(r"\(.|\((?:[^()]|\([^()]*\))*\)|\[[^\]]*\]", "", pattern):
+        return ""  # a top-level alternative: nothing is mandatory
+    p = pattern
+    while True:  # nested groups, innermost first
+        q = re.sub(r"\((?:[^()\\]|\\.)*\)[?*+]?(?:\{[^}]*\})?", "\x00", p)
+        if q == p:
+            break
+        p = q
+    p = re.sub(r"\[(?:[^\]\\]|\\.)*\][?*+]?", "\x00", p)
+    p = re.sub(r"\{[A-Z0-9]+\}", "\x00", p)
+    p = re.sub(r"\\.", "\x00", p)
+    p = re.sub(r".[?*]|.\{[^}]*\}", "\x00", p)
+    pieces = re.split(r"[\x00.^$+()\[\]{}|]", p)
+    return max(pieces, key=len) if pieces else ""
+
+
 def _compile(pattern: str, where: str) -> re.Pattern:
     p = pattern
     for k, v in _PLACEHOLDERS.items():
@@ -112,7 +132,7 @@ def load_families(path: str = PATTERNS_PATH) -> tuple:
             raise ConfigError(f"{where}: kind must be one of {sorted(_KINDS)}")
         out.append(Family(d["family"], tuple(d.get("fw") or ("tf", "torch")), _KINDS[kind],
                           _KINDS[d.get("kind2", "any")],
-                          tuple(_compile(p, where) for p in d["match"]), tuple(d["rules"])))
+                          tuple((_literal(p), _compile(p, where)) for p in d["match"]), tuple(d["rules"])))
     return tuple(out)
 
 
@@ -139,14 +159,25 @@ def message_key(message: Optional[str]) -> str:
     return m[:160]
 
 
+@functools.lru_cache(maxsize=512)
+def _match_cached(message: str, framework: str) -> tuple:
+    return tuple(_match(message, framework))
+
+
 def match_message(message: str, framework: str) -> list[tuple[Family, dict]]:
     """Every (family, groups) whose patterns match ``message`` (cleaned)."""
+    return [(f, dict(g)) for f, g in _match_cached(message, framework)]
+
+
+def _match(message: str, framework: str) -> list[tuple[Family, dict]]:
     out = []
     for fam in load_families():
         if framework not in fam.frameworks:
             continue
         seen: list[dict] = []
-        for rx in fam.regexes:
+        for lit, rx in fam.regexes:
+            if lit and lit not in message:
+                continue
             m = rx.search(message)
             if m:
                 g = {k: v for k, v in m.groupdict().items() if v is not None}
