@@ -49,9 +49,10 @@ def resolve(cfg: CampaignConfig, api: str, spec: Optional[ApiSpec] = None):
     :func:`spec_hint`)."""
     if cfg.constraints_by_api.get(api, cfg.constraints) == "acetest":
         data = _acetest_data(cfg.acetest_data)
-        loaded = data.load(api, registry_spec=spec)
+        loaded = data.load(api, registry_spec=spec, extensions=cfg.acetest_extensions)
         spec, problems = loaded.spec, loaded.problems
         notes: dict[str, Any] = {"constraints": "acetest",
+                                 "acetest_extensions": cfg.acetest_extensions,
                                  "skipped_files": [list(x) for x in loaded.skipped]}
     else:
         from .spec import get_spec

@@ -43,6 +43,9 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    help="constraint source: our registry-derived rules or ACETest's extracted data")
     p.add_argument("--acetest-data", default=D["acetest_data"],
                    help="ACETest data directory (holds tensorflow/API2OP.csv)")
+    p.add_argument("--acetest-extensions", action="store_true",
+                   help="ACETest constraints: our generation improvements beyond upstream's Tester "
+                   "(default: faithful to upstream)")
     p.add_argument("--rules", default=D["rules"],
                    help="YAML file of extra per-API rules (registry constraints)")
     p.add_argument("--timeout", type=float, default=D["timeout"],
@@ -134,7 +137,9 @@ def _campaign_config(args, apis: list[str]):
     from .settings import CampaignConfig
     return CampaignConfig(apis=apis, out=args.out, budget=args.budget, seed=args.seed,
                           framework=args.framework, constraints=args.constraints,
-                          acetest_data=args.acetest_data, rules=args.rules, timeout=args.timeout,
+                          acetest_data=args.acetest_data,
+                          acetest_extensions=args.acetest_extensions,
+                          rules=args.rules, timeout=args.timeout,
                           jobs=args.jobs, resume=args.resume, ml_filter=args.ml_filter,
                           models=args.models, models_dir=args.models_dir,
                           exploration=args.exploration, batch=args.batch, warmup=args.warmup,

@@ -80,6 +80,9 @@ class CampaignConfig:
     framework: Optional[str] = None         #: tf | torch | None (inferred from names)
     constraints: str = "registry"           #: registry | acetest
     acetest_data: str = os.path.join("third_party", "ACETest", "Tester", "data")
+    #: ACETest constraints: our generation improvements beyond upstream's Tester
+    #: (off: faithful to upstream; see acetest_ml/solve/acetest_problem.py)
+    acetest_extensions: bool = False
     rules: Optional[str] = None             #: YAML rules file (registry constraints)
     timeout: float = 10.0                   #: seconds per run
     jobs: int = 2                           #: APIs run in parallel
@@ -147,6 +150,9 @@ class CampaignConfig:
             _choice(f"constraints_by_api[{api}]", src, CONSTRAINT_SOURCES)
         if not isinstance(self.acetest_data, str) or not self.acetest_data:
             raise SettingError("acetest_data", f"must be a folder path (got {self.acetest_data!r})")
+        if not isinstance(self.acetest_extensions, bool):
+            raise SettingError("acetest_extensions",
+                               f"must be true or false (got {self.acetest_extensions!r})")
         if self.rules is not None and (not isinstance(self.rules, str) or not self.rules):
             raise SettingError("rules", f"must be a file path (got {self.rules!r})")
         if not _is_number(self.timeout) or not math.isfinite(self.timeout) or self.timeout <= 0:

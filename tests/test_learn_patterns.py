@@ -104,6 +104,12 @@ CASES = {
     "conv_channels": ("torch.ops.aten.conv2d",
                       dict(input=T("float32", 1, 3, 4, 4), weight=T("float32", 2, 2, 1, 1), groups=1),
                       "input.dim[1] == weight.dim[1] * groups"),
+    "conv_channels_transposed": ("torch.ops.aten._convolution",
+                                 dict(input=T("float32", 1, 3, 4), weight=T("float32", 2, 2, 1), bias=None,
+                                      stride=[1], padding=[0], dilation=[1], transposed=True, output_padding=[0],
+                                      groups=1, benchmark=False, deterministic=False, cudnn_enabled=False,
+                                      allow_tf32=False),
+                                 "input.rank == weight.rank and input.dim[1] == weight.dim[0]"),
     "groups_divide": ("torch.ops.aten.conv2d",
                       dict(input=T("float32", 1, 4, 4, 4), weight=T("float32", 3, 2, 1, 1), groups=2),
                       "weight.dim[0] % groups == 0"),
@@ -112,6 +118,14 @@ CASES = {
                      dilation=[1], transposed=False, output_padding=[0], groups=1, benchmark=False,
                      deterministic=False, cudnn_enabled=False, allow_tf32=False),
                 "input.rank == weight.rank"),
+    "first_value": ("tf.raw_ops.RaggedCountSparseOutput",
+                    dict(splits=T("int64", 3, values=(1, 2, 4)), values=T("int64", 4, values=(0, 1, 2, 1)),
+                         weights=T("float32", 4), binary_output=False),
+                    "splits[0] == 0"),
+    "dims_from_list": ("torch.ops.aten.slow_conv_dilated3d",
+                       dict(self=T("float32", 1, 1, 4, 4, 4), weight=T("float32", 1, 1, 3, 1, 1),
+                            kernel_size=[1, 1, 1]),
+                       "(len(kernel_size) <= 0 or weight.dim[2] == kernel_size[0])"),
 }
 
 # messages that name an argument indirectly: the first rule read from them
@@ -124,6 +138,20 @@ RESOLUTION = {
     # "axis tensor should be a scalar": axis, not the first tensor
     "two-word": ("tf.raw_ops.ConcatV2", dict(values=[T("float32", 2), T("float32", 2)], axis=T("int32", 2)),
                  "scalar", "axis.rank == 0"),
+    # "Index rank (3) and shape rank (1) do not match": index -> indices
+    "synonym": ("tf.raw_ops.SparseSlice",
+                dict(indices=T("int64", 2, 3, values=(0,) * 6), values=T("float32", 2),
+                     shape=T("int64", 1, values=(3,)), start=T("int64", 1, values=(0,)),
+                     size=T("int64", 1, values=(1,))),
+                "cols_is_len", "indices.dim[1] == shape.dim[0]"),
+    # "Incompatible shapes of A and B": A is the first tensor (LU), B is B
+    "letters": ("torch.ops.aten.linalg_lu_solve",
+                dict(LU=T("float32", 2, 2), pivots=T("int32", 2, values=(1, 2)), B=T("float32", 3, 1)),
+                "matmul_inner", "LU.dim[-1] == B.dim[-2] or B.rank == 1 and LU.dim[-1] == B.dim[0]"),
+    "columns": ("tf.raw_ops.NonMaxSuppressionV4",
+                dict(boxes=T("float32", 3, 1), scores=T("float32", 3), max_output_size=T("int32", values=(2,)),
+                     iou_threshold=T("float32", values=(0.5,)), score_threshold=T("float32", values=(0.0,))),
+                "last_dim_const", "boxes.dim[-1] == 4"),
     # "First input (lhs) must be a square matrix": the first tensor argument
     "ordinal": ("tf.raw_ops.MatrixSolve", dict(matrix=T("float32", 2, 3), rhs=T("float32", 2, 1)),
                 "square", "matrix.rank >= 2 and matrix.dim[-1] == matrix.dim[-2]"),
@@ -177,3 +205,43 @@ def test_indirect_names_resolved(case, executors):
     assert res.outcome == "invalid", (res.outcome, res.message)
     cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
     assert cands and cands[0].expr == want, ([c.expr for c in cands], res.message)
+
+
+def test_mined_dtype_rule_from_real_runs(executors):
+    """A dtype without a kernel (erfinv on complex64, offered by a widened
+    spec) is mined from the labelled runs as the dtypes seen passing, and the
+    solver's next samples keep to them."""
+    import dataclasses
+
+    from acetest_ml.learn.mine import mine
+    spec = get_spec("torch.ops.aten.erfinv")
+    spec = dataclasses.replace(spec, args=[dataclasses.replace(spec.args[0],
+                                                               dtypes=["float32", "float64", "int32", "complex64"])])
+    sampler = Sampler([RegistryProblem(spec, [])], seed=1)
+    passing, invalid = [], []
+    for _ in range(30):
+        ai = sampler.next()
+        res = executors("torch").run(spec, ai)
+        (passing if res.outcome == "pass" else invalid).append(ai)
+    assert invalid and all(a.args["self"].dtype == "complex64" for a in invalid)
+    rule, excluded = mine(spec, passing, invalid)[0]
+    assert rule == "self.dtype in ('float32', 'float64', 'int32')" and excluded == len(invalid)
+    nxt = Sampler([RegistryProblem(spec, [rule])], seed=2)
+    assert all(nxt.next().args["self"].dtype != "complex64" for _ in range(15))
+
+
+def test_message_number_read_as_a_relation(executors):
+    """"Expected start to be a vector of length 2": the 2 is the length of
+    ``shape`` (the sparse rank); the constant reading comes first, the
+    relation to the failing input's equal terms after it."""
+    api = "tf.raw_ops.SparseSlice"
+    spec = get_spec(api)
+    ai = AbstractInput(api=api, args=dict(indices=T("int64", 2, 2, values=(0,) * 4), values=T("float32", 2),
+                                          shape=T("int64", 2, values=(3, 3)), start=T("int64", 1, values=(0,)),
+                                          size=T("int64", 2, values=(1, 1))), value_seed=1)
+    res = executors("tf").run(spec, ai)
+    assert res.outcome == "invalid", (res.outcome, res.message)
+    cands = [c.expr for c in candidates_from_message(spec, ai, res.message) if c.family == "vector_of_size"]
+    assert cands[0] == "start.rank == 1 and start.dim[0] == 2"
+    assert "start.rank == 1 and start.dim[0] == shape.dim[0]" in cands
+    assert all(not holds(c, ai) for c in cands)

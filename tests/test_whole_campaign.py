@@ -19,7 +19,7 @@ def records(out):
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_api_failing_in_our_code_is_recorded_and_campaign_goes_on(tmp_path, capsys, jobs):
     out = str(tmp_path / "c")
-    rc = main(["campaign", "--constraints", "acetest", "--acetest-data", broken_data(tmp_path),
+    rc = main(["campaign", "--constraints", "acetest", "--acetest-data", broken_data(tmp_path), "--acetest-extensions",
                "--api", "tf.raw_ops.Tile", "--api", "tf.raw_ops.BiasAdd", "--budget", "6", "--seed", "2",
                "--out", out, "--jobs", jobs])
     assert rc == 0

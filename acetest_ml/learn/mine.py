@@ -4,7 +4,9 @@ Candidate predicates are enumerated over the shape abstraction of the spec
 (tensor ranks, leading and trailing dimensions, list lengths, int values):
 
 - ``t.rank == r``, ``t.rank >= lo``, ``t.rank <= hi``
-- ``t.rank == u.rank``; ``t.dim[i] == u.dim[j]`` for i, j in 0, 1, -1, -2
+- ``t.rank == u.rank``, ``t.rank == u.rank + 1``, equal shapes;
+  ``t.dim[i] == u.dim[j]`` for i, j in 0, 1, -1, -2
+- ``t.dtype in (...)``: the dtypes seen passing (a dtype without a kernel)
 - ``t.dim[-1] == t.dim[-2]``
 - ``len(l) == t.rank``, ``len(l) == k``
 - ``v >= lo``, ``v <= hi``, ``v in (...)`` (small sets), ``-t.rank <= v < t.rank``
@@ -26,7 +28,7 @@ from typing import AbstractSet, Any, Callable, Optional, Sequence
 import numpy as np
 
 from .evaluate import _elements
-from ..model import INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, TensorDesc
+from ..model import ALL_DTYPES, DTYPE_CODE, INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, TensorDesc
 
 DIM_INDEX = (0, 1, -1, -2)
 MIN_PASSING = 3
@@ -36,6 +38,7 @@ MIN_EXCLUDED_SHARE = 0.25
 #: (share of invalid runs it holds in) ** (passing runs), must be below this
 MAX_CHANCE = 1e-3
 MAX_SET = 4
+MAX_DTYPES = 6
 
 
 def _tensor(v) -> Optional[TensorDesc]:
@@ -72,12 +75,19 @@ class _Table:
                 if d is None:
                     continue
                 put(f"{t}.rank", i, d.rank)
+                put(f"{t}.dtype", i, DTYPE_CODE.get(d.dtype, math.nan))
                 for k in DIM_INDEX:
                     put(f"{t}.dim[{k}]", i, _dim(d, k))
                 vals = _elements(ai.args.get(t), ai.value_seed, t)
                 if vals is not None and len(vals) == 1 and isinstance(vals[0], int):
                     put(f"{t}.value", i, vals[0])
                     self.valued.add(t)
+            for j, t in enumerate(self.tensors):
+                d = _tensor(ai.args.get(t))
+                for u in self.tensors[j + 1:]:
+                    e = _tensor(ai.args.get(u))
+                    if d is not None and e is not None:
+                        put(f"same({t},{u})", i, float(tuple(d.shape) == tuple(e.shape)))
             for l in self.lists:
                 v = ai.args.get(l)
                 if isinstance(v, list):
@@ -120,6 +130,19 @@ def _candidates(table_pass: _Table) -> list[tuple[str, Callable[..., Any]]]:
         for u in P.tensors[i + 1:]:
             out.append((f"{t}.rank == {u}.rank",
                         lambda T, t=t, u=u: T.get(f"{t}.rank") == T.get(f"{u}.rank")))
+            out.append((" and ".join([f"{t}.rank == {u}.rank"] + [f"{t}.dim[{k}] == {u}.dim[{k}]" for k in range(6)]),
+                        lambda T, t=t, u=u: T.get(f"same({t},{u})") == 1))
+            for big, small in ((t, u), (u, t)):
+                out.append((f"{big}.rank == {small}.rank + 1",
+                            lambda T, big=big, small=small: T.get(f"{big}.rank") == T.get(f"{small}.rank") + 1))
+    for t in P.tensors:
+        # dtypes: the ones seen passing (dtypes without a kernel fail)
+        col = P.get(f"{t}.dtype")
+        codes = sorted({int(c) for c in col[~np.isnan(col)]})
+        if codes and len(codes) <= MAX_DTYPES:
+            names = ", ".join(repr(ALL_DTYPES[c]) for c in codes)
+            out.append((f"{t}.dtype in ({names},)" if len(codes) == 1 else f"{t}.dtype in ({names})",
+                        lambda T, t=t, codes=tuple(codes): np.isin(T.get(f"{t}.dtype"), codes)))
     for t in P.tensors:
         out.append((f"{t}.rank >= 2 and {t}.dim[-1] == {t}.dim[-2]",
                     lambda T, t=t: (T.get(f"{t}.rank") >= 2) & (T.get(f"{t}.dim[-1]") == T.get(f"{t}.dim[-2]"))))

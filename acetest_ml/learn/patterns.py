@@ -85,6 +85,26 @@ class Candidate:
     key: str          # the normalised message it came from
 
 
+def _literal(pattern: str) -> str:
+    """The longest piece of plain text every match of ``pattern`` contains
+    (outside groups, classes, placeholders and quantified characters), used
+    to skip a regex whose text the message lacks; "" when there is none."""
+    if "|" in re.sub(r"\(.|\((?:[^()]|\([^()]*\))*\)|\[[^\]]*\]", "", pattern):
+        return ""  # a top-level alternative: nothing is mandatory
+    p = pattern
+    while True:  # nested groups, innermost first
+        q = re.sub(r"\((?:[^()\\]|\\.)*\)[?*+]?(?:\{[^}]*\})?", "\x00", p)
+        if q == p:
+            break
+        p = q
+    p = re.sub(r"\[(?:[^\]\\]|\\.)*\][?*+]?", "\x00", p)
+    p = re.sub(r"\{[A-Z0-9]+\}", "\x00", p)
+    p = re.sub(r"\\.", "\x00", p)
+    p = re.sub(r".[?*]|.\{[^}]*\}", "\x00", p)
+    pieces = re.split(r"[\x00.^$+()\[\]{}|]", p)
+    return max(pieces, key=len) if pieces else ""
+
+
 def _compile(pattern: str, where: str) -> re.Pattern:
     p = pattern
     for k, v in _PLACEHOLDERS.items():
@@ -112,7 +132,7 @@ def load_families(path: str = PATTERNS_PATH) -> tuple:
             raise ConfigError(f"{where}: kind must be one of {sorted(_KINDS)}")
         out.append(Family(d["family"], tuple(d.get("fw") or ("tf", "torch")), _KINDS[kind],
                           _KINDS[d.get("kind2", "any")],
-                          tuple(_compile(p, where) for p in d["match"]), tuple(d["rules"])))
+                          tuple((_literal(p), _compile(p, where)) for p in d["match"]), tuple(d["rules"])))
     return tuple(out)
 
 
@@ -139,14 +159,25 @@ def message_key(message: Optional[str]) -> str:
     return m[:160]
 
 
+@functools.lru_cache(maxsize=512)
+def _match_cached(message: str, framework: str) -> tuple:
+    return tuple(_match(message, framework))
+
+
 def match_message(message: str, framework: str) -> list[tuple[Family, dict]]:
     """Every (family, groups) whose patterns match ``message`` (cleaned)."""
+    return [(f, dict(g)) for f, g in _match_cached(message, framework)]
+
+
+def _match(message: str, framework: str) -> list[tuple[Family, dict]]:
     out = []
     for fam in load_families():
         if framework not in fam.frameworks:
             continue
         seen: list[dict] = []
-        for rx in fam.regexes:
+        for lit, rx in fam.regexes:
+            if lit and lit not in message:
+                continue
             m = rx.search(message)
             if m:
                 g = {k: v for k, v in m.groupdict().items() if v is not None}
@@ -247,6 +278,9 @@ _MACROS: dict[str, Callable[..., str]] = {
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
+    # t.dim[off + i] == l[i] for every item of l
+    "dims_from_list": lambda t, l, off: " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{int(off) + i}] == {l}[{i}])" for i in range(MAX_DIMS - int(off))),
     "in_rank": lambda i, t: f"({t}.rank == 0 and {i} in (-1, 0)) or (-{t}.rank <= {i} and {i} < {t}.rank)",
 }
 
@@ -332,17 +366,43 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 e["data2"] = others[1] if len(others) > 1 else None
                 if fam.kind == (INT,) and e.get("data") is None:
                     continue
-                expr = _expand(tmpl, e)
-                if expr is None or expr in seen:
-                    continue
-                if holds(expr, ai):
-                    continue  # the failing input already satisfies it: not the cause
-                seen.add(expr)
-                # every violated reading, best first: the learner adopts the
-                # first its checks keep and tries the next after a rejection
                 strong = (a is None or a in good1 or not arg_opts) and (b is None or b in good2 or not arg2_opts)
-                (out if strong else weak).append(Candidate(expr, fam.name, key))
+                # {term_n}: a term of the failing input (another argument's
+                # dim, rank or length) equal to the message's number: the
+                # number may be a relation ("start must have length 2": as
+                # long as shape)
+                terms = _terms_equal(spec, ai, e.get("n"), exclude=a) if "{term_n}" in tmpl else [None]
+                for term in terms:
+                    expr = _expand(tmpl, dict(e, term_n=term))
+                    if expr is None or expr in seen:
+                        continue
+                    if holds(expr, ai):
+                        continue  # the failing input already satisfies it: not the cause
+                    seen.add(expr)
+                    # every violated reading, best first: the learner adopts the
+                    # first its checks keep and tries the next after a rejection
+                    (out if strong else weak).append(Candidate(expr, fam.name, key))
     return out + weak
+
+
+def _terms_equal(spec: ApiSpec, ai: AbstractInput, n: Optional[int], exclude: Optional[str]) -> list[str]:
+    """Terms of ``ai`` (tensor dims and ranks, list lengths of arguments
+    other than ``exclude``) whose value is ``n``."""
+    if n is None:
+        return []
+    out = []
+    for a in spec.args:
+        if a.name == exclude:
+            continue
+        v = ai.args.get(a.name)
+        t = v if isinstance(v, TensorDesc) else None
+        if t is not None:
+            out += [f"{a.name}.dim[{k}]" for k in (0, 1, -1) if -t.rank <= k < t.rank and t.shape[k] == n]
+            if t.rank == n:
+                out.append(f"{a.name}.rank")
+        elif a.kind in (INT_LIST, SHAPE) and isinstance(v, list) and len(v) == n:
+            out.append(f"len({a.name})")
+    return list(dict.fromkeys(out))
 
 
 def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g: str,

@@ -22,20 +22,32 @@ semantics of the upstream ACETest Tester:
   ranges, including its rare huge values) by :meth:`AcetestProblem.decode`
   through :mod:`acetest_ml.solve.fill`.
 
-Where we deviate from upstream (documented in the class): solved values are
-never overwritten by the random huge/zero mutations (so every input satisfies
-its formulas), a ``padding``/enum string code is bound to the enum's codes,
-negative dimension indices are resolved as ``index + rank`` (upstream ignores
-them), an element count of 1 on a tensor whose rank is not 1 gives all-ones
-dims of the solved rank (upstream sets the shape to ``[1]``), and quantized
-dtypes are dropped (the data model has none).
+The default is faithful to upstream's Tester: four goal variants per
+constraint set (minimum dimension 0/1 x list minimum 0/1, upstream's last two
+being the same), each its own set; the int range and the "huge rank" choice
+drawn once per set; models enumerated the way upstream's ``all_smt`` does
+(block one argument term, fix the ones before it, depth first) with model
+compaction off (``solver_params``); array arguments read from the model's
+explicit entries only, as unsigned numbers at indices 0..20; solved ints,
+floats and list items go through the random zero/huge mutations; an int enum
+is chosen from whatever was solved; a tensor with an element count gets
+``[count]`` when its rank is 1 and ``[1]`` when the count is 1.
+
+``extensions=True`` (``--acetest-extensions``) keeps our improvements instead:
+the variant and random equality targets drawn per draw, a whole-model block,
+every read of an array evaluated as a signed number (negative dimension
+indices resolved as ``index + rank``), solved values never mutated (so every
+input satisfies its formulas), an element count of 1 giving all-ones dims of
+the solved rank. In both modes a ``padding``/enum string code is bound to the
+enum's codes and quantized dtypes are dropped (the data model has none).
 """
 from __future__ import annotations
 
+import copy
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import z3
 
@@ -62,6 +74,11 @@ BIG_RANK_PROB = 0.2
 MIN_ONE_ARGS = ("ksize", "strides")   # items / dims of these start at 1
 DIM_VALUE_ARGS = ("dim", "dimension")  # ints bounded to 0..6
 BLOCK_INDEX_LIMIT = 20                 # array entries upstream reads and blocks
+#: upstream's goal variants per constraint set: (dimension sizes >= 1, list items >= 1);
+#: its fourth goal repeats the third
+GOAL_VARIANTS = ((False, False), (True, False), (True, True), (True, True))
+#: z3 settings of upstream's sampling solver (faithful mode)
+FAITHFUL_SOLVER_PARAMS = {"model.compact": False}
 
 # data_format codes and padding codes used by the extracted formulas
 FMT_CODES = {"NHWC": 0, "NDHWC": 0, "NCHW": 1, "NCDHW": 1, "NCHW_VECT_C": 2,
@@ -115,6 +132,26 @@ def _bv(v: int, ctx: z3.Context) -> z3.BitVecNumRef:
 _signed = int_value  # z3 value -> signed Python int (None if not a value)
 
 
+def explicit_entries(model: z3.ModelRef, arr: z3.ExprRef) -> list[tuple[int, int]]:
+    """(index, value) of the entries a model's array value spells out (its
+    chain of stores, outermost first), both read as unsigned numbers, as
+    upstream reads them; a constant array or a function interpretation has
+    none."""
+    try:
+        v = model[arr]
+    except z3.Z3Exception:
+        return []
+    out: list[tuple[int, int]] = []
+    while v is not None and z3.is_app(v) and z3.is_store(v):
+        ch = v.children()
+        if z3.is_bv_value(ch[1]) and z3.is_bv_value(ch[2]):
+            out.append((ch[1].as_long(), ch[2].as_long()))
+        v = ch[0]
+    # (a reader that stores these in order keeps the innermost value of a
+    # repeated index, as upstream's walk does)
+    return out
+
+
 # ---- per-argument properties beyond ArgSpec --------------------------------------------------
 @dataclass
 class ArgExtra:
@@ -153,8 +190,19 @@ class AcetestProblem(Problem):
     def __init__(self, spec: ApiSpec, parts: Sequence[tuple[str, Sequence[z3.BoolRef]]] = (), *,
                  extras: Optional[dict[str, ArgExtra]] = None,
                  aliases: Optional[dict[str, str]] = None,
-                 set_id: Optional[str] = None, analyse_timeout_ms: int = 3000):
+                 set_id: Optional[str] = None, analyse_timeout_ms: int = 3000,
+                 extensions: bool = False):
         self.spec = spec
+        #: our improvements beyond upstream (see the module docstring); off: faithful
+        self.extensions = bool(extensions)
+        #: z3 settings the sampler applies to this problem's solver
+        self.solver_params: dict[str, Any] = {} if extensions else dict(FAITHFUL_SOLVER_PARAMS)
+        #: faithful: models are enumerated as upstream's all_smt does
+        self.enumeration: Optional[str] = None if extensions else "all_smt"
+        #: faithful: this set's goal variant (None until :meth:`variants`)
+        self.variant: Optional[tuple[bool, bool]] = None
+        #: faithful: the int range / huge rank choices, drawn once per set
+        self._set_draws: Optional[list] = None
         self.extras = dict(extras or {})
         self.aliases = dict(aliases or {})
         self.files = [name for name, _ in parts]
@@ -238,6 +286,20 @@ class AcetestProblem(Problem):
                 self.selects.append(_Select(arg, part, t, t.arg(1)))
         self.arrays: set[tuple[str, str]] = {(arg, part) for arg, part in arrays.values()
                                              if arg is not None}
+
+    def _array_terms(self) -> list[tuple[z3.ExprRef, tuple[str, str]]]:
+        """The argument arrays (dimension sizes, list items) of the formulas."""
+        out = []
+        seen = set()
+        for s in self.selects:
+            if s.arg is None:
+                continue
+            arr = s.term.arg(0)
+            name = arr.decl().name()
+            if name not in seen:
+                seen.add(name)
+                out.append((arr, (s.arg, s.part)))
+        return out
 
     def _var(self, arg: str, suffix: str) -> z3.ExprRef:
         return z3.BitVec(f"ARGNAME_{arg}_NAMEEND{suffix}", BV_WIDTH, self.ctx)
@@ -426,7 +488,35 @@ class AcetestProblem(Problem):
 
     # ---- Problem interface ----
     def formulas(self) -> list[z3.BoolRef]:
-        return list(self._core) + list(self._ext)
+        return list(self._core) + list(self._ext) + self._variant_lits()
+
+    def _variant_lits(self) -> list[z3.BoolRef]:
+        if self.variant is None or not self.constrained:
+            return []
+        md1, lm1 = self.variant
+        return [self.sel_mindim1 == z3.BoolVal(md1, self.ctx),
+                self.sel_listmin1 == z3.BoolVal(lm1, self.ctx)]
+
+    def variants(self, timeout_ms: int = 30000) -> list["AcetestProblem"]:
+        """Upstream's four goals of this constraint set, the unsatisfiable ones
+        left out (faithful mode); ``[self]`` with extensions or without
+        constraints."""
+        if self.extensions or not self.constrained:
+            return [self]
+        self.satisfiable(timeout_ms)   # the stage-3 bounds are on the shared solver now
+        out: list[AcetestProblem] = []
+        for k, v in enumerate(GOAL_VARIANTS):
+            p = copy.copy(self)
+            p.variant = v
+            p.set_id = f"{self.set_id}#v{k}"
+            p._set_draws = None
+            p.__dict__.pop("_last_solved", None)
+            p.__dict__.pop("_enum_terms", None)
+            limit(self._solver, timeout_ms)
+            if self._solver.check(*p._variant_lits()) == z3.unsat:
+                continue
+            out.append(p)
+        return out
 
     def core_formulas(self) -> list[z3.BoolRef]:
         """The extracted formulas alone (no default bounds)."""
@@ -435,6 +525,8 @@ class AcetestProblem(Problem):
     def random_targets(self, rng: random.Random) -> list[z3.BoolRef]:
         if not self.constrained:
             return []
+        if not self.extensions:
+            return self.set_draws(rng)
         out: list[z3.BoolRef] = []
         variant = rng.randrange(4)   # upstream's four (min dim, list min) variants
         out.append(self._lit(self.sel_mindim1, variant > 0))
@@ -454,6 +546,77 @@ class AcetestProblem(Problem):
                 spread.append(self._lit(s.term, rng.randint(1, hi)))
         rng.shuffle(spread)
         return out + spread[:self.max_spread_targets]
+
+    def set_draws(self, rng: random.Random) -> list[z3.BoolRef]:
+        """Faithful mode: upstream's per-set random bounds (each int argument's
+        range |x| < 65536 or < 1024, each created rank "huge" with 20%), drawn
+        on the set's first draw and kept for every later one."""
+        if self._set_draws is None:
+            out: list[z3.BoolRef] = []
+            for arg in sorted(self.int_selectors):
+                out.append(self._lit(self.int_selectors[arg], rng.random() < 0.5))
+            for arg in sorted(self.bigrank_selectors):
+                out.append(self._lit(self.bigrank_selectors[arg], rng.random() < BIG_RANK_PROB))
+            self._set_draws = out
+        return list(self._set_draws)
+
+    # ---- upstream's model enumeration (faithful mode) ----
+    def enum_terms(self) -> list[z3.ExprRef]:
+        """The argument variables in the order they first occur in the
+        formulas: the terms upstream's all_smt blocks and fixes."""
+        if getattr(self, "_enum_terms", None) is None:
+            _, consts, _ = collect(self.formulas())
+            terms = []
+            for name, c in consts.items():
+                sp = split_var(name)
+                if sp is not None and self._arg_of(sp[0]) is not None:
+                    terms.append(c)
+            self._enum_terms = terms
+        return list(self._enum_terms or [])
+
+    def _block_term(self, solver: z3.Solver, m: z3.ModelRef, t: z3.ExprRef) -> None:
+        if z3.is_array(t):
+            for idx, _ in explicit_entries(m, t):
+                if idx <= BLOCK_INDEX_LIMIT:
+                    sel = t[_bv(idx, self.ctx)]
+                    solver.add(sel != m.eval(sel, model_completion=True))
+        else:
+            solver.add(t != m.eval(t, model_completion=True))
+
+    def enumerate_models(self, solver: z3.Solver) -> Iterator[z3.ModelRef]:
+        """Models in upstream's all_smt order: the first model; then, depth
+        first, for each term k from the frame's own start: block term k of the
+        frame's model, fix the terms before it (from the frame's start) to it,
+        and enumerate below with terms k.. ."""
+        terms = self.enum_terms()
+        n = len(terms)
+        if solver.check() != z3.sat:
+            return
+        m = solver.model()
+        yield m
+        # frames: [model, start, k, pushed]
+        stack: list[list] = [[m, 0, 0, False]]
+        while stack:
+            fr = stack[-1]
+            if fr[3]:
+                solver.pop()
+                fr[3] = False
+                fr[2] += 1
+            if fr[2] >= n:
+                stack.pop()
+                continue
+            fm, start, k = fr[0], fr[1], fr[2]
+            solver.push()
+            fr[3] = True
+            self._block_term(solver, fm, terms[k])
+            for j in range(start, k):
+                solver.add(terms[j] == fm.eval(terms[j], model_completion=True))
+            if solver.check() == z3.sat:
+                m2 = solver.model()
+                yield m2
+                stack.append([m2, k, k, False])
+        while solver.num_scopes() > 0:
+            solver.pop()
 
     def _lit(self, term: z3.ExprRef, value, negate: bool = False) -> z3.BoolRef:
         """``term == value`` (or ``!=``), one object per problem and key (target
@@ -482,6 +645,18 @@ class AcetestProblem(Problem):
             vals[key] = _signed(model.eval(c, model_completion=True))
         entries: dict[tuple[str, str], dict[int, int]] = {}
         blockable: dict[tuple[str, int], tuple] = {}
+        if not self.extensions:
+            # upstream reads the model's explicit entries of each argument
+            # array (unsigned, indices 0..20), not the formulas' reads
+            for arr, (arg, part) in self._array_terms():
+                got: dict[int, int] = {}
+                for e_idx, e_val in explicit_entries(model, arr):
+                    if e_idx <= BLOCK_INDEX_LIMIT:
+                        got[e_idx] = e_val
+                if got:
+                    entries[(arg, part)] = got
+            self._last_solved = (model, vals, entries, blockable)
+            return vals, entries, blockable
         for s in self.selects:
             if s.arg is None:
                 continue
@@ -518,7 +693,9 @@ class AcetestProblem(Problem):
         else:
             vals, entries, variant_lm1, variant = {}, {}, False, None
         from .fill import fill_args   # fill reads this module's bounds and ArgExtra
-        args, solved = fill_args(self, rng, vals, entries, variant_lm1)
+        # faithful: upstream's list-minimum variable of a list with random items
+        # is fixed by its first goal variant (0), whatever the variant
+        args, solved = fill_args(self, rng, vals, entries, variant_lm1 and self.extensions)
         origin: dict[str, Any] = {"set": self.set_id}
         if variant:
             origin["variant"] = variant

@@ -70,6 +70,8 @@ class Filler:
         self.list_min_1 = list_min_1
         self.solved: list[str] = []
         self.out: dict[str, Any] = {}
+        #: our improvements beyond upstream (off: upstream's ArgumentValue rules)
+        self.ext = bool(getattr(problem, "extensions", True))
         # upstream: 1% of the runs draw everything open with huge values
         self.large_prob = 1.0 if rng.random() < 0.01 else 0.01
 
@@ -151,7 +153,11 @@ class Filler:
             hi = a.max_rank
             rank = lo if hi <= lo else rng.randint(lo, hi)
         shape: list[int]
-        if dims:
+        # faithful: a dimension array of the formulas decides the shape even when
+        # the model spells out none of its entries (upstream: every size open)
+        bound = (not self.ext and solved_ok and self.p.constrained
+                 and (name, "dims") in getattr(self.p, "arrays", ()))
+        if dims or bound:
             shape = []
             any_solved = False
             for i in range(rank):
@@ -172,9 +178,19 @@ class Filler:
             shape = [rng.randint(0, FREE_DIM_MAX) for _ in range(rank)]
             if rank and self.p_(self.large_prob):
                 shape[rng.randint(0, rank - 1)] = rng.randint(2 ** 32, HUGE_VALUE)
-        if numel is not None and not dims:
-            # upstream: a 1-d tensor gets its element count as its size (here only
-            # when no dimension size was solved, so the input keeps its formulas)
+        if numel is not None and not self.ext:
+            # upstream: a tensor whose rank is 1 (solved or fixed) gets its element
+            # count as its shape, any other tensor with one element the shape [1]
+            ndim_prop = min(rank_v, RANK_MAX) if rank_v is not None else ex.ndim
+            if ndim_prop == 1:
+                shape = [max(0, numel)]
+                self.solved.append(f"{name}.shape")
+            elif numel == 1:
+                shape = [1]
+                self.solved.append(f"{name}.shape")
+        elif numel is not None and not dims:
+            # a 1-d tensor gets its element count as its size (here only when no
+            # dimension size was solved, so the input keeps its formulas)
             if len(shape) == 1:
                 shape = [max(0, numel)]
                 self.solved.append(f"{name}.shape")
@@ -200,14 +216,17 @@ class Filler:
 
     # scalars
     def _int(self, a: ArgSpec, solved_ok: bool = True, lo_override=None, hi_override=None) -> int:
+        if not self.ext and a.allowed:
+            # upstream: an int enum is chosen from, whatever was solved
+            return self.rng.choice(list(a.allowed))
         if solved_ok:
             v = self._solved_val(a.name, "value")
             if v is not None:
                 self.solved.append(a.name)
-                return v
+                return v if self.ext else self._mutate_int(v)
         ex = self._extra(a.name) if solved_ok else ArgExtra()
         if isinstance(ex.value, int) and not isinstance(ex.value, bool):
-            return ex.value
+            return ex.value if self.ext else self._mutate_int(ex.value)
         if a.allowed:
             return self.rng.choice(list(a.allowed))
         return self._random_int(a.name, a.minimum if lo_override is None else lo_override,
@@ -236,15 +255,31 @@ class Filler:
             v = rng.randint(-HUGE_VALUE, HUGE_VALUE)
         return v
 
+    def _mutate_int(self, v: int) -> int:
+        """Upstream's mutations of an int value it was given: zero with 1%,
+        a huge random value with the run's large-value probability."""
+        if self.p_(ZERO_PROB):
+            v = 0
+        if self.p_(self.large_prob):
+            v = self.rng.randint(-HUGE_VALUE, HUGE_VALUE)
+        return v
+
+    def _mutate_float(self, v: float) -> float:
+        if self.p_(ZERO_PROB):
+            v = 0.0
+        if self.p_(self.large_prob):
+            v = float(self.rng.randint(-HUGE_VALUE, HUGE_VALUE))
+        return v
+
     def _float(self, a: ArgSpec, solved_ok: bool = True) -> float:
         if solved_ok:
             v = self._solved_val(a.name, "value")
             if v is not None:
                 self.solved.append(a.name)
-                return float(v)
+                return float(v) if self.ext else self._mutate_float(float(v))
         ex = self._extra(a.name)
         if isinstance(ex.value, (int, float)) and not isinstance(ex.value, bool):
-            return float(ex.value)
+            return float(ex.value) if self.ext else self._mutate_float(float(ex.value))
         return self._random_float(a.minimum, a.maximum)
 
     def _random_float(self, minimum, maximum) -> float:
@@ -264,6 +299,8 @@ class Filler:
         return v
 
     def _bool(self, a: ArgSpec) -> bool:
+        if not self.ext and a.name == "use_cudnn_on_gpu":
+            return True   # upstream: always, whatever was solved
         v = self._solved_val(a.name, "value")
         if v is not None:
             self.solved.append(a.name)
@@ -323,11 +360,18 @@ class Filler:
         for i in range(n):
             v = items.get(i)
             if v is not None and a.kind in (INT_LIST, SHAPE, BOOL_LIST):
-                out.append(bool(v) if a.kind == BOOL_LIST else v)
+                if a.kind == BOOL_LIST:
+                    out.append(bool(v))
+                else:
+                    out.append(v if self.ext else self._mutate_int(v))
                 any_solved = True
                 continue
             if fixed is not None and i < len(fixed) and fixed[i] is not None:
-                out.append(fixed[i])
+                x = fixed[i]
+                if not self.ext and a.kind in (INT_LIST, SHAPE) and isinstance(x, int) \
+                        and not isinstance(x, bool):
+                    x = self._mutate_int(x)
+                out.append(x)
                 continue
             out.append(self._item(a, i))
         if any_solved:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import z3
 
@@ -28,6 +28,7 @@ class _SetState:
     unsat: bool = False
     pool: list = field(default_factory=list)   # models kept for reuse
     pool_closed: bool = False                  # no new distinct model left
+    models: Optional[Iterator] = None          # ACETest enumeration (enumerate_models)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Sampler:
         for i, p in enumerate(problems):
             s = z3.Solver(ctx=p.ctx or z3.main_ctx())
             s.set("random_seed", (seed * 7919 + i) % (2 ** 31))
+            for k, v in getattr(p, "solver_params", {}).items():
+                s.set(k, v)
             limit(s, timeout_ms)
             s.add(*p.formulas())
             self._sets.append(_SetState(p, s))
@@ -69,6 +72,16 @@ class Sampler:
 
     def _live(self) -> list[_SetState]:
         return [st for st in self._sets if not st.unsat]
+
+    def _enumerated(self, st: _SetState) -> z3.ModelRef | None:
+        """The next model of a problem that enumerates its own models (ACETest's
+        all_smt order); its random targets, drawn once, are hard constraints."""
+        if st.models is None:
+            for t in st.problem.random_targets(self.rng):
+                st.solver.add(t)
+            st.models = iter(st.problem.enumerate_models(st.solver))  # type: ignore[attr-defined]
+        self.stats.solver_calls += 1
+        return next(st.models, None)
 
     def _solve(self, st: _SetState) -> z3.ModelRef | None:
         """Solve under the problem's random targets. Each target is guarded by
@@ -118,7 +131,8 @@ class Sampler:
             if reuse:
                 model = st.pool[self.rng.randrange(len(st.pool))]
             else:
-                model = self._solve(st)
+                enumerated = getattr(st.problem, "enumeration", None) == "all_smt"
+                model = self._enumerated(st) if enumerated else self._solve(st)
                 if model is None:
                     if st.blocked == 0:
                         st.unsat = True
@@ -129,7 +143,9 @@ class Sampler:
                         continue
                     self._reset(st)
                     continue
-                blk = st.problem.block(model)
+                blk = None if enumerated else st.problem.block(model)
+                if enumerated:
+                    st.blocked += 1
                 if blk is not None:
                     st.solver.add(blk)
                     st.blocked += 1
@@ -150,8 +166,11 @@ class Sampler:
         s = z3.Solver(ctx=st.problem.ctx or z3.main_ctx())
         s.set("random_seed", self.rng.randrange(2 ** 31))
         limit(s, self.timeout_ms)
+        for k, v in getattr(st.problem, "solver_params", {}).items():
+            s.set(k, v)
         s.add(*st.problem.formulas())
         st.solver = s
+        st.models = None
         st.blocked = 0
         st.exhausted_rounds += 1
         self.stats.resets += 1

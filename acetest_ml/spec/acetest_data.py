@@ -364,9 +364,13 @@ class AcetestData:
     def has_op_json(self, api: str) -> bool:
         return os.path.isfile(self.op_json_path(self.normalize(api)))
 
-    def load(self, api: str, registry_spec: Optional[ApiSpec] = None) -> AcetestApi:
+    def load(self, api: str, registry_spec: Optional[ApiSpec] = None, *,
+             extensions: bool = False) -> AcetestApi:
         """``registry_spec``: TensorFlow's registry spec of an API without an
-        op_json, when the caller already has it (saves importing TensorFlow)."""
+        op_json, when the caller already has it (saves importing TensorFlow).
+        ``extensions``: our generation improvements beyond upstream's Tester
+        (off: faithful, four goal variants per constraint set; see
+        :mod:`acetest_ml.solve.acetest_problem`)."""
         name = self.normalize(api)
         op = self.api2op.get(name)
         json_path = self.op_json_path(name)
@@ -438,7 +442,8 @@ class AcetestData:
         problems: list = []
         for combo in combos:
             prob = AcetestProblem(spec, [(f.name, f.text) for f in combo], extras=extras,
-                                  aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms)
+                                  aliases=aliases, analyse_timeout_ms=self.analyse_timeout_ms,
+                                  extensions=extensions)
             r = prob.satisfiable(self.check_timeout_ms)
             if r == z3.unsat:
                 skipped.append((prob.set_id, "unsatisfiable combination"))
@@ -449,7 +454,10 @@ class AcetestData:
             if r == z3.unknown:
                 notes.append(f"{prob.set_id}: satisfiability unknown within "
                              f"{self.check_timeout_ms} ms, kept")
-            problems.append(prob)
+            variants = prob.variants(self.check_timeout_ms)
+            if not variants:
+                skipped.append((prob.set_id, "every goal variant unsatisfiable"))
+            problems.extend(variants)
         if not problems:
             if combos:
                 notes.append("no satisfiable constraint set: runs on the argument properties "
@@ -459,6 +467,7 @@ class AcetestData:
             else:
                 notes.append("no usable constraint file: runs on the argument properties alone")
             problems.append(AcetestProblem(spec, [], extras=extras, aliases=aliases,
-                                           set_id="op_json" if spec.source == "acetest" else "registry"))
+                                           set_id="op_json" if spec.source == "acetest" else "registry",
+                                           extensions=extensions))
         return AcetestApi(name=name, op_name=op, spec=spec, problems=problems, skipped=skipped,
                           notes=notes, extras=extras)
