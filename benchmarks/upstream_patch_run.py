@@ -1,0 +1,139 @@
+"""Upstream ACETest's own command line with and without ``patches/`` (issue 14).
+
+For each API and arm, a private copy of the Tester (only that API's data files)
+is run as ``cd Tester/src && python main.py --framework=tf --target_api=API
+--test_round=N --mode=cpu_ori ...`` with ``patches/`` on ``PYTHONPATH``:
+
+- ``unfiltered``: ``ACETEST_ML_FILTER=none`` (the patch only seeds upstream's
+  generators, so both arms start from the same random state),
+- ``online``: ``ACETEST_ML_FILTER=online``.
+
+Upstream's ``res.csv`` gives runs / invalid / crash / timeout; pass rate is
+upstream's definition ((runs - invalid) / runs). Writes Markdown + JSON.
+
+    python benchmarks/upstream_patch_run.py --acetest-home ~/ACETest \\
+        --acetest-data ../shared/acetest-data --api tf.raw_ops.MaxPool3D --rounds 300
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from acetest_ml.bench.upstream import _arm_row, _crash_signatures, data_root, private_home  # noqa: E402
+from acetest_ml.upstream.runner import collect_results  # noqa: E402
+
+ARMS = {"unfiltered": "none", "online": "online"}
+
+
+def run_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, warmup: int,
+            round_timeout: int, work_dir: str) -> dict:
+    priv = private_home(home, data, api, os.path.join(work_dir, "home"))
+    work = os.path.join(work_dir, "work")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ)
+    env.update(PYTHONPATH=os.pathsep.join([os.path.join(REPO, "patches"), REPO]),
+               PYTHONHASHSEED=str(seed), ACETEST_ML_SEED=str(seed), ACETEST_ML_FILTER=ARMS[arm],
+               ACETEST_ML_WARMUP=str(warmup), OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "main.py", "--framework=tf", f"--target_api={api}", f"--test_round={rounds}",
+           "--mode=cpu_ori", f"--round_timeout={round_timeout}", f"--work_path={work}"]
+    t0 = time.time()
+    with open(os.path.join(work_dir, "upstream.log"), "w") as log:
+        code = subprocess.call(cmd, cwd=os.path.join(priv, "Tester", "src"), env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - t0
+    res = collect_results(arm, work, "tf", {})
+    rows = [r for r in res.rows if r["api"] == api]
+    if code != 0 or not rows:
+        return {"runs": 0, "error": f"exit {code}; " + "; ".join(res.messages)[:300], "wall_s": wall}
+    r = rows[0]
+    row = _arm_row(r["runs"], r["invalid"], r["crash"], r["timeout"], r["oom"], r["seconds"], wall,
+                   _crash_signatures(work, api), samples=r["samples"])
+    st = res.stats.get(api)
+    if st:
+        row["filter"] = {k: st.get(k) for k in ("generated", "discarded", "explored", "samples_scored",
+                                                 "samples_rejected", "rounds_moved", "score_us_per_candidate")}
+        if "online" in st:
+            row["filter"]["trainings"] = st["online"].get("trainings")
+    row["command"] = " ".join(cmd)
+    return row
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(doc: dict) -> str:
+    lines = ["# patches/ on upstream's own command line", "",
+             f"Upstream Tester at `{doc['acetest_home']}` (private copy per run), data "
+             f"`{doc['acetest_data']}`, {doc['rounds']} rounds, seed {doc['seed']}, online warm-up "
+             f"{doc['warmup']}; {doc['date']}.", "",
+             "```", "cd <copy>/Tester/src",
+             f"PYTHONPATH=<repo>/patches:<repo> PYTHONHASHSEED={doc['seed']} ACETEST_ML_SEED={doc['seed']} "
+             "ACETEST_ML_FILTER=none|online \\",
+             f"  ACETEST_ML_WARMUP={doc['warmup']} python main.py --framework=tf --target_api=API "
+             f"--test_round={doc['rounds']} --mode=cpu_ori --round_timeout={doc['round_timeout']} --work_path=<work>",
+             "```", "",
+             "| API | arm | runs | invalid | crash | timeout | pass (upstream's def.) | invalid-run cut | "
+             "runner s | runs/s | valid runs/s | crash signatures |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for api, arms in doc["results"].items():
+        base = arms.get("unfiltered", {})
+        for arm, r in arms.items():
+            if not r.get("runs"):
+                lines.append(f"| {api} | {arm} | error: {r.get('error', '')} |||||||||||")
+                continue
+            cut = "-"
+            if arm != "unfiltered" and base.get("invalid"):
+                cut = _pct(1 - r["invalid"] / base["invalid"])
+            lines.append(f"| {api} | {arm} | {r['runs']} | {r['invalid']} | {r['crash']} | {r['timeout']} | "
+                         f"{_pct(r['up_pass_rate'])} | {cut} | {r['seconds']:.0f} | {r['runs_per_s']:.2f} | "
+                         f"{r['valid_per_s']:.2f} | {len(r['crash_signatures'])} |")
+    if doc.get("note"):
+        lines += ["", doc["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--acetest-home", required=True)
+    p.add_argument("--acetest-data", default=os.path.join(REPO, "..", "shared", "acetest-data"))
+    p.add_argument("--api", action="append", required=True)
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=40)
+    p.add_argument("--round-timeout", type=int, default=60)
+    p.add_argument("--work", required=True)
+    p.add_argument("--write-to", default=os.path.join(REPO, "benchmarks"))
+    p.add_argument("--note", default="")
+    a = p.parse_args(argv)
+    if not os.path.isfile(os.path.join(a.acetest_home, "Tester", "src", "main.py")):
+        print(f"upstream_patch_run: {a.acetest_home}: no Tester/src/main.py", file=sys.stderr)
+        return 2
+    data = data_root(a.acetest_home, a.acetest_data)
+    doc = {"acetest_home": a.acetest_home, "acetest_data": a.acetest_data, "rounds": a.rounds, "seed": a.seed,
+           "warmup": a.warmup, "round_timeout": a.round_timeout,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": a.note, "results": {}}
+    for api in a.api:
+        doc["results"][api] = {}
+        for arm in ARMS:
+            r = run_arm(arm, api, a.acetest_home, data, a.rounds, a.seed, a.warmup, a.round_timeout,
+                        os.path.join(a.work, api.split(".")[-1], arm))
+            doc["results"][api][arm] = r
+            print(f"{api} {arm}: {r.get('runs')} runs, pass {_pct(r.get('up_pass_rate'))}", flush=True)
+    os.makedirs(a.write_to, exist_ok=True)
+    with open(os.path.join(a.write_to, "upstream_patch_run.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(a.write_to, "upstream_patch_run.md"), "w") as f:
+        f.write(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
