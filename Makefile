@@ -4,7 +4,7 @@ export OMP_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: install test typecheck test-fast bench bench-quick bench-upstream baseline clean
+.PHONY: install test typecheck test-fast bench bench-quick bench-upstream bench-parity baseline clean
 
 install:
 	$(PYTHON) -m pip install -e '.[test,ray]'
@@ -23,6 +23,9 @@ bench-quick:
 
 bench-upstream:
 	$(PYTHON) -m acetest_ml.bench --upstream --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA) --publish
+
+bench-parity:
+	$(PYTHON) -m acetest_ml.bench --upstream --parity --rounds 60 --seeds 2 --config benchmarks/apis.yaml --acetest-data $(ACETEST_DATA) --publish
 
 baseline:
 	$(PYTHON) benchmarks/engine_baseline.py

@@ -127,14 +127,19 @@ class ResumeState:
     executed: int = 0
     explored: int = 0
     elapsed: float = 0.0
+    idle: int = 0               # candidates not run since the last executed one
 
     @classmethod
     def read(cls, store: Store, cfg: CampaignConfig, name: str) -> "ResumeState":
         seed = api_seed(cfg.seed, name)
         prior = store.api_statuses().get(name, {}).get("info", {})
-        return cls(start=store.next_index(name, seed), executed=store.count_executed(name, seed),
+        start = store.next_index(name, seed)
+        last_run = store.db.execute("SELECT MAX(idx) FROM candidates WHERE api = ? AND seed = ? AND "
+                                    "outcome IS NOT NULL", (name, seed)).fetchone()[0]
+        return cls(start=start, executed=store.count_executed(name, seed),
                    explored=store.count_decision(name, seed, Decision.EXPLORE),
-                   elapsed=float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0)
+                   elapsed=float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0,
+                   idle=start - (last_run + 1 if last_run is not None else 0))
 
 
 class StoreSink:
@@ -231,6 +236,7 @@ class ApiCampaign:
         filt = self._make_filter(spec)
         # exploration runs so far (their share of executed runs is bounded)
         self.explored = state.explored
+        self.idle = state.idle  # candidates in a row not run
         idx = state.start
         t0 = time.time()
         self.sink.status(name, ApiStatus.RUNNING, None, {**notes, "elapsed": state.elapsed})
@@ -270,6 +276,11 @@ class ApiCampaign:
                 for ai, score, decision in zip(batch, scores, decisions):
                     if decision == Decision.CRASH:  # predicted crash: run it unless its bug is known
                         decision = filt.settle_crash(ai, score)
+                        if (decision == Decision.KNOWN and cfg.known_crash_floor
+                                and self.idle >= cfg.known_crash_floor):
+                            # nothing else ran for a while: a known crash beats drawing on
+                            decision = Decision.ACCEPT
+                            filt.counts["floor_runs"] += 1
                     if decision in (Decision.REJECT, Decision.KNOWN):
                         # not worth a run by the model (predicted invalid, or a
                         # known crash): run it anyway while exploration runs
@@ -288,10 +299,12 @@ class ApiCampaign:
                         rows.append((name, seed, idx, ai.dumps(), score, decision, None, None, None,
                                      None, None))
                         idx += 1
+                        self.idle += 1
                         continue
                     if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
                         break  # not recorded: a resumed campaign regenerates it identically
                     res = self._execute(executor, spec, ai)
+                    self.idle = 0
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
                     resolved = False
@@ -429,7 +442,7 @@ class _Executors:
             from .execute.supervisor import Executor
             kw: dict[str, Any] = {"timeout": self.cfg.timeout,
                                   "log_dir": os.path.join(self.cfg.out, "logs"),
-                                  "warm_spare": self.cfg.warm_spare}
+                                  "warm_spare": self.cfg.warm_spare, "spares": self.cfg.spares}
             if self.cfg.mem_limit_mb is not None:
                 kw["mem_limit_mb"] = self.cfg.mem_limit_mb
             onednn = self.cfg.onednn
@@ -450,7 +463,8 @@ _PROCESS_EXECUTORS: dict = {}
 
 
 def _process_executors(cfg: CampaignConfig) -> _Executors:
-    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.onednn, cfg.constraints)
+    key = (cfg.out, cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.spares, cfg.onednn,
+           cfg.constraints)
     ex = _PROCESS_EXECUTORS.get(key)
     if ex is None:
         import atexit

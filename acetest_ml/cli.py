@@ -79,6 +79,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--known-crash-k", type=int, default=D["known_crash_k"],
                    help="filter: after a crash signature was seen K times, inputs predicted to "
                    "reproduce it run only from the exploration share (default %(default)s; 0 = off)")
+    p.add_argument("--known-crash-floor", type=int, default=D["known_crash_floor"], metavar="N",
+                   help="crash classes with fewer training runs are cut at 3x their share; after N "
+                        "candidates in a row not run, the next known crash runs (0: off; default "
+                        "%(default)s)")
     p.add_argument("--explore-band", type=float, default=D["explore_band"],
                    help="filter: explore predicted-invalid inputs scoring within this distance "
                    "below the threshold (default %(default)s; 1 = any)")
@@ -88,6 +92,10 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # measuring switch: cold worker restarts instead of the warm spare
     p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--spares", type=int, default=D["spares"], metavar="N",
+                   help="warm spare workers per framework (default %(default)s)")
+    p.add_argument("--prefetch", type=int, default=D["prefetch"], metavar="N",
+                   help="candidates drawn ahead while runs execute (0: off; default %(default)s)")
 
 
 def _read_api_file(path: str) -> list[str]:
@@ -138,8 +146,10 @@ def _campaign_config(args, apis: list[str]):
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
                           learn_rules=args.learn_rules,
                           crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
+                          known_crash_floor=getattr(args, "known_crash_floor", 16),
                           explore_band=args.explore_band, time_budget=args.time_budget,
-                          warm_spare=not getattr(args, "no_warm_spare", False))
+                          warm_spare=not getattr(args, "no_warm_spare", False),
+                          spares=getattr(args, "spares", 2), prefetch=getattr(args, "prefetch", 16))
 
 
 def cmd_campaign(args) -> int:

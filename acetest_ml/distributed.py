@@ -57,6 +57,29 @@ def import_ray():
     return ray
 
 
+#: attempts at starting a local instance: Ray waits a fixed 30 s for its
+#: raylet, which a heavily loaded machine can miss
+LOCAL_START_ATTEMPTS = 3
+
+
+def _start_local(ray, jobs: int, env: dict) -> None:
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(address="local", num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env}, logging_level="ERROR")
+            return
+        except Exception as e:  # Ray raises a bare Exception for a node that missed its start-up wait
+            if "timed out during startup" not in str(e):
+                raise
+            try:
+                ray.shutdown()
+            except Exception:
+                pass
+            if attempt == LOCAL_START_ATTEMPTS:
+                raise RuntimeError(f"the local Ray instance did not start in {LOCAL_START_ATTEMPTS} attempts "
+                                   f"(machine overloaded?): {e}") from None
+
+
 def _connect(ray, address: str, jobs: int) -> bool:
     """Connect (or start, for ``local``); True when we must shut it down."""
     if ray.is_initialized():
@@ -70,8 +93,7 @@ def _connect(ray, address: str, jobs: int) -> bool:
                 [pkg_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
             # address="local" always starts a new instance: without it Ray
             # joins a cluster it finds on this machine (and refuses num_cpus)
-            ray.init(address="local", num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env}, logging_level="ERROR")
+            _start_local(ray, jobs, env)
         else:
             ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env},
                      logging_level="ERROR")
@@ -120,7 +142,7 @@ def _task_executors(cfg):
     """One framework worker per framework, reused by the tasks a Ray worker
     process runs (worker logs go to a temporary folder on that node)."""
     from .campaign import _Executors
-    key = (cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare)
+    key = (cfg.timeout, cfg.mem_limit_mb, cfg.warm_spare, cfg.spares)
     ex = _TASK_EXECUTORS.get(key)
     if ex is None:
         import atexit

@@ -18,7 +18,18 @@ Crash-aware filtering (the model keeps crash/timeout as a class of its own):
   goes to new behaviour;
 - exploration runs predicted-invalid candidates from the uncertain band
   (score within ``explore_band`` below the threshold) and known crashes,
-  within the exploration share of the executed budget.
+  within the exploration share of the executed budget;
+- thin crash classes (``known_crash_floor``): a model trained on fewer than
+  that many crash/timeout runs rarely gives any input P(crash) >= the
+  threshold, so its crash cut is lowered to 3x the class's share of its
+  training runs;
+- integer arguments or list items outside the int32 range (huge strides,
+  dilations, sizes) are never discarded: TensorFlow's attribute checks abort
+  on them (``mkl_layout_pass ... has value -N out of range``) and the
+  features, which clip such values, cannot tell them from ordinary ones;
+- once ``known_crash_floor`` candidates in a row were not run, the next
+  known crash runs (an API whose inputs all crash or are invalid would
+  otherwise spend its time drawing and scoring).
 """
 from __future__ import annotations
 
@@ -120,18 +131,49 @@ class KnownCrashes:
         return np.array([s in sat for s in self.predict(batch)], dtype=bool)
 
 
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+
+def beyond_int32(ai: AbstractInput) -> bool:
+    """Does an integer argument (or list item) lie outside the int32 range?"""
+    stack = list(ai.args.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if v < INT32_MIN or v > INT32_MAX:
+                return True
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return False
+
+
 class _Filter:
     """Scoring common to both modes (``self.model`` is a ValidityModel or None)."""
 
     model: Any = None
     mode: str = ""
 
-    def __init__(self, spec: ApiSpec, *, known_crash_k: int = 0, crash_threshold: float = 0.5):
+    def __init__(self, spec: ApiSpec, *, known_crash_k: int = 0, crash_threshold: float = 0.5,
+                 known_crash_floor: int = 0):
         self.spec = spec
         self.timing = _Timing()
         self.crashes = KnownCrashes(spec, known_crash_k)
         self.crash_threshold = float(crash_threshold)
-        self.counts = {"crash_kept": 0, "known": 0}
+        self.known_crash_floor = int(known_crash_floor)
+        self.counts = {"crash_kept": 0, "known": 0, "int32_kept": 0, "floor_runs": 0}
+
+    @property
+    def crash_cut(self) -> float:
+        """P(crash) at or above which a candidate is never discarded: the
+        threshold, or 3x the crash class's training share when that class
+        has fewer than ``known_crash_floor`` examples."""
+        counts = getattr(self.model, "counts", None) or {}
+        n, c = int(counts.get("n", 0) or 0), int(counts.get("crash", 0) or 0)
+        if n and 0 < c < self.known_crash_floor:
+            return min(self.crash_threshold, 3.0 * c / n)
+        return self.crash_threshold
 
     @property
     def active(self) -> bool:
@@ -167,6 +209,8 @@ class _Filter:
     def info(self) -> dict:
         return {"mode": self.mode, "score_us_per_candidate": self.timing.us_per_candidate,
                 "crash_threshold": self.crash_threshold, "known_crash_k": self.crashes.k,
+                "known_crash_floor": self.known_crash_floor,
+                "crash_cut": self.crash_cut if self.model is not None else None,
                 "crash_class": bool(self.model is not None and self.model.has_crash_class),
                 "signatures_seen": dict(self.crashes.counts), **self.counts}
 
@@ -181,9 +225,13 @@ def decide(filt, batch: list[AbstractInput]):
     if a is None:
         return [None] * len(batch), [Decision.WARMUP] * len(batch)
     thr = filt.threshold
+    cut = filt.crash_cut if hasattr(filt, "crash_cut") else filt.crash_threshold
     out = []
-    for s, c in zip(a.scores, a.crash):
-        if c >= filt.crash_threshold:
+    for ai, s, c in zip(batch, a.scores, a.crash):
+        if c >= cut:
+            out.append(Decision.CRASH)
+        elif beyond_int32(ai):
+            filt.counts["int32_kept"] = filt.counts.get("int32_kept", 0) + 1
             out.append(Decision.CRASH)
         else:
             out.append(Decision.ACCEPT if s >= thr else Decision.REJECT)
@@ -255,7 +303,8 @@ def make_filter(cfg, spec: ApiSpec, store):
     from .classify import ModelRegistry
     registry = ModelRegistry.load(cfg.models, cfg.models_dir)
     kw: dict[str, Any] = {"known_crash_k": getattr(cfg, "known_crash_k", 0),
-          "crash_threshold": getattr(cfg, "crash_threshold", 0.5)}
+          "crash_threshold": getattr(cfg, "crash_threshold", 0.5),
+          "known_crash_floor": getattr(cfg, "known_crash_floor", 0)}
     note = None
     f: _Filter | None = None
     if cfg.ml_filter == "offline":

@@ -11,9 +11,20 @@ imported the solver modules and never solved anything: the same
 
 The child talks over a pipe: it answers ``("take", n)`` with the next ``n``
 candidates (as JSON strings), and exits when the pipe closes.
+
+Prefetch (``cfg.prefetch``, 16): a thread of the campaign process keeps that
+many candidates drawn ahead, one at a time, while runs execute, so drawing
+overlaps running. It changes nothing in the order: the stream has one
+consumer, ``take(n)`` hands out the next ``n`` in order, and a draw that
+fails (no solution left, our error) is raised by the ``take`` whose ``n``
+candidates it falls into, with the candidates before it in that call
+dropped, as without prefetch. Candidates drawn but never taken are not
+recorded, so a resumed campaign draws them again. Off with ``learn_rules``:
+there each run can change the stream.
 """
 from __future__ import annotations
 
+import collections
 import multiprocessing as mp
 import threading
 from typing import Any, Optional
@@ -136,13 +147,51 @@ class CandidateStream:
         self.spec: Optional[ApiSpec] = None
         self.notes: dict = {}
         self.reason: Optional[str] = None
+        self._lock = threading.Condition()
+        self._buffer: collections.deque = collections.deque()  # drawn ahead: AbstractInput or a failure
+        self._closing = False
+        self._thread: Optional[threading.Thread] = None
         msg = self._recv()
         self.status = msg[0]
         if self.status == "ready":
             self.spec, self.notes = msg[1], msg[2]
+            depth = int(getattr(cfg, "prefetch", 0) or 0)
+            if depth > 0 and not getattr(cfg, "learn_rules", False):
+                self._depth = depth
+                self._thread = threading.Thread(target=self._prefetch, daemon=True,
+                                                name=f"acetest-ml-prefetch:{api}")
+                self._thread.start()
         else:
             self.reason = msg[1]
             self.close()
+
+    def _draw(self, n: int) -> list:
+        """``n`` candidates from the child, or [failure] (an exception)."""
+        from .solve.sampler import NoSolutionError
+        try:
+            self.conn.send(("take", n))
+        except OSError as e:
+            return [GenerationError(f"generator process gone: {e}")]
+        msg = self._recv()
+        if msg[0] == "ok":
+            return [AbstractInput.loads(x) for x in msg[1]]
+        if msg[0] == "nosolution":
+            return [NoSolutionError(msg[1])]
+        return [GenerationError(msg[1])]
+
+    def _prefetch(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closing and len(self._buffer) >= self._depth:
+                    self._lock.wait()
+                if self._closing:
+                    return
+            drawn = self._draw(1)
+            with self._lock:
+                self._buffer.extend(drawn)
+                self._lock.notify_all()
+                if isinstance(drawn[0], Exception):
+                    return  # the stream stops at its first failure
 
     def _recv(self):
         try:
@@ -152,17 +201,23 @@ class CandidateStream:
             return ("error", f"generator process ended (exit code {code})")
 
     def take(self, n: int) -> list[AbstractInput]:
-        from .solve.sampler import NoSolutionError
-        try:
-            self.conn.send(("take", n))
-        except OSError as e:
-            raise GenerationError(f"generator process gone: {e}") from None
-        msg = self._recv()
-        if msg[0] == "ok":
-            return [AbstractInput.loads(s) for s in msg[1]]
-        if msg[0] == "nosolution":
-            raise NoSolutionError(msg[1])
-        raise GenerationError(msg[1])
+        if self._thread is not None:
+            out: list[AbstractInput] = []
+            with self._lock:
+                while len(out) < n:
+                    while not self._buffer:
+                        self._lock.wait()
+                    x = self._buffer.popleft()
+                    self._lock.notify_all()
+                    if isinstance(x, Exception):
+                        self._buffer.appendleft(x)  # every later take fails the same way
+                        raise x
+                    out.append(x)
+            return out
+        drawn = self._draw(n)
+        if drawn and isinstance(drawn[0], Exception):
+            raise drawn[0]
+        return drawn
 
     def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
         """Feed an executed run to the learner (``--learn-rules``); True when
@@ -185,6 +240,15 @@ class CandidateStream:
         return msg[1] if msg[0] == "learned" else {}
 
     def close(self) -> None:
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            with self._lock:
+                self._closing = True
+                self._lock.notify_all()
+            thread.join(timeout=0.5)
+            if thread.is_alive():  # waiting for a slow draw: nobody wants it
+                self.proc.kill()
+                thread.join(timeout=10)
         try:
             self.conn.close()
         except OSError:

@@ -103,6 +103,9 @@ class CampaignConfig:
     #: a crash signature seen this many times is known: inputs predicted to
     #: reproduce it run only from the exploration share (0: off)
     known_crash_k: int = 3
+    #: crash classes trained on fewer runs are cut at 3x their share; after
+    #: this many candidates in a row not run, the next known crash runs (0: off)
+    known_crash_floor: int = 16
     #: exploration draws predicted-invalid inputs scoring within this distance
     #: below the threshold (1.0: any score)
     explore_band: float = 0.25
@@ -112,6 +115,11 @@ class CampaignConfig:
     #: a warm spare worker per framework takes over after a crash or timeout
     #: (off: every restart is a cold framework start; kept to measure it)
     warm_spare: bool = True
+    #: warm spare workers per framework (primed; one takes over per crash)
+    spares: int = 2
+    #: candidates drawn ahead in a background thread while runs execute
+    #: (0: off; never with learn_rules, whose runs change the stream)
+    prefetch: int = 16
     #: per-API constraint source overriding ``constraints`` (the benchmark
     #: mixes ACETest-data APIs and registry APIs in one campaign)
     constraints_by_api: dict = field(default_factory=dict)
@@ -177,11 +185,14 @@ class CampaignConfig:
             if not _is_number(v) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
                 raise SettingError(name, f"must be between 0 and 1 (got {v!r})")
         _int_at_least("known_crash_k", self.known_crash_k, 0)
+        _int_at_least("known_crash_floor", self.known_crash_floor, 0)
         if self.time_budget is not None and (not _is_number(self.time_budget)
                                              or not math.isfinite(self.time_budget)
                                              or self.time_budget <= 0):
             raise SettingError("time_budget", f"must be a finite number of seconds > 0 "
                                               f"(got {self.time_budget!r})")
+        _int_at_least("spares", self.spares, 1)
+        _int_at_least("prefetch", self.prefetch, 0)
         if not isinstance(self.warm_spare, bool):
             raise SettingError("warm_spare", f"must be true or false (got {self.warm_spare!r})")
 

@@ -96,6 +96,9 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "labels": f.get("labels"),
             "crash_class": f.get("crash_class"),
             "crash_kept": f.get("crash_kept"),
+            "crash_cut": f.get("crash_cut"),
+            "int32_kept": f.get("int32_kept"),
+            "known_crash_floor_runs": f.get("floor_runs"),
             "signatures_seen": f.get("signatures_seen"),
         }
     return out

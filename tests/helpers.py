@@ -24,8 +24,9 @@ needs_acetest_data = pytest.mark.skipif(not os.path.isdir(ACETEST_DATA),
 
 def broken_data(tmp_path):
     """A copy of the ACETest data whose TileOp constraint files declare a
-    32-bit argument variable (ACETest's are 64-bit): our constraint code
-    fails on Tile (a z3 sort mismatch), the other APIs are fine."""
+    32-bit argument variable (ACETest's are 64-bit): with --acetest-extensions
+    our constraint code fails on Tile (a z3 sort mismatch in its random
+    targets), the other APIs are fine."""
     root = tmp_path / "data"
     shutil.copytree(os.path.join(ACETEST_DATA, "tensorflow"), root / "tensorflow")
     tile = root / "tensorflow" / "constraints" / "TileOp"

@@ -43,3 +43,36 @@ def test_upstream_scope_on_the_standin(tmp_path):
     again = scope.run_scope([API], str(STANDIN), str(STANDIN / "Tester" / "data"), str(out), rounds=80,
                             arms=arms, progress=lambda m: (_ for _ in ()).throw(AssertionError(m)))
     assert again["apis"][API] == doc["apis"][API]
+
+
+def test_parity_on_the_standin(tmp_path):
+    """--parity: upstream, ours (faithful) and ours-ext on the same files and rounds."""
+    from acetest_ml.bench import parity
+    out = tmp_path / "parity"
+    data = str(STANDIN / "Tester" / "data")
+    doc = parity.run_parity([API, "tf.raw_ops.NotThere"], str(STANDIN), data, str(out), rounds=12,
+                            seeds=(1,), progress=lambda m: None)
+    a = doc["apis"][API]
+    for arm in parity.ARMS:
+        assert a[arm]["runs"] == 12, (arm, a[arm])
+        assert a[arm]["up_pass_rate"] == (12 - a[arm]["invalid"]) / 12
+        assert a[arm]["valid_per_s"] is not None and isinstance(a[arm]["crash_signatures"], list)
+    d = a["ours_diff"]
+    assert d["points"] == round(100 * (a["ours"]["up_pass_rate"] - a["upstream"]["up_pass_rate"]), 2)
+    assert d["verdict"] == parity.verdict(d["points"], d["noise"])
+    assert "no op_json" in doc["apis"]["tf.raw_ops.NotThere"]["skipped"]
+    assert doc["pooled"]["ours"]["runs"] == 12 and doc["pooled"]["upstream"]["apis"] == 1
+    # a reason is shown only where ours is more than 2 points below upstream
+    assert parity.verdict(-1.5, 4) == "within 2 points" and parity.verdict(-3, 4) == "below, within noise"
+    assert parity.verdict(-5, 4) == "below" and parity.verdict(0, 4) == "ours >= upstream"
+    a["ours_diff"] = {"points": -9.0, "noise": 4.0, "verdict": "below"}
+    md = parity.markdown(doc, {API: "upstream's op_json enum differs"})
+    row = next(line for line in md.splitlines() if line.startswith(f"| {API} "))
+    assert row.endswith("| -9.0 (4.0) | below | upstream's op_json enum differs |")
+    assert "unexplained" in parity.markdown(doc, {})
+    paths = parity.write(doc, str(out), {})
+    assert json.loads(Path(paths[0]).read_text())["rounds"] == 12
+    # a rerun into the same folder reuses the finished arms
+    again = parity.run_parity([API], str(STANDIN), data, str(out), rounds=12, seeds=(1,),
+                              progress=lambda m: (_ for _ in ()).throw(AssertionError(m)))
+    assert again["runs"][API] == doc["runs"][API]

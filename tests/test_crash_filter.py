@@ -12,7 +12,7 @@ import yaml
 
 from acetest_ml.classify import ModelFileError, ValidityModel, train_model
 from acetest_ml.cli import main
-from acetest_ml.filter import KnownCrashes, OfflineFilter, decide, explorable
+from acetest_ml.filter import KnownCrashes, OfflineFilter, beyond_int32, decide, explorable
 from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
 
 from helpers import candidates, conv2d_explicit_padding_rules
@@ -157,7 +157,7 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "3", "--seed", "2",
                  "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
-                 "--exploration", "0", "--known-crash-k", "2"]) == 0
+                 "--exploration", "0", "--known-crash-k", "2", "--known-crash-floor", "0"]) == 0
     rows = candidates(out, "idx, input, decision, score, outcome, signature", order="idx")
     rank = {r[0]: AbstractInput.loads(r[1]).args["input"].rank for r in rows}
     ran = [r for r in rows if r[4] is not None]
@@ -173,6 +173,55 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     assert s["filter"]["crash_kept"] == 2 and s["filter"]["crash_class"] is True
 
 
+def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path):
+    # the same campaign with a floor of 4: once 4 candidates in a row were not
+    # run, the next known crash runs (a crash-only API keeps running)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    from acetest_ml.campaign import CampaignConfig, resolve
+    from acetest_ml.solve.sampler import Sampler
+    cfg = CampaignConfig(apis=[CONV], out=str(tmp_path / "x"), rules=str(rules))
+    spec, problems, _ = resolve(cfg, CONV)
+    sampler = Sampler(problems, 12345)
+    xs = [sampler.next() for _ in range(120)]
+    ys = [2 if ai.args["input"].rank == 1 else 0 for ai in xs]
+    m = train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5)
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {CONV: {"threshold": 1.0}}}))
+    m.save(tmp_path / "m")
+    out = str(tmp_path / "c")
+    assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "4", "--seed", "2",
+                 "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
+                 "--exploration", "0", "--known-crash-k", "2", "--known-crash-floor", "4"]) == 0
+    rows = candidates(out, "idx, decision, outcome", order="idx")
+    ran = [i for i, (idx, d, o) in enumerate(rows) if o is not None]
+    assert len(ran) == 4 and all(rows[i][2] == "crash" for i in ran)
+    # each run after the first two follows at least 4 candidates not run
+    for a, b in zip(ran[1:], ran[2:]):
+        assert b - a - 1 >= 4 and rows[b][1] == "accept"
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"][CONV]["filter"]
+    assert s["known_crash_floor_runs"] == 2 and s["known_crash_skipped"] >= 8
+
+
+def test_thin_crash_class_and_int32_overflow_are_not_discarded(model):
+    # a crash class with fewer runs than the floor is cut at 3x its share
+    flt = OfflineFilter(model, "test", SPEC, crash_threshold=0.3, known_crash_floor=10 ** 6)
+    share = model.counts["crash"] / model.counts["n"]
+    assert flt.crash_cut == pytest.approx(min(0.3, 3 * share))
+    assert OfflineFilter(model, "test", SPEC, crash_threshold=0.3).crash_cut == 0.3
+    # huge ints and list items (TF's attribute checks abort on them) are kept
+    huge = AbstractInput(SPEC.name, {"x": TensorDesc("float32", (2, 2)), "n": 2 ** 40})
+    assert beyond_int32(huge) and not beyond_int32(_ai(2, 8))
+    assert beyond_int32(AbstractInput(SPEC.name, {"x": [1, [-2 ** 31 - 1]]}))
+    model.threshold = 1.0
+    try:
+        flt = OfflineFilter(model, "test", SPEC, crash_threshold=0.3)
+        _, decisions = decide(flt, [_ai(3, 8, 2), huge])
+        assert decisions == ["reject", "crash"] and flt.counts["int32_kept"] == 1
+    finally:
+        model.threshold = 0.5
+
+
 def test_time_budget_stops_the_campaign(tmp_path):
     out = str(tmp_path / "t")
     assert main(["campaign", "--api", "tf.raw_ops.Add", "--budget", "100000", "--seed", "1", "--out", out,
@@ -186,7 +235,9 @@ def test_time_budget_stops_the_campaign(tmp_path):
 def test_crash_settings_are_validated(capsys):
     from acetest_ml.settings import CampaignConfig, SettingError
     for kw, name in (({"crash_threshold": 1.5}, "crash_threshold"), ({"explore_band": -0.1}, "explore_band"),
-                     ({"known_crash_k": -1}, "known_crash_k"), ({"time_budget": float("nan")}, "time_budget")):
+                     ({"known_crash_k": -1}, "known_crash_k"), ({"time_budget": float("nan")}, "time_budget"),
+                     ({"known_crash_floor": -1}, "known_crash_floor"), ({"spares": 0}, "spares"),
+                     ({"prefetch": -1}, "prefetch")):
         with pytest.raises(SettingError, match=name):
             CampaignConfig(apis=["tf.raw_ops.Add"], out="/tmp/never-created-ilearn", **kw)
     assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", "/tmp/never-created-ilearn",

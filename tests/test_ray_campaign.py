@@ -76,7 +76,7 @@ def test_ray_records_what_one_process_records(tmp_path, cluster, capsys):
 def test_ray_api_failing_in_our_code_is_recorded(tmp_path, cluster, capsys):
     out = str(tmp_path / "c")
     rc = main(campaign(out, ["tf.raw_ops.Tile", "tf.raw_ops.BiasAdd"], "--budget", "5",
-                       "--constraints", "acetest", "--acetest-data", broken_data(tmp_path),
+                       "--constraints", "acetest", "--acetest-data", broken_data(tmp_path), "--acetest-extensions",
                        "--ray", cluster.address))
     assert rc == 0
     assert "error:" in capsys.readouterr().out

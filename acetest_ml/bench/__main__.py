@@ -2,6 +2,7 @@
 
     python -m acetest_ml.bench --config benchmarks/apis.yaml [--quick] [--out DIR | --resume DIR]
     python -m acetest_ml.bench --upstream [--rounds 300] [--api A ...] [--arms ...] [--out DIR] [--publish]
+    python -m acetest_ml.bench --upstream --parity [--rounds 60] [--seeds 2 3 4] [--out DIR] [--publish]
 
 ``--upstream``: the original ACETest Tester beside the hook and our engine
 (:mod:`acetest_ml.bench.upstream`); without a checkout it says so and exits 0.
@@ -40,7 +41,21 @@ def main(argv=None) -> int:
     ap.add_argument("--round-timeout", type=int, default=10,
                     help="--upstream: upstream's --round_timeout in seconds (its default 10; raise it on a loaded "
                          "machine, where upstream's worker start-up alone can exceed it)")
+    ap.add_argument("--parity", action="store_true",
+                    help="with --upstream: upstream's Tester beside our ACETest mode (faithful) and "
+                         "--acetest-extensions on every API of the ACETest data (issue 10 point 2)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="--parity: seeds (default 2)")
     args = ap.parse_args(argv)
+    if args.parity and not args.upstream:
+        print("acetest-ml bench: error: --parity needs --upstream", file=sys.stderr)
+        return 2
+    if args.parity:
+        from . import parity
+        try:
+            return parity.main(args)
+        except UserError as e:
+            print(f"acetest-ml bench: error: {e}", file=sys.stderr)
+            return 2
     if args.upstream:
         from . import upstream
         try:

@@ -165,12 +165,13 @@ def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed
 
 
 def run_our_arm(arm: str, api: str, acetest_data: str, rounds: int, seed: int, work_dir: str,
-                models: str) -> dict:
+                models: str, extensions: bool = False) -> dict:
+    """``extensions``: our ACETest mode with --acetest-extensions (default: faithful)."""
     from ..campaign import CampaignConfig, run_campaign
     if os.path.exists(work_dir):
         shutil.rmtree(work_dir)
     cfg = CampaignConfig(apis=[api], out=work_dir, budget=rounds, seed=seed, constraints="acetest",
-                         acetest_data=acetest_data, jobs=1, models=models,
+                         acetest_data=acetest_data, jobs=1, models=models, acetest_extensions=extensions,
                          ml_filter="online" if arm == "ours-online" else None)
     t0 = time.time()
     summary = run_campaign(cfg, show_progress=False)

@@ -154,10 +154,11 @@ class Adapter:
 
 
 #: frames TF prints under "*** Check failure stack trace: ***" (default 25):
-#: symbolising each frame against the ~800 MB TF libraries costs ~15 ms, so
-#: the full trace made every check failure take ~0.45 s to die; the top frames
-#: are the ones that locate the bug
-TF_FATAL_TRACE_FRAMES = 8
+#: symbolising each frame against the ~800 MB TF libraries costs ~15 ms in
+#: the dying worker, so none are printed: the worker's own fatal-signal
+#: handler writes the raw native stack, and the supervisor symbolises it when
+#: a signature needs frames (``native_stack``)
+TF_FATAL_TRACE_FRAMES = 0
 
 
 def _limit_fatal_stack_trace(tf, frames: int) -> None:

@@ -52,6 +52,8 @@ from .workers import ForkedWorker, PopenWorker, WorkerGone, Zygote, spawn_worker
 
 DEFAULT_MEM_LIMIT_MB = 4096
 DEFAULT_STARTUP_TIMEOUT = 180.0
+#: warm spare workers per framework (primed, waiting while the current one runs)
+DEFAULT_SPARES = 2
 #: without a log_dir the temporary log is emptied between runs once larger than this
 TEMP_LOG_MAX_BYTES = 64 * 2 ** 20
 #: at most this much of a run's stderr is read back (from its start)
@@ -209,18 +211,23 @@ class Executor:
     """Runs inputs of one framework in an isolated, persistent worker.
 
     ``warm_spare`` (default on): workers are forked from a zygote that has
-    imported the framework, and one forked spare waits, warmed up, while the
-    current worker runs; after a crash or timeout the spare takes over at once
-    and a new spare is forked in the background, so a crash costs
-    milliseconds instead of a framework start. Off: each worker is started
-    cold (a new interpreter importing the framework), as before.
+    imported the framework, and ``spares`` forked spares (2) wait, warmed up
+    and primed, while the current worker runs; after a crash or timeout the
+    oldest spare takes over at once and a new one is forked in the
+    background. With ``async_fork`` (default) asking for that fork costs one
+    message: the supervisor does not wait for the zygote's reply, and a
+    crashing worker's notice (sent by its fatal-signal handler) spares the
+    wait for the kernel to tear the dead process down; so a crash costs
+    about the crashing run itself. Off: each worker is started cold (a new
+    interpreter importing the framework), as before.
     """
 
     def __init__(self, framework: str, timeout: float = 10.0,
                  mem_limit_mb: int | None = DEFAULT_MEM_LIMIT_MB, log_dir: str | None = None, *,
                  startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
                  max_elements: int = DEFAULT_MAX_ELEMENTS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 env: dict[str, str] | None = None, warm_spare: bool = True):
+                 env: dict[str, str] | None = None, warm_spare: bool = True,
+                 spares: int = DEFAULT_SPARES, async_fork: bool = True):
         adapter_class(framework)  # raises UnknownFrameworkError early
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -232,18 +239,22 @@ class Executor:
         self.max_bytes = max_bytes
         self.extra_env = dict(env or {})
         self.warm_spare = bool(warm_spare)
+        if int(spares) < 1:
+            raise ValueError("spares must be >= 1")
+        self.spares = int(spares)
+        self.async_fork = bool(async_fork)
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         if log_dir is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="acetest-worker-")
             log_dir = self._tmpdir.name
         os.makedirs(log_dir, exist_ok=True)
-        # two log slots: the current worker's and the spare's (a forked
-        # worker takes the slot its dead predecessor left)
-        self._log_slots = (os.path.join(log_dir, f"worker-{framework}.log"),
-                           os.path.join(log_dir, f"worker-{framework}.1.log"))
+        # log slots: the current worker's and one per spare (a forked
+        # worker takes a slot its dead predecessor left)
+        self._log_slots = tuple(os.path.join(log_dir, f"worker-{framework}" + (f".{i}" if i else "")
+                                             + ".log") for i in range(self.spares + 1))
         self._zygote_log = os.path.join(log_dir, f"worker-{framework}.zygote.log")
         self._worker: PopenWorker | ForkedWorker | None = None
-        self._spare: ForkedWorker | None = None
+        self._spares: list[ForkedWorker] = []  # oldest first
         self._zygote: Zygote | None = None
         self._next_id = 0
         self.starts = 0          #: how many workers were taken into service
@@ -318,7 +329,7 @@ class Executor:
             self.restart_wait += self.last_start_wait
         self.starts += 1
         if self.warm_spare:
-            self._fork_spare()
+            self._top_up()
 
     def _start_cold(self) -> PopenWorker:
         log_path = self._log_slots[0]
@@ -347,39 +358,51 @@ class Executor:
         return z
 
     def _free_slot(self) -> str:
-        busy = {w.log_path for w in (self._worker, self._spare) if w is not None}
+        busy = {w.log_path for w in (self._worker, *self._spares) if w is not None}
         path = next(p for p in self._log_slots if p not in busy)
         if self._tmpdir is not None and self._log_size(path) > TEMP_LOG_MAX_BYTES:
             os.truncate(path, 0)  # its last writer is dead
         return path
 
-    def _fork_spare(self) -> None:
-        """Fork the next spare now; it warms up while the current worker runs."""
-        if self._spare is not None:
-            return
-        try:
-            self._spare = self._ensure_zygote().fork(self._free_slot())
-        except WorkerGone:
-            self._spare = None  # the next start() restarts the zygote
+    def _fork(self) -> ForkedWorker:
+        return self._ensure_zygote().fork(self._free_slot(), wait=not self.async_fork)
+
+    def _top_up(self) -> None:
+        """Fork spares until ``spares`` wait; they warm up while the current
+        worker runs (with ``async_fork`` the zygote's reply is read later)."""
+        while len(self._spares) < self.spares:
+            try:
+                self._spares.append(self._fork())
+            except WorkerGone:
+                return  # the next start() restarts the zygote
 
     def _take_spare(self) -> ForkedWorker:
-        """The warm spare (forking one if there is none), once it is ready."""
-        for attempt in (1, 2):
-            if self._spare is None:
+        """The oldest warm spare (forking one if there is none), once it is
+        ready; a spare that died or never got forked is replaced."""
+        for attempt in (1, 2, 3):
+            if not self._spares:
                 try:
-                    self._spare = self._ensure_zygote().fork(self._free_slot())
+                    self._spares.append(self._fork())
                 except WorkerGone:
                     if self._zygote is not None:
                         self._zygote.close()
-                    self._spare = self._ensure_zygote().fork(self._free_slot())
-            worker, self._spare = self._spare, None
+                    self._spares.append(self._fork())
+            worker = self._spares.pop(0)
             offset = 0 if attempt == 1 else self._log_size(worker.log_path)
             msg = self._read_reply(time.monotonic() + self.startup_timeout, worker)
-            if isinstance(msg, dict) and msg.get("ready"):
+            if isinstance(msg, dict) and msg.get("ready") and worker.pid is not None:
                 self.worker_version = msg.get("version")
                 return worker
             code = worker.kill()
-            if attempt == 2:
+            if worker.fork_failed is not None and attempt < 3:
+                # the zygote died: its pending forks are gone too
+                for w in self._spares:
+                    w.kill()
+                self._spares = []
+                if self._zygote is not None:
+                    self._zygote.close()
+                continue
+            if attempt >= 2:
                 what = "did not become ready" if msg is _TIMEOUT else "exited during start-up"
                 raise self._start_error(what, code, worker.log_path, offset)
         raise AssertionError("unreachable")
@@ -392,9 +415,9 @@ class Executor:
             return
         self.closed = True
         self._kill()
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.kill()
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            spare.kill(wait=False)
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
@@ -402,12 +425,13 @@ class Executor:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
-    def _kill(self) -> int | None:
-        """SIGKILL the current worker; returns its exit status."""
+    def _kill(self, wait: bool = True) -> int | None:
+        """SIGKILL the current worker; returns its exit status (None without
+        ``wait``)."""
         worker, self._worker = self._worker, None
         if worker is None:
             return None
-        return worker.kill()
+        return worker.kill(wait=wait)
 
     def _discard_worker(self) -> None:
         if self._worker is not None:
@@ -490,8 +514,18 @@ class Executor:
         except (BrokenPipeError, ConnectionResetError):
             reply = None
         elapsed = time.monotonic() - t0
+        if isinstance(reply, dict) and reply.get("outcome") == "crash" and "signal" in reply:
+            # the worker's fatal-signal handler: it is dying of that signal
+            # and has written its stderr; no need to wait for its exit status
+            self._kill(wait=False)
+            code: int | None = -int(reply["signal"])
+            text = self._log_text(offset, log_path)
+            sig = _signal_name(code)
+            return RunResult(outcome=Outcome.CRASH, duration=elapsed, exit_code=code, signal_name=sig,
+                             signature=crash_signature(code, text),
+                             message=f"worker died ({sig})", stderr=_keep(text))
         if reply is _TIMEOUT:
-            self._kill()
+            self._kill(wait=False)
             return RunResult(outcome=Outcome.TIMEOUT, duration=elapsed,
                              message=f"no reply within {limit:g}s; worker killed",
                              stderr=_keep(self._log_text(offset, log_path)))

@@ -162,11 +162,12 @@ def _redirect_stdout() -> int:
 
 
 def _crash_reports() -> None:
-    """On a fatal signal: the native stack (for the signature), then
-    faulthandler's Python traceback, on stderr."""
+    """On a fatal signal: faulthandler's Python traceback, then the native
+    stack (for the signature) and the crash notice to the supervisor, on
+    stderr (faulthandler chains to the handler installed before it)."""
     from .native_stack import install
-    faulthandler.enable(file=sys.stderr, all_threads=False)
     install()
+    faulthandler.enable(file=sys.stderr, all_threads=False)
 
 
 def _ready(adapter, framework: str, version: str) -> bytes:
@@ -174,12 +175,25 @@ def _ready(adapter, framework: str, version: str) -> bytes:
                            "pid": os.getpid()})
 
 
+#: the request being served (what a crash notice names)
+_CURRENT: dict = {"id": None}
+
+
+def _crash_notice(signum: int) -> bytes:
+    """Sent by the fatal-signal handler, after the stack: this run crashed
+    with ``signum``; the supervisor need not wait for the process to go."""
+    return encode_message({"id": _CURRENT["id"], "outcome": "crash", "signal": signum})
+
+
 def _serve_loop(adapter, in_fd: int, out_fd: int) -> int:
+    from .native_stack import set_notice
+    set_notice(out_fd, _crash_notice)
     while True:
         request = read_message(in_fd)
         if request is None or request.get("op") == "exit":
             return 0
         rid = request.get("id")
+        _CURRENT["id"] = rid
         sys.stderr.write(f"--- acetest-ml run {rid} {request.get('plan', {}).get('target')}\n")
         sys.stderr.flush()
         reply = handle(adapter, request)
@@ -201,14 +215,35 @@ def serve(framework: str) -> int:
     return _serve_loop(adapter, 0, reply_fd)
 
 
-def _forked_child(adapter, framework: str, version: str, ctl, sock_fd: int, log_fd: int) -> int:
-    """In a child of the zygote: own session, own log, warm up, then serve."""
+#: a tiny request per framework that a forked worker serves to itself before
+#: it says ready (primed: every lazy import and first-call cost of the
+#: request path is paid while it waits as the spare, not by the first run)
+_PRIME = {"tf": ("tf.raw_ops.AddV2", ("x", "y")), "torch": ("torch.ops.aten.add.Tensor", ("self", "other"))}
+
+
+def _prime_request(framework: str) -> dict | None:
+    from ..materialize import plan_call
+    from ..model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
+    if framework not in _PRIME:
+        return None
+    name, args = _PRIME[framework]
+    spec = ApiSpec(name, framework, [ArgSpec(a, "tensor") for a in args])
+    ai = AbstractInput(name, {a: TensorDesc("float32", (2, 3)) for a in args}, value_seed=1)
+    return {"id": 0, "ai": ai.to_json(), "plan": plan_call(spec, ai)}
+
+
+def _forked_child(adapter, framework: str, version: str, ctl, sock_fd: int, log_fd: int,
+                  prime: dict | None) -> int:
+    """In a child of the zygote: own session, own log, warm up and prime,
+    then serve."""
     os.setsid()  # its own process group: the supervisor kills it with killpg
     ctl.close()
     os.dup2(log_fd, 2)
     os.dup2(2, 1)
     os.close(log_fd)
     adapter.warm_up()
+    if prime is not None:
+        handle(adapter, prime)
     write_all(sock_fd, _ready(adapter, framework, version))
     return _serve_loop(adapter, sock_fd, sock_fd)
 
@@ -226,6 +261,23 @@ def zygote(framework: str, ctl_fd: int) -> int:
 
     adapter = get_adapter(framework)
     version = adapter.setup()
+    prime = _prime_request(framework)  # imports the request path's modules once, here
+    exited: dict[int, int | None] = {}  # children reaped before anyone asked
+    forget: set[int] = set()            # children nobody will ask about
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in forget:
+                forget.discard(pid)
+            else:
+                exited[pid] = os.waitstatus_to_exitcode(status)
+
     ctl.send(json.dumps({"ready": True, "framework": framework, "version": version,
                          "pid": os.getpid()}).encode())
     while True:
@@ -237,13 +289,19 @@ def zygote(framework: str, ctl_fd: int) -> int:
             return 0
         request = json.loads(data.decode("utf-8"))
         op = request.get("op")
+        reap()
+        if op == "reap":  # a child the supervisor will not wait for: no reply
+            pid = int(request["pid"])
+            if exited.pop(pid, "running") == "running":
+                forget.add(pid)
+            continue
         if op == "fork" and len(fds) == 2:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
                 code = 70
                 try:
-                    code = _forked_child(adapter, framework, version, ctl, fds[0], fds[1])
+                    code = _forked_child(adapter, framework, version, ctl, fds[0], fds[1], prime)
                 finally:
                     try:
                         sys.stderr.flush()
@@ -253,11 +311,15 @@ def zygote(framework: str, ctl_fd: int) -> int:
                 os.close(fd)
             reply: dict = {"pid": pid}
         elif op == "wait":
-            try:
-                _pid, status = os.waitpid(int(request["pid"]), 0)
-                reply = {"status": os.waitstatus_to_exitcode(status)}
-            except ChildProcessError:
-                reply = {"status": None}
+            pid = int(request["pid"])
+            if pid in exited:
+                reply = {"status": exited.pop(pid)}
+            else:
+                try:
+                    _pid, status = os.waitpid(pid, 0)
+                    reply = {"status": os.waitstatus_to_exitcode(status)}
+                except ChildProcessError:
+                    reply = {"status": None}
         else:
             for fd in fds:
                 os.close(fd)

@@ -7,16 +7,22 @@ Two ways to get a worker:
   cold; it imports the framework itself (seconds: TF takes 5-15 s here).
 - ``Zygote``: ``python -m acetest_ml.execute.worker <fw> --zygote FD``
   imports the framework once and never runs an op; ``Zygote.fork`` makes it
-  fork a child that warms up (one tiny op, so the framework's runtime is
-  initialised) and then serves requests like a spawned worker. Forking takes
-  milliseconds, so the supervisor keeps one forked child as a warm spare.
+  fork a child that warms up and primes itself (one tiny op, then one tiny
+  request through the whole request path, so the framework's runtime and
+  every lazy import are ready) and then serves requests like a spawned
+  worker. Forking takes milliseconds, so the supervisor keeps forked
+  children as warm spares (two by default). A fork request need not wait for
+  its reply (``fork(wait=False)``): the child's pid is read from the control
+  channel when it is first needed, so asking for a new spare costs the
+  supervisor a ``sendmsg``.
   The zygote holds no framework threads or runtime state when it forks (only
   the module imports), which is what makes the fork safe.
 
 Both kinds expose the same handle (``send_fd``, ``recv_fd``, ``pid``,
 ``log_path``, ``kill()``). The forked child is not our child but the
 zygote's: its exit status comes back through the zygote (``wait``), so a
-crash is still labelled with its signal.
+crash is still labelled with its signal; a worker whose signal is known
+already (its crash notice said it) is only reaped (``reap``: no reply).
 
 Control channel to the zygote: a SOCK_SEQPACKET socket pair; one JSON object
 per packet; the fork request carries the child's socket and log file
@@ -24,6 +30,7 @@ descriptor (SCM_RIGHTS).
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import select
@@ -62,8 +69,9 @@ class PopenWorker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def kill(self) -> int | None:
-        """SIGKILL the worker's process group; returns its exit status."""
+    def kill(self, wait: bool = True) -> int | None:
+        """SIGKILL the worker's process group; returns its exit status (our
+        own child: always waited for)."""
         if self.proc.poll() is None:
             _killpg(self.pid)
         code = self.proc.wait()
@@ -86,31 +94,51 @@ def spawn_worker(framework: str, log_path: str, env: dict, preexec: Callable[[],
 
 
 class ForkedWorker:
-    """A worker forked by the zygote; one stream socket carries both ways."""
+    """A worker forked by the zygote; one stream socket carries both ways.
+    Its pid is known once the zygote's reply to the fork request is read
+    (``Zygote.settle``), at the latest when ``pid`` is asked for."""
 
-    def __init__(self, zygote: "Zygote", pid: int, sock: socket.socket, log_path: str):
+    def __init__(self, zygote: "Zygote", pid: int | None, sock: socket.socket, log_path: str):
         self.zygote = zygote
-        self.pid = pid
+        self._pid = pid
         self.sock = sock
         self.log_path = log_path
         self.send_fd = self.recv_fd = sock.fileno()
         self._dead = False
+        self.fork_failed: str | None = None  #: the zygote refused or died before forking it
+
+    @property
+    def pid(self) -> int | None:
+        if self._pid is None and self.fork_failed is None:
+            try:
+                self.zygote.settle()
+            except WorkerGone:
+                pass
+        return self._pid
 
     def alive(self) -> bool:
         return not self._dead
 
-    def kill(self) -> int | None:
+    def kill(self, wait: bool = True) -> int | None:
         """SIGKILL the worker (its own session) and collect its exit status
-        from the zygote (None when the zygote is gone)."""
+        from the zygote (None when the zygote is gone, or without ``wait``:
+        then the zygote reaps it by itself)."""
         if self._dead:
             return None
         self._dead = True
-        _killpg(self.pid)
+        pid = self.pid
+        if pid is not None:
+            _killpg(pid)
         try:
-            self.sock.close()
+            self.sock.close()  # a child never forked or unreachable reads end of file and exits
         except OSError:
             pass
-        return self.zygote.wait(self.pid)
+        if pid is None:
+            return None
+        if not wait:
+            self.zygote.reap(pid)
+            return None
+        return self.zygote.wait(pid)
 
 
 class Zygote:
@@ -124,6 +152,8 @@ class Zygote:
         self.proc: subprocess.Popen | None = None
         self.ctl: socket.socket | None = None
         self.version: str | None = None
+        #: forked workers whose pid reply has not been read yet (replies come in order)
+        self._pending: collections.deque[ForkedWorker] = collections.deque()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -172,9 +202,10 @@ class Zygote:
             return None
         return json.loads(data.decode("utf-8"))
 
-    def fork(self, log_path: str, timeout: float = 30.0) -> ForkedWorker:
+    def fork(self, log_path: str, timeout: float = 30.0, wait: bool = True) -> ForkedWorker:
         """A new child writing its stderr to ``log_path``; it warms up on its
-        own and sends its ready message on its socket."""
+        own and sends its ready message on its socket. Without ``wait`` the
+        zygote's reply (the pid) is read later (``settle``)."""
         if not self.alive() or self.ctl is None:
             raise WorkerGone("zygote not running")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -187,27 +218,58 @@ class Zygote:
         finally:
             theirs.close()
             os.close(log_fd)
-        reply = self._recv(time.monotonic() + timeout)
-        if not reply or "pid" not in reply:
-            ours.close()
-            raise WorkerGone(f"zygote did not fork: {reply!r}")
-        return ForkedWorker(self, int(reply["pid"]), ours, log_path)
+        worker = ForkedWorker(self, None, ours, log_path)
+        self._pending.append(worker)
+        if wait:
+            self.settle(timeout)
+            if worker.fork_failed is not None:
+                raise WorkerGone(worker.fork_failed)
+        return worker
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Read the replies to the fork requests sent so far. Raises
+        WorkerGone when the zygote does not answer (every pending worker
+        is then marked as not forked)."""
+        deadline = time.monotonic() + timeout
+        while self._pending:
+            reply = self._recv(deadline)
+            worker = self._pending.popleft()
+            if not reply or "pid" not in reply:
+                worker.fork_failed = f"zygote did not fork: {reply!r}"
+                for w in self._pending:
+                    w.fork_failed = worker.fork_failed
+                self._pending.clear()
+                raise WorkerGone(worker.fork_failed)
+            worker._pid = int(reply["pid"])
 
     def wait(self, pid: int, timeout: float = 30.0) -> int | None:
         """Exit status of a (killed or dead) child, as Popen.returncode."""
         if not self.alive() or self.ctl is None:
             return None
         try:
+            self.settle(timeout)
             self.ctl.send(json.dumps({"op": "wait", "pid": pid}).encode())
-        except OSError:
+        except (OSError, WorkerGone):
             return None
         reply = self._recv(time.monotonic() + timeout)
         if not reply:
             return None
         return reply.get("status")
 
+    def reap(self, pid: int) -> None:
+        """Let the zygote reap a killed child without reporting its status."""
+        if not self.alive() or self.ctl is None:
+            return
+        try:
+            self.ctl.send(json.dumps({"op": "reap", "pid": pid}).encode())
+        except OSError:
+            pass
+
     def close(self) -> int | None:
         proc, self.proc = self.proc, None
+        for w in self._pending:
+            w.fork_failed = "zygote closed"
+        self._pending.clear()
         if self.ctl is not None:
             try:
                 self.ctl.close()
