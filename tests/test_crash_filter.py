@@ -15,7 +15,7 @@ from acetest_ml.cli import main
 from acetest_ml.filter import KnownCrashes, OfflineFilter, beyond_int32, decide, explorable
 from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
 
-from helpers import candidates, conv2d_explicit_padding_rules
+from helpers import candidates, conv2d_explicit_padding_rules, needs_conv2d_crash
 
 SPEC = ApiSpec("tf.raw_ops.Fake", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
                                          ArgSpec("n", "int", minimum=0, maximum=9)])
@@ -138,6 +138,7 @@ CONV = "tf.raw_ops.Conv2D"
 RULES = conv2d_explicit_padding_rules("input.rank in (1, 4)")
 
 
+@needs_conv2d_crash
 def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path):
     from acetest_ml.campaign import CampaignConfig, api_seed, resolve
     from acetest_ml.solve.sampler import Sampler
@@ -173,6 +174,7 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     assert s["filter"]["crash_kept"] == 2 and s["filter"]["crash_class"] is True
 
 
+@needs_conv2d_crash
 def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path):
     # the same campaign with a floor of 4: once 4 candidates in a row were not
     # run, the next known crash runs (a crash-only API keeps running)
