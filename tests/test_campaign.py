@@ -11,7 +11,7 @@ import pytest
 
 from acetest_ml.cli import main
 
-from helpers import ACETEST_DATA, CRASH_RULES, candidates, needs_acetest_data
+from helpers import ACETEST_DATA, CRASH_RULES, candidates, needs_acetest_data, needs_conv2d_crash
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
@@ -50,6 +50,7 @@ def test_short_campaign_tf_and_torch(tmp_path, capsys):
     assert len(rows) == 50 and all(r[4] in ("pass", "invalid", "crash", "timeout") for r in rows)
 
 
+@needs_conv2d_crash
 def test_crashing_op_is_labelled_and_campaign_goes_on(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(CRASH_RULES)

@@ -15,7 +15,7 @@ from acetest_ml.cli import main
 from acetest_ml.filter import KnownCrashes, OfflineFilter, beyond_int32, decide, explorable
 from acetest_ml.model import AbstractInput, ApiSpec, ArgSpec, TensorDesc
 
-from helpers import candidates, conv2d_explicit_padding_rules
+from helpers import candidates, conv2d_explicit_padding_rules, needs_conv2d_crash
 
 SPEC = ApiSpec("tf.raw_ops.Fake", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
                                          ArgSpec("n", "int", minimum=0, maximum=9)])
@@ -138,22 +138,30 @@ CONV = "tf.raw_ops.Conv2D"
 RULES = conv2d_explicit_padding_rules("input.rank in (1, 4)")
 
 
-def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path):
-    from acetest_ml.campaign import CampaignConfig, api_seed, resolve
+def _crash_model(tmp_path):
+    """RULES written to ``tmp_path``, and a saved model of them (rank 1
+    crashes, rank 4 is invalid) behind a registry with threshold 1.0:
+    (rules path, registry path, training labels)."""
+    from acetest_ml.campaign import CampaignConfig, resolve
     from acetest_ml.solve.sampler import Sampler
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    cfg = CampaignConfig(apis=[CONV], out=str(tmp_path / "c"), rules=str(rules))
+    cfg = CampaignConfig(apis=[CONV], out=str(tmp_path / "train"), rules=str(rules))
     spec, problems, _ = resolve(cfg, CONV)
-    # a model of the rule: rank 1 crashes, rank 4 is invalid
     sampler = Sampler(problems, 12345)
     xs = [sampler.next() for _ in range(120)]
     ys = [2 if ai.args["input"].rank == 1 else 0 for ai in xs]
-    assert 20 < sum(1 for y in ys if y == 2) < 100
     m = train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5)
     models = tmp_path / "models.yaml"
     models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {CONV: {"threshold": 1.0}}}))
     m.save(tmp_path / "m")
+    return rules, models, ys
+
+
+@needs_conv2d_crash
+def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path):
+    rules, models, ys = _crash_model(tmp_path)
+    assert 20 < sum(1 for y in ys if y == 2) < 100
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "3", "--seed", "2",
                  "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
@@ -173,22 +181,11 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
     assert s["filter"]["crash_kept"] == 2 and s["filter"]["crash_class"] is True
 
 
+@needs_conv2d_crash
 def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path):
     # the same campaign with a floor of 4: once 4 candidates in a row were not
     # run, the next known crash runs (a crash-only API keeps running)
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    from acetest_ml.campaign import CampaignConfig, resolve
-    from acetest_ml.solve.sampler import Sampler
-    cfg = CampaignConfig(apis=[CONV], out=str(tmp_path / "x"), rules=str(rules))
-    spec, problems, _ = resolve(cfg, CONV)
-    sampler = Sampler(problems, 12345)
-    xs = [sampler.next() for _ in range(120)]
-    ys = [2 if ai.args["input"].rank == 1 else 0 for ai in xs]
-    m = train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5)
-    models = tmp_path / "models.yaml"
-    models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {CONV: {"threshold": 1.0}}}))
-    m.save(tmp_path / "m")
+    rules, models, _ = _crash_model(tmp_path)
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", CONV, "--rules", str(rules), "--budget", "4", "--seed", "2",
                  "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),

@@ -12,7 +12,9 @@ from acetest_ml.execute.supervisor import RunResult
 from acetest_ml.model import AbstractInput, ApiSpec, TensorDesc
 from acetest_ml.triage import BUG_FILE, list_bugs, record_bug
 
-from helpers import CRASH_RULES, candidates
+from helpers import CRASH_RULES, candidates, needs_conv2d_crash
+
+pytestmark = needs_conv2d_crash
 
 
 def _crash_rows(out):

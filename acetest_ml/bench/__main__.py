@@ -51,17 +51,10 @@ def main(argv=None) -> int:
     if args.parity and not args.upstream:
         print("acetest-ml bench: error: --parity needs --upstream", file=sys.stderr)
         return 2
-    if args.parity:
-        from . import parity
-        try:
-            return parity.main(args)
-        except UserError as e:
-            print(f"acetest-ml bench: error: {e}", file=sys.stderr)
-            return 2
     if args.upstream:
-        from . import upstream
+        from . import parity, upstream
         try:
-            return upstream.main(args)
+            return (parity if args.parity else upstream).main(args)
         except UserError as e:
             print(f"acetest-ml bench: error: {e}", file=sys.stderr)
             return 2
