@@ -143,3 +143,18 @@ def test_learning_sampler_recompiles_with_rules():
         a, b = ai.args["self"].shape, ai.args["mat2"].shape
         assert a[0] == 3 and a[1] == b[0]
     assert ls.sampler.stats.mutated_draws > 40
+
+
+def test_cheap_candidates_keep_changing_the_structure():
+    """Mutations also change ranks and dtypes (checked like any other), so a
+    cheap sampler reaches every dtype and many ranks of a spec well before
+    Z3 has been asked for as many models."""
+    import dataclasses
+    spec = get_spec("torch.ops.aten.erfinv")
+    dtypes = ["float32", "float64", "int32", "complex64"]
+    spec = dataclasses.replace(spec, args=[dataclasses.replace(spec.args[0], dtypes=dtypes)])
+    sampler = Sampler([RegistryProblem(spec, [])], seed=1)
+    got = [sampler.next().args["self"] for _ in range(60)]
+    assert sampler.stats.z3_draws < 15
+    assert {t.dtype for t in got} == set(dtypes)
+    assert len({len(t.shape) for t in got}) >= 5

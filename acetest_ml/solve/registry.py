@@ -35,6 +35,9 @@ MAX_LIST = 8
 #: elements of a small tensor that rules may decide (``x.value``, ``x[i]``)
 MAX_TENSOR_VALUES = 4
 TENSOR_VALUE_RANGE = (-16, 64)
+#: share of cheap mutations that change the structure (a rank, a length, a
+#: dtype or enum code, a flag) instead of dims and values
+STRUCTURE_SHARE = 0.4
 DEFAULT_DTYPES = ["float32", "float64", "int32", "int64"]
 BUILDABLE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
              "uint16", "uint32", "uint64", "bool", "complex64", "complex128", "string"}
@@ -562,6 +565,67 @@ class RegistryProblem(Problem, Terms):
             return -MAX_RANK, MAX_RANK - 1
         return (int(a.minimum) if a.minimum is not None else -2), 16
 
+    def _structurals(self) -> list[tuple]:
+        """The structural variables a mutation may also change, as (name,
+        lo, hi, kind): tensor ranks, list lengths, dtype / enum codes,
+        booleans and presence flags. Their bounds are the hard ones; what
+        the formulas add is left to the checker."""
+        got = getattr(self, "_struct_cache", None)
+        if got is not None:
+            return got
+        out: list[tuple] = []
+        for a in self.spec.args:
+            if f"{a.name}.present" in self._vars:
+                out.append((f"{a.name}.present", 0, 1, "bool"))
+            if a.kind in (TENSOR, TENSOR_LIST):
+                out.append((f"{a.name}.rank", max(0, a.min_rank), min(MAX_RANK, a.max_rank), "rank"))
+                if a.kind == TENSOR_LIST and a.length is None:
+                    out.append((f"{a.name}.len", max(a.min_length, 0), 6, "code"))
+            elif a.kind in (INT_LIST, SHAPE) and a.length is None:
+                out.append((f"{a.name}.len", max(0, a.min_length), MAX_LIST, "len"))
+            elif a.kind == BOOL:
+                out.append((f"{a.name}.val", 0, 1, "bool"))
+            elif a.kind == STR and a.allowed:
+                out.append((f"{a.name}.val", 0, len(a.allowed) - 1, "code"))
+        for key, allowed in self._dtype_sets.items():
+            out.append((key, 0, len(allowed) - 1, "code"))
+        out = [m for m in out if m[0] in self._vars and m[2] > m[1]]
+        self._struct_cache = out
+        return out
+
+    def _restructure(self, values: dict[str, int], rng, frozen) -> tuple[dict, list[str]] | None:
+        """One structural variable of ``values`` set to another value of its
+        range; dims or list items that become active are redrawn and those
+        that become inactive reset to their fixed value."""
+        opts = [m for m in self._structurals() if m[0] not in frozen]
+        if not opts:
+            return None
+        name, lo, hi, kind = opts[int(rng.integers(len(opts)))]
+        old = int(values[name])
+        new = int(rng.integers(lo, hi))
+        new = new + 1 if new >= old else new  # any value of [lo, hi] but old
+        out = dict(values)
+        out[name] = bool(new) if kind == "bool" else new
+        changed = [name]
+        base = name.rsplit(".", 1)[0]
+        if kind in ("rank", "len"):
+            muts = {m[0]: m for m in self._mutables()}
+            stem, fixed = (f"{base}.d", 1) if kind == "rank" else (f"{base}.i", 0)
+            for i in range(min(old, new), max(old, new)):
+                v = f"{stem}{i}"
+                if v not in out:
+                    continue
+                out[v] = self._redraw(muts[v], out, rng) if new > old and v in muts else fixed
+                changed.append(v)
+            if kind == "rank" and new > old:  # a higher rank has a lower dim cap
+                cap = _dim_hi(new)
+                for i in range(old):
+                    v = f"{stem}{i}"
+                    if v in out and out[v] > cap:
+                        out[v] = self._redraw(muts[v], out, rng)
+                        changed.append(v)
+        return out, changed
+
     def structure_key(self, values: dict[str, int]) -> tuple:
         """The structural choice of an assignment: ranks, lengths, presence,
         dtype and enum codes (what mutations keep)."""
@@ -579,6 +643,10 @@ class RegistryProblem(Problem, Terms):
         along, with probability 3/4, the other active variables that had
         the same value, so equalities the solver found (matching dims,
         list length == rank items) survive. The caller checks the result."""
+        if rng.random() < STRUCTURE_SHARE:
+            got = self._restructure(values, rng, frozen)
+            if got is not None:
+                return got
         act = []
         for m in self._mutables():
             name, kind, lo, hi, gate, gi, pres = m
