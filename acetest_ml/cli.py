@@ -89,6 +89,9 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=D["time_budget"], metavar="SECONDS",
                    help="stop each API after this many seconds of wall time, counted once its "
                    "worker is up (the budget still applies)")
+    p.add_argument("--no-cheap", action="store_true",
+                   help="solve every registry candidate with Z3 (the old, slower scheme) instead of "
+                   "deriving most of them from checked mutations of pooled Z3 models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # measuring switch: cold worker restarts instead of the warm spare
     p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
@@ -144,7 +147,7 @@ def _campaign_config(args, apis: list[str]):
                           models=args.models, models_dir=args.models_dir,
                           exploration=args.exploration, batch=args.batch, warmup=args.warmup,
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
-                          learn_rules=args.learn_rules,
+                          learn_rules=args.learn_rules, cheap=not getattr(args, "no_cheap", False),
                           crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
                           known_crash_floor=getattr(args, "known_crash_floor", 16),
                           explore_band=args.explore_band, time_budget=args.time_budget,

@@ -89,7 +89,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             store = Store(cfg.out)
             sampler = learning_sampler(cfg, spec, problems, notes, seed, per_set, store)
         else:
-            sampler = Sampler(problems, seed, models_per_set=per_set)
+            sampler = Sampler(problems, seed, models_per_set=per_set, cheap=getattr(cfg, "cheap", True))
         try:
             if store is not None:
                 sampler.replay(store.records(spec.name, seed=seed))

@@ -98,6 +98,9 @@ class CampaignConfig:
     retrain_every: int = 50                 #: online: new labels between retrainings
     mem_limit_mb: Optional[int] = None      #: worker memory limit (None: the executor's default)
     learn_rules: bool = False               #: learn rules from the runs, re-solve with them (learn/)
+    #: cheap candidates: most registry candidates are checked mutations of
+    #: pooled Z3 models (solve/sampler.py); False: every candidate from Z3
+    cheap: bool = True
     #: crash-aware filter: an input with P(crash or timeout) >= this is never discarded
     crash_threshold: float = 0.3
     #: a crash signature seen this many times is known: inputs predicted to
@@ -178,6 +181,8 @@ class CampaignConfig:
         _int_at_least("retrain_every", self.retrain_every, 1)
         if self.mem_limit_mb is not None:
             _int_at_least("mem_limit_mb", self.mem_limit_mb, 1)
+        if not isinstance(self.cheap, bool):
+            raise SettingError("cheap", f"must be true or false (got {self.cheap!r})")
         if not isinstance(self.learn_rules, bool):
             raise SettingError("learn_rules", f"must be true or false (got {self.learn_rules!r})")
         for name in ("crash_threshold", "explore_band"):

@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", default=None, help="continue a killed bench in this folder")
     ap.add_argument("--acetest-data", default=os.environ.get("ACETEST_DATA", "../shared/acetest-data"))
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-cheap", action="store_true",
+                    help="every registry candidate from Z3 (the old scheme), to measure cheap candidates")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report to benchmarks/RESULTS.md (full runs only)")
     ap.add_argument("--upstream", action="store_true",
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
     from .protocol import default_out_dir, load_bench_config, run_bench
     try:
         cfg = load_bench_config(args.config, quick=args.quick)
+        cfg.cheap = not args.no_cheap
         if cfg.acetest_apis:
             from ..campaign import _acetest_data
             _acetest_data(args.acetest_data)

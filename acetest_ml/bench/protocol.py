@@ -45,6 +45,8 @@ class BenchConfig:
     models: str = DEFAULTS["models"]
     min_per_class: int = 10
     quick: bool = False
+    #: cheap candidates (CampaignConfig.cheap); bench --no-cheap measures the old scheme
+    cheap: bool = True
     extra: dict = field(default_factory=dict)
 
     @property
@@ -130,7 +132,7 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
                           acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
                           resume=resume, ml_filter=ml_filter, models=models or cfg.models,
                           exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api(),
-                          learn_rules=learn_rules)
+                          learn_rules=learn_rules, cheap=cfg.cheap)
     if resume and os.path.exists(done_marker):
         with open(done_marker) as f:
             prev = json.load(f)

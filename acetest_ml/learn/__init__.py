@@ -42,7 +42,8 @@ def learning_sampler(cfg, spec, problems, notes: dict, seed: int, models_per_set
         store.set_meta(META_KEY + spec.name, info)
 
     return LearningSampler(spec, problems, seed, source=source, base_rules=base,
-                           models_per_set=models_per_set, on_change=persist)
+                           models_per_set=models_per_set, on_change=persist,
+                           cheap=getattr(cfg, "cheap", True))
 
 
 def learned_from_summary(summary: dict) -> dict[str, list[dict]]:

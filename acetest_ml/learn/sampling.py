@@ -58,7 +58,8 @@ def registry_check(spec: ApiSpec, base_rules: Sequence[str] = ()) -> Callable[[S
 class LearningSampler:
     def __init__(self, spec: ApiSpec, problems: Sequence, seed: int, *, source: str = "registry",
                  base_rules: Sequence[str] = (), models_per_set: Optional[int] = None,
-                 on_change: Optional[Callable[[dict], None]] = None, window: int = 10):
+                 on_change: Optional[Callable[[dict], None]] = None, window: int = 10,
+                 cheap: bool = True):
         self.spec = spec
         self.problems = list(problems)
         self.seed = seed
@@ -66,6 +67,7 @@ class LearningSampler:
         self.base_rules = list(base_rules)
         self.models_per_set = models_per_set
         self.on_change = on_change
+        self.cheap = cheap
         self.learner = RuleLearner(spec, registry_check(spec, base_rules if source == "registry" else ()),
                                    window=window)
         self.epoch = 0
@@ -82,7 +84,9 @@ class LearningSampler:
         else:
             problems = self.problems
         seed = self.seed if self.epoch == 0 else (self.seed * 1000003 + self.epoch) % (2 ** 31)
-        self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set)
+        # a new Sampler per rule set: its checker is compiled from the new
+        # problem's formulas, learned rules included
+        self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap)
         self.set_id = "base" if not rules else f"learned@{self.epoch}"
         self.epochs.append({"epoch": self.epoch, "from_run": self.learner.n, "rules": list(rules)})
 

@@ -30,6 +30,10 @@ class Problem(ABC):
     #: its own ``z3.Context()``: Z3's choices depend on the context's history,
     #: so a private context is what makes sampling repeatable for a seed.
     ctx: z3.Context = None  # type: ignore[assignment]
+    #: whether the cheap sampler may mutate this problem's solved models
+    #: (the problem then implements ``model_values``, ``decode_values``,
+    #: ``structure_key`` and ``mutate``, see ``registry.RegistryProblem``)
+    cheap: bool = False
 
     @abstractmethod
     def formulas(self) -> Sequence[z3.BoolRef]:
@@ -50,6 +54,24 @@ class Problem(ABC):
     def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
         """Turn a model into an AbstractInput, filling at random whatever the
         model leaves open. ``rng`` is the only randomness allowed."""
+
+    # cheap sampling (only where ``cheap`` is True) ------------------------------
+    def model_values(self, model: z3.ModelRef) -> dict[str, int]:
+        """The model as an assignment {variable name: value}."""
+        raise NotImplementedError
+
+    def decode_values(self, values: dict[str, int], rng: random.Random) -> AbstractInput:
+        """``decode`` from an assignment."""
+        raise NotImplementedError
+
+    def structure_key(self, values: dict[str, int]) -> tuple:
+        """The structural choice of an assignment (what mutations keep)."""
+        raise NotImplementedError
+
+    def mutate(self, values: dict[str, int], rng, frozen=frozenset(),
+               donor: dict | None = None) -> tuple[dict[str, int], list[str]] | None:
+        """A mutated copy of ``values`` and the names changed (unchecked)."""
+        raise NotImplementedError
 
     def check_input(self, ai: AbstractInput) -> bool:  # pragma: no cover - optional
         """Whether ``ai`` satisfies this problem (used by tests); sources that

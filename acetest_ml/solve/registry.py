@@ -16,16 +16,18 @@ solver drops them when the hard constraints disagree.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from typing import Any, Sequence
 
+import numpy as np
 import z3
 
 from ..model import (BOOL, BOOL_LIST, DTYPE, DTYPE_LIST, FLOAT, FLOAT_LIST, INT, INT_LIST, SCALAR,
                      SHAPE, STR, STR_LIST, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec, ArgSpec,
                      DTypeValue, TensorDesc, dtype_kind)
-from .problem import Problem, model_int
+from .problem import Problem, int_value
 from .rules import Terms, compile_rule
 
 MAX_RANK = 6
@@ -33,6 +35,9 @@ MAX_LIST = 8
 #: elements of a small tensor that rules may decide (``x.value``, ``x[i]``)
 MAX_TENSOR_VALUES = 4
 TENSOR_VALUE_RANGE = (-16, 64)
+#: share of cheap mutations that change the structure (a rank, a length, a
+#: dtype or enum code, a flag) instead of dims and values
+STRUCTURE_SHARE = 0.4
 DEFAULT_DTYPES = ["float32", "float64", "int32", "int64"]
 BUILDABLE = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
              "uint16", "uint32", "uint64", "bool", "complex64", "complex128", "string"}
@@ -57,6 +62,26 @@ _ROLE_NAMES = _AXIS_TENSOR_NAMES | _PER_DIM_NAMES | _PADDING_NAMES | _PERM_NAMES
 _RANK_WEIGHTS = [(0, 4), (1, 14), (2, 22), (3, 20), (4, 24), (5, 10), (6, 6)]
 _DIM_WEIGHTS = [(0, 2), (1, 22), (2, 18), (3, 16), (4, 12), (5, 6), (6, 6), (7, 4), (8, 5), (12, 3),
                 (16, 3)]
+
+
+_COUNT_PICKS = [1, 1, 2, 2, 3, 4]
+_INT_PICKS = [0, 1, 1, 2, 2, 3, 4]
+_ITEM_PICKS = [0, 1, 1, 1, 2, 2, 3, 4]
+_TVAL_PICKS = [-1, 0, 1, 1, 2, 2, 3, 4, 8]
+
+
+def _dim_hi(rank: int) -> int:
+    """The largest dimension size ``_dim_cap`` allows at this rank."""
+    return 64 if rank <= 2 else 16 if rank == 3 else 10 if rank == 4 else 5
+
+
+@functools.lru_cache(maxsize=None)
+def _dim_table(hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The target dimension sizes up to ``hi`` and their cumulative weights."""
+    pairs = [(v, w) for v, w in _DIM_WEIGHTS if 1 <= v <= hi]
+    vals = np.array([v for v, _ in pairs])
+    w = np.array([w for _, w in pairs], dtype=float)
+    return vals, np.cumsum(w / w.sum())[:-1]
 
 
 def _weighted(rng: random.Random, pairs: Sequence[tuple[int, int]]) -> int:
@@ -329,17 +354,33 @@ class RegistryProblem(Problem, Terms):
             diffs.append(v != val)
         return z3.Or(*diffs) if diffs else None
 
+    def model_values(self, model: z3.ModelRef) -> dict[str, int]:
+        """The model as {variable name: int} (booleans as bool); a variable
+        the model leaves open reads 0 / False, as Z3's model completion
+        would."""
+        out: dict[str, int] = {}
+        for name, v in self._vars.items():
+            out[name] = False if z3.is_bool(v) else 0
+        for d in model.decls():
+            name = d.name()
+            if name in out:
+                got = int_value(model.get_interp(d))
+                if got is not None:
+                    out[name] = bool(got) if isinstance(out[name], bool) else got
+        return out
+
     def decode(self, model: z3.ModelRef, rng: random.Random) -> AbstractInput:
+        return self.decode_values(self.model_values(model), rng)
+
+    def decode_values(self, values: dict[str, int], rng: random.Random) -> AbstractInput:
+        """Like ``decode`` from an assignment ({name: value}, as
+        ``model_values`` gives or the cheap sampler's mutations make)."""
         def iv(name: str, default: int = 0) -> int:
-            v = self._vars.get(name)
-            if v is None:
-                return default
-            got = model_int(model, v)
-            return default if got is None else got
+            got = values.get(name)
+            return default if got is None else int(got)
 
         def bv(name: str) -> bool:
-            v = self._vars.get(name)
-            return bool(v is not None and z3.is_true(model.eval(v, model_completion=True)))
+            return bool(values.get(name, False))
 
         args: dict[str, Any] = {}
         solved: list[str] = []
@@ -479,6 +520,201 @@ class RegistryProblem(Problem, Terms):
             n = max(a.min_length, 1)
             return [DTypeValue(rng.choice(DEFAULT_DTYPES)) for _ in range(n)]
         return _OMIT
+
+    # -- cheap sampling (sampler.Sampler(cheap=True)) ---------------------------
+    #: this problem supports model_values / decode_values / mutate
+    cheap = True
+
+    def _mutables(self) -> list[tuple]:
+        """The variables a mutation may redraw, as (name, kind, lo, hi, gate,
+        gate_index, present): dims (``gate`` the rank: active below it),
+        list items (``gate`` the length), int values and the solved elements
+        of small tensors. Ranks, lengths, presence, dtypes and enum codes are
+        the structure and stay as Z3 chose them."""
+        got = getattr(self, "_mut_cache", None)
+        if got is not None:
+            return got
+        out: list[tuple] = []
+        for a in self.spec.args:
+            pres = f"{a.name}.present" if f"{a.name}.present" in self._vars else None
+            if a.kind in (TENSOR, TENSOR_LIST):
+                for i in range(MAX_RANK):
+                    out.append((f"{a.name}.d{i}", "dim", 1, 64, f"{a.name}.rank", i, pres))
+                for i in range(self._value_vars.get(a.name, 0)):
+                    lo, hi = TENSOR_VALUE_RANGE
+                    out.append((f"{a.name}.v{i}", "tval", lo, hi, None, 0, pres))
+            elif a.kind == INT:
+                lo, hi = self._int_bounds(a)
+                kind = "axis" if a.name in _AXIS_NAMES else "count" if a.name in _COUNT_NAMES else "int"
+                if a.allowed:
+                    kind = "allowed"
+                out.append((f"{a.name}.val", kind, lo, hi, None, 0, pres))
+            elif a.kind in (INT_LIST, SHAPE):
+                lo, hi = self._list_bounds(a)
+                for i in range(MAX_LIST):
+                    out.append((f"{a.name}.i{i}", "item", lo, hi, f"{a.name}.len", i, pres))
+        self._mut_cache = out
+        return out
+
+    def _list_bounds(self, a: ArgSpec) -> tuple[int, int]:
+        if a.name in _POSITIVE_LIST_NAMES:
+            return 1, 4
+        if a.kind == SHAPE:
+            return -1, 8
+        if a.name in _AXIS_NAMES:
+            return -MAX_RANK, MAX_RANK - 1
+        return (int(a.minimum) if a.minimum is not None else -2), 16
+
+    def _structurals(self) -> list[tuple]:
+        """The structural variables a mutation may also change, as (name,
+        lo, hi, kind): tensor ranks, list lengths, dtype / enum codes,
+        booleans and presence flags. Their bounds are the hard ones; what
+        the formulas add is left to the checker."""
+        got = getattr(self, "_struct_cache", None)
+        if got is not None:
+            return got
+        out: list[tuple] = []
+        for a in self.spec.args:
+            if f"{a.name}.present" in self._vars:
+                out.append((f"{a.name}.present", 0, 1, "bool"))
+            if a.kind in (TENSOR, TENSOR_LIST):
+                out.append((f"{a.name}.rank", max(0, a.min_rank), min(MAX_RANK, a.max_rank), "rank"))
+                if a.kind == TENSOR_LIST and a.length is None:
+                    out.append((f"{a.name}.len", max(a.min_length, 0), 6, "code"))
+            elif a.kind in (INT_LIST, SHAPE) and a.length is None:
+                out.append((f"{a.name}.len", max(0, a.min_length), MAX_LIST, "len"))
+            elif a.kind == BOOL:
+                out.append((f"{a.name}.val", 0, 1, "bool"))
+            elif a.kind == STR and a.allowed:
+                out.append((f"{a.name}.val", 0, len(a.allowed) - 1, "code"))
+        for key, allowed in self._dtype_sets.items():
+            out.append((key, 0, len(allowed) - 1, "code"))
+        out = [m for m in out if m[0] in self._vars and m[2] > m[1]]
+        self._struct_cache = out
+        return out
+
+    def _restructure(self, values: dict[str, int], rng, frozen) -> tuple[dict, list[str]] | None:
+        """One structural variable of ``values`` set to another value of its
+        range; dims or list items that become active are redrawn and those
+        that become inactive reset to their fixed value."""
+        opts = [m for m in self._structurals() if m[0] not in frozen]
+        if not opts:
+            return None
+        name, lo, hi, kind = opts[int(rng.integers(len(opts)))]
+        old = int(values[name])
+        new = int(rng.integers(lo, hi))
+        new = new + 1 if new >= old else new  # any value of [lo, hi] but old
+        out = dict(values)
+        out[name] = bool(new) if kind == "bool" else new
+        changed = [name]
+        base = name.rsplit(".", 1)[0]
+        if kind in ("rank", "len"):
+            muts = {m[0]: m for m in self._mutables()}
+            stem, fixed = (f"{base}.d", 1) if kind == "rank" else (f"{base}.i", 0)
+            for i in range(min(old, new), max(old, new)):
+                v = f"{stem}{i}"
+                if v not in out:
+                    continue
+                out[v] = self._redraw(muts[v], out, rng) if new > old and v in muts else fixed
+                changed.append(v)
+            if kind == "rank" and new > old:  # a higher rank has a lower dim cap
+                cap = _dim_hi(new)
+                for i in range(old):
+                    v = f"{stem}{i}"
+                    if v in out and out[v] > cap:
+                        out[v] = self._redraw(muts[v], out, rng)
+                        changed.append(v)
+        return out, changed
+
+    def structure_key(self, values: dict[str, int]) -> tuple:
+        """The structural choice of an assignment: ranks, lengths, presence,
+        dtype and enum codes (what mutations keep)."""
+        muts = {m[0] for m in self._mutables()}
+        return tuple((n, values[n]) for n in self._vars if n not in muts)
+
+    def mutate(self, values: dict[str, int], rng, frozen=frozenset(), donor: dict | None = None):
+        """A copy of ``values`` with a few active variables redrawn within
+        their bounds (numpy ``rng``), or None when nothing can change. A
+        variable is redrawn from its target distribution (half the time),
+        moved by one or two (a quarter), or takes its value in ``donor``,
+        another solved model (a quarter: values that satisfied the
+        constraints once).
+        Returns (new values, names changed). A redrawn variable carries
+        along, with probability 3/4, the other active variables that had
+        the same value, so equalities the solver found (matching dims,
+        list length == rank items) survive. The caller checks the result."""
+        if rng.random() < STRUCTURE_SHARE:
+            got = self._restructure(values, rng, frozen)
+            if got is not None:
+                return got
+        act = []
+        for m in self._mutables():
+            name, kind, lo, hi, gate, gi, pres = m
+            if name in frozen or (pres is not None and not values[pres]):
+                continue
+            if gate is not None and values[gate] <= gi:
+                continue
+            act.append(m)
+        if not act:
+            return None
+        k = min(int(rng.geometric(0.5)), len(act))
+        picks = rng.choice(len(act), size=k, replace=False) if k > 1 else [int(rng.integers(len(act)))]
+        out = dict(values)
+        changed: list[str] = []
+        for j in picks:
+            m = act[int(j)]
+            name = m[0]
+            old = values[name]
+            u = rng.random()
+            if u < 0.5:
+                new = self._redraw(m, out, rng)
+            elif u < 0.75 or donor is None:
+                step = int(rng.integers(1, 3)) * (1 if rng.random() < 0.5 else -1)
+                new = int(min(max(old + step, m[2]), self._hi(m, out)))
+            else:
+                new = int(donor[name])
+            out[name] = new
+            changed.append(name)
+            if new != old and rng.random() < 0.75:
+                for o in act:
+                    if o[0] != name and values[o[0]] == old and out[o[0]] == old \
+                            and o[2] <= new <= self._hi(o, out):
+                        out[o[0]] = new
+                        changed.append(o[0])
+        return out, changed
+
+    def _hi(self, m: tuple, values: dict[str, int]) -> int:
+        if m[1] == "dim":
+            return _dim_hi(values[m[4]])
+        return m[3]
+
+    def _redraw(self, m: tuple, values: dict[str, int], rng) -> int:
+        name, kind, lo, hi, gate, gi, pres = m
+        u = rng.random()
+        if kind == "dim":
+            hi = _dim_hi(values[gate])
+            if u < 0.8:
+                vals, p = _dim_table(hi)
+                return int(vals[int(np.searchsorted(p, rng.random(), side="right"))])
+            return int(rng.integers(1, hi + 1))
+        if kind == "allowed":
+            allowed = self.spec.arg(name[:-4]).allowed or [lo]
+            return int(allowed[int(rng.integers(len(allowed)))])
+        if kind == "axis" and u < 0.8:
+            ranks = [values[f"{a.name}.rank"] for a in self._tensor_args()]
+            if ranks:
+                r = ranks[int(rng.integers(len(ranks)))]
+                if r > 0:
+                    return int(min(max(int(rng.integers(-r, r)), lo), hi))
+        if kind == "count" and u < 0.8:
+            return int(min(max(_COUNT_PICKS[int(rng.integers(len(_COUNT_PICKS)))], lo), hi))
+        if kind == "int" and u < 0.6:
+            return int(min(max(_INT_PICKS[int(rng.integers(len(_INT_PICKS)))], lo), hi))
+        if kind == "item" and u < 0.6:
+            return int(min(max(_ITEM_PICKS[int(rng.integers(len(_ITEM_PICKS)))], lo), hi))
+        if kind == "tval" and u < 0.8:
+            return int(_TVAL_PICKS[int(rng.integers(len(_TVAL_PICKS)))])
+        return int(rng.integers(lo, hi + 1))
 
     # -- Terms (for YAML rules) ------------------------------------------------
     def _need(self, name: str) -> z3.ExprRef:
