@@ -58,6 +58,8 @@ OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
 DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
+#: where the hook's own time goes (``ApiFilter.phase_time``)
+PHASES = ("generate", "convert", "score", "train", "probe")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 # Upstream's modules and the classes the hook patches in them.
 _MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
@@ -183,6 +185,8 @@ class _Pending:
     decision: str
     counters: Optional[dict] = None
     score: Optional[float] = None
+    #: perf_counter when upstream got the input (its run starts then)
+    started: float = 0.0
 
 
 class ApiFilter:
@@ -208,6 +212,11 @@ class ApiFilter:
         self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS + SAMPLE_COUNTS}
         self.outcomes: dict[str, dict[str, int]] = {}
         self.score_time = 0.0
+        #: seconds the hook spent, by phase: upstream's own generator called
+        #: by the hook (``generate``), conversion, scoring, online training
+        self.phase_time = {k: 0.0 for k in PHASES}
+        #: executed runs' wall time (generation handed over -> labelled), by outcome
+        self.run_time: dict[str, float] = {}
         self.modes: list[str] = []
 
     # -- setup
@@ -227,11 +236,22 @@ class ApiFilter:
             self.spec = convert.spec_from_upstream(self.api, arg_list, self.framework)
 
     def convert(self, arg_list) -> Optional[AbstractInput]:
+        t0 = time.perf_counter()
         try:
             return convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
         except (ValueError, KeyError, TypeError) as e:
             self.warn(f"cannot convert a generated input ({e}); it runs unfiltered")
             return None
+        finally:
+            self.phase_time["convert"] += time.perf_counter() - t0
+
+    def _generate(self, manager, original: Callable[[Any], Any]):
+        t0 = time.perf_counter()
+        try:
+            return original(manager)
+        finally:
+            self.phase_time["generate"] += time.perf_counter() - t0
+            self.counts["generated"] += 1
 
     def warn(self, msg: str) -> None:
         if not self.warned:
@@ -251,8 +271,7 @@ class ApiFilter:
         if self.scorer is None or explore_sample:
             # no scorer yet, or a solver sample predicted invalid that runs
             # its exploration share of rounds as drawn
-            result = original(manager)
-            self.counts["generated"] += 1
+            result = self._generate(manager, original)
             with keep_global_rng():
                 ai = self.convert(manager.arg_list)
             if ai is None:
@@ -265,8 +284,7 @@ class ApiFilter:
             decision = ""
             ai = None
             for _ in range(int(self.config.max_tries)):
-                result = original(manager)
-                self.counts["generated"] += 1
+                result = self._generate(manager, original)
                 with keep_global_rng():
                     ai = self.convert(manager.arg_list)
                 if ai is None:
@@ -275,7 +293,9 @@ class ApiFilter:
                 t0 = time.perf_counter()
                 with keep_global_rng():
                     p = float(self.scorer.score_batch([ai])[0])
-                self.score_time += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                self.score_time += dt
+                self.phase_time["score"] += dt
                 self.counts["scored"] += 1
                 score = p
                 if p >= threshold:
@@ -298,7 +318,7 @@ class ApiFilter:
                 decision = "forced"
         self.counts[decision] += 1
         counters = ({k: getattr(runner, k, 0) for k in _COUNTERS} if runner is not None else None)
-        self.pending = _Pending(ai, decision, counters, score)
+        self.pending = _Pending(ai, decision, counters, score, time.perf_counter())
         return result
 
     # -- per-sample round reallocation
@@ -313,10 +333,13 @@ class ApiFilter:
         with keep_global_rng():
             inputs = []
             for _ in range(int(self.config.probes)):
+                t_probe = time.perf_counter()
                 try:
                     generate(manager)
                 except Exception:  # upstream's generator gave up on this fill
                     continue
+                finally:
+                    self.phase_time["probe"] += time.perf_counter() - t_probe
                 ai = self.convert(manager.arg_list)
                 if ai is not None:
                     inputs.append(ai)
@@ -328,7 +351,9 @@ class ApiFilter:
                 return None
             t0 = time.perf_counter()
             scores = self.scorer.score_batch(inputs)
-            self.score_time += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self.score_time += dt
+            self.phase_time["score"] += dt
         self.counts["scored"] += len(inputs)
         self.counts["samples_scored"] += 1
         return float(max(scores))
@@ -358,6 +383,7 @@ class ApiFilter:
             return None
         self.pending = None
         outcome = forced_outcome or self.outcome_of(runner, p.counters)
+        self.run_time[outcome] = self.run_time.get(outcome, 0.0) + time.perf_counter() - p.started
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
         if self.hook.collector is not None and p.ai is not None:
@@ -365,7 +391,10 @@ class ApiFilter:
         if self.config.mode == "online" and p.ai is not None:
             errors = self.learner.train_errors
             self.learner.spec = self.spec
-            if self.learner.observe(p.ai, outcome):
+            t0 = time.perf_counter()
+            trained = self.learner.observe(p.ai, outcome)
+            self.phase_time["train"] += time.perf_counter() - t0
+            if trained:
                 self.scorer = self.learner.model
                 self.scorer_source = "online"
             if self.learner.train_errors > errors:  # keep going unfiltered, but say so
@@ -393,6 +422,8 @@ class ApiFilter:
             **c,
             "runs": runs,
             "score_time_s": round(self.score_time, 6),
+            "hook_time_s": {k: round(v, 3) for k, v in self.phase_time.items()},
+            "run_time_s": {k: round(v, 3) for k, v in sorted(self.run_time.items())},
             "score_us_per_candidate": (round(1e6 * self.score_time / c["scored"], 2) if c["scored"] else None),
             "candidates_per_run": (round(c["generated"] / runs, 4) if runs else None),
             "outcomes": self.outcomes,
