@@ -136,12 +136,12 @@ def test_acetest_constraints_repeatable_with_jobs_2_and_resume(tmp_path):
     base = ["campaign", "--constraints", "acetest", "--acetest-data", ACETEST_DATA,
             "--api", "tf.raw_ops.BiasAdd", "--api", "tf.raw_ops.Tile", "--seed", "7",
             "--jobs", "2", "--no-progress"]
-    a, b, c = (str(tmp_path / n) for n in "abc")
+    a, c = (str(tmp_path / n) for n in "ac")
+    # a second run that stops early and is resumed repeats the first exactly
     assert main(base + ["--budget", "8", "--out", a]) == 0
-    assert main(base + ["--budget", "8", "--out", b]) == 0
     rows_a = [(r[0], r[1], r[2]) for r in _rows(a)]
     assert len({r[0] for r in rows_a}) == 2
-    assert rows_a == [(r[0], r[1], r[2]) for r in _rows(b)]
     assert main(base + ["--budget", "4", "--out", c]) == 0
+    assert [(r[0], r[1], r[2]) for r in _rows(c)] == [r for r in rows_a if r[1] < 4]
     assert main(base + ["--budget", "8", "--out", c, "--resume"]) == 0
     assert [(r[0], r[1], r[2]) for r in _rows(c)] == rows_a
