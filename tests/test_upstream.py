@@ -254,7 +254,8 @@ def test_gives_up_after_max_tries_and_runs_best_candidate(up):
 def test_exploration_share(up):
     def run(exploration, n=60):
         scorer = RecordingScorer(threshold=2.0)
-        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=exploration, max_tries=4, seed=7),
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=exploration, max_tries=4, seed=7,
+                                              explore_band=5.0),
                             scorer_factory=lambda m, a, s: scorer)
         h.install(up.APIManager.APIManager, up.Runner.Runner)
         try:
@@ -831,3 +832,45 @@ def test_the_hooks_expensive_calls_stay_bounded(up, tmp_path):
     phases = st["hook_time_s"]
     assert set(phases) == set(hook.PHASES) and phases["train"] > 0 and phases["score"] > 0
     assert st["run_time_s"].get("pass", 0) > 0 and st["run_time_s"].get("invalid", 0) > 0
+
+
+def test_inputs_like_a_timeout_seen_k_times_stop_running(up, tmp_path):
+    """Upstream waits round_timeout seconds on each timeout and restarts its
+    worker: a learner that keeps a timeout class (never discarded) drew
+    MaxPool3D's 128^3 windows again and again. Once k timeouts were seen,
+    candidates predicted to reproduce one are drawn again (campaign rule)."""
+    from acetest_ml.classify import train_model
+    spec = convert.spec_from_upstream(API, load_args(up), "tf")
+    random.seed(21)
+    inputs = draw(up, up.APIManager.APIManager(API, load_args(up), None), 400, spec)
+    labels = [2 if ai.args["value"].rank == 4 else int(bias_add_valid(ai)) for ai in inputs]
+    model = train_model(spec, inputs, labels, "lightgbm", {"num_threads": 1}, 0.5)
+    assert model.has_crash_class
+
+    def campaign(k):
+        (tmp_path / f"k{k}").mkdir()
+        opt = make_option(up, tmp_path / f"k{k}")
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, known_crash_k=k, seed=0),
+                            scorer_factory=lambda m, a, s: model)
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        hangs = 0
+        try:
+            random.seed(22)
+            r = up.Runner.Runner(API, opt)
+            manager = up.APIManager.APIManager(API, load_args(up), opt)
+            manager._acetest_ml_runner = r
+            for _ in range(60):
+                manager.generate_random_args()
+                if convert.to_abstract_input(API, manager.arg_list, "tf", spec).args["value"].rank == 4:
+                    r.timeout += 1  # what upstream's runner counts when the worker hangs
+                    hangs += 1
+            manager.generate_random_args()  # settles the last run
+        finally:
+            h.uninstall()
+        return hangs, h.stats()[API]
+
+    hangs, st = campaign(3)
+    assert hangs == 3, st  # the first three run (a predicted timeout is never discarded), then none
+    assert st["known"] > 0 and st["outcomes"]["accepted"]["timeout"] == 3
+    off_hangs, off = campaign(0)
+    assert off_hangs > 10 and off["known"] == 0, off

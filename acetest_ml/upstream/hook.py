@@ -55,7 +55,7 @@ MODES = ("none", "models", "online")
 #: upstream's runner also reports out-of-memory and runs it could not label
 OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
 OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
-DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
+DECISIONS = ("accepted", "crash_kept", "explored", "forced", "unfiltered", "unconvertible")
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
 #: where the hook's own time goes (``ApiFilter.phase_time``)
@@ -80,7 +80,14 @@ class FilterConfig:
     ``collect``: results-store folder that receives every executed run.
     ``reallocate``: score each solver sample over ``probes`` random fills and
     move the rounds of a sample predicted invalid for all of them to the
-    others (``exploration`` of its rounds still run), keeping the total."""
+    others (``exploration`` of its rounds still run), keeping the total.
+    As in our campaigns: exploration runs stay within ``exploration`` of the
+    rounds, drawn from scores within ``explore_band`` below the threshold; an
+    input with P(crash or timeout) >= ``crash_threshold`` (lower for a thin
+    crash class, see ``known_crash_floor``) is never discarded unless it is
+    predicted (nearest recorded crash input) to reproduce a crash or timeout
+    seen ``known_crash_k`` times (0 = off): upstream waits ``round_timeout``
+    seconds on every timeout and restarts its worker after it."""
 
     mode: str = "models"
     models: Optional[str] = None
@@ -95,6 +102,10 @@ class FilterConfig:
     collect: Optional[str] = None
     reallocate: bool = True
     probes: int = 4
+    explore_band: float = 0.25
+    crash_threshold: float = 0.3
+    known_crash_k: int = 3
+    known_crash_floor: int = 16
 
     def validate(self, check_models: bool = True) -> "FilterConfig":
         if self.mode not in MODES:
@@ -105,6 +116,12 @@ class FilterConfig:
             raise ConfigError(f"max_tries must be at least 1, got {self.max_tries!r}")
         if int(self.probes) < 1:
             raise ConfigError(f"probes must be at least 1, got {self.probes!r}")
+        if not (float(self.explore_band) >= 0.0):
+            raise ConfigError(f"explore_band must be >= 0, got {self.explore_band!r}")
+        if not (0.0 < float(self.crash_threshold) <= 1.0):
+            raise ConfigError(f"crash_threshold must be in (0, 1], got {self.crash_threshold!r}")
+        if int(self.known_crash_k) < 0:
+            raise ConfigError(f"known_crash_k must be >= 0, got {self.known_crash_k!r}")
         if int(self.warmup) < 2:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
         if check_models and self.mode == "models" and not self.models:
@@ -209,7 +226,9 @@ class ApiFilter:
                                      retrain_factor=float(self.config.retrain_factor),
                                      retry_after=max(10, warmup // 10), min_per_class=1)
         self.warned = False
-        self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS + SAMPLE_COUNTS}
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known") + DECISIONS + SAMPLE_COUNTS}
+        # crash / timeout inputs seen, by signature (known-crash rule); None: off
+        self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
         self.outcomes: dict[str, dict[str, int]] = {}
         self.score_time = 0.0
         #: seconds the hook spent, by phase: upstream's own generator called
@@ -258,6 +277,30 @@ class ApiFilter:
             self.warned = True
             print(f"[acetest-ml] {self.api}: {msg}", file=sys.stderr, flush=True)
 
+    def _assess(self, ai: AbstractInput) -> tuple[float, Optional[float]]:
+        """(P(valid), P(crash or timeout) or None when the scorer has no crash class)."""
+        predict = getattr(self.scorer, "predict_batch", None)
+        if callable(predict) and getattr(self.scorer, "has_crash_class", False):
+            proba = predict([ai])[0]
+            return float(1.0 - proba[0]), float(proba[2])
+        return float(self.scorer.score_batch([ai])[0]), None
+
+    def _crash_cut(self) -> float:
+        """P(crash) at or above which a candidate is never discarded: the
+        crash threshold, or 3x the crash class's training share when that class
+        is thin (fewer than ``known_crash_floor`` runs), as in our campaigns."""
+        counts = getattr(self.scorer, "counts", None) or {}
+        n, c = int(counts.get("n", 0) or 0), int(counts.get("crash", 0) or 0)
+        cut = float(self.config.crash_threshold)
+        if n and 0 < c < int(self.config.known_crash_floor):
+            return min(cut, 3.0 * c / n)
+        return cut
+
+    def _may_explore(self) -> bool:
+        """Exploration runs stay within ``exploration`` of the rounds run so far."""
+        runs = sum(self.counts[d] for d in DECISIONS)
+        return self.config.exploration > 0 and self.counts["explored"] < self.config.exploration * (runs + 1)
+
     # -- the regenerate loop
     def next_input(self, manager, original: Callable[[Any], Any]):
         runner = getattr(manager, "_acetest_ml_runner", None)
@@ -280,6 +323,7 @@ class ApiFilter:
                 decision = "explored" if explore_sample else "unfiltered"
         else:
             threshold = float(getattr(self.scorer, "threshold", 0.5))
+            band = float(self.config.explore_band)
             best: Optional[tuple[float, list, AbstractInput]] = None
             decision = ""
             ai = None
@@ -292,28 +336,41 @@ class ApiFilter:
                     break
                 t0 = time.perf_counter()
                 with keep_global_rng():
-                    p = float(self.scorer.score_batch([ai])[0])
+                    p, p_crash = self._assess(ai)
                 dt = time.perf_counter() - t0
                 self.score_time += dt
                 self.phase_time["score"] += dt
                 self.counts["scored"] += 1
                 score = p
-                if p >= threshold:
+                known = False
+                if p_crash is not None and p_crash >= self._crash_cut():
+                    # predicted to crash or hang: never discarded, unless it is
+                    # predicted to reproduce a crash/timeout seen known_crash_k times
+                    with keep_global_rng():
+                        known = bool(self.crashes is not None and self.crashes.known([ai])[0])
+                    if not known:
+                        decision = "accepted" if p >= threshold else "crash_kept"
+                        break
+                    self.counts["known"] += 1
+                elif p >= threshold:
                     decision = "accepted"
                     break
-                if self.config.exploration > 0 and self.rng.random() < self.config.exploration:
+                # exploration: a share of the rounds, from the uncertain band
+                # below the threshold (or a known crash), as in our campaigns
+                if self._may_explore() and (known or p >= threshold - band):
                     decision = "explored"
                     break
                 self.counts["discarded"] += 1
-                if best is None or p > best[0]:
-                    best = (p, [a.arg_value for a in manager.arg_list], ai)
+                rank = p - (1.0 if known else 0.0)  # a known crash runs last
+                if best is None or rank > best[0]:
+                    best = (rank, [a.arg_value for a in manager.arg_list], ai)
             if not decision:
                 # Every candidate was predicted invalid: run the most plausible one.
                 assert best is not None
                 for a, v in zip(manager.arg_list, best[1]):
                     a.arg_value = v
                 ai = best[2]
-                score = best[0]
+                score = best[0] if best[0] >= 0 else best[0] + 1.0
                 self.counts["discarded"] -= 1
                 decision = "forced"
         self.counts[decision] += 1
@@ -386,6 +443,15 @@ class ApiFilter:
         self.run_time[outcome] = self.run_time.get(outcome, 0.0) + time.perf_counter() - p.started
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
+        if (outcome in (Outcome.CRASH, Outcome.TIMEOUT) and p.ai is not None and self.spec is not None
+                and int(self.config.known_crash_k) > 0):
+            if self.crashes is None:
+                from ..filter import KnownCrashes
+                self.crashes = KnownCrashes(self.spec, int(self.config.known_crash_k))
+            proc = getattr(runner, "runner_p", None)
+            code = getattr(proc, "exitcode", None)
+            sig = "timeout" if outcome == Outcome.TIMEOUT else f"crash (exit {code})"
+            self.crashes.observe(p.ai, outcome, sig)
         if self.hook.collector is not None and p.ai is not None:
             self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
         if self.config.mode == "online" and p.ai is not None:
