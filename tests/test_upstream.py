@@ -874,3 +874,29 @@ def test_inputs_like_a_timeout_seen_k_times_stop_running(up, tmp_path):
     assert st["known"] > 0 and st["outcomes"]["accepted"]["timeout"] == 3
     off_hangs, off = campaign(0)
     assert off_hangs > 10 and off["known"] == 0, off
+
+
+def test_inputs_beyond_int64_are_drawn_again(up):
+    """Upstream's huge-value mutation (2**64 - 1) makes TF fail before the op
+    runs; the features cannot see it, so the hook draws such inputs again."""
+    assert hook.beyond_int64(AbstractInput("x", {"n": 2 ** 64 - 1}))
+    assert hook.beyond_int64(AbstractInput("x", {"l": [1, [2, -2 ** 63 - 1]]}))
+    assert hook.beyond_int64(AbstractInput("x", {"t": TensorDesc("int32", (2,), low=-2.0 ** 64, high=2.0 ** 64)}))
+    assert not hook.beyond_int64(AbstractInput("x", {"t": TensorDesc("float32", (2,), low=-2.0 ** 64,
+                                                                     high=2.0 ** 64), "n": 2 ** 63 - 1}))
+    scorer = RecordingScorer(threshold=0.0)  # the model accepts everything
+    h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0), scorer_factory=lambda m, a, s: scorer)
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(4)
+        args = load_args(up) + [up.Argument.Argument("n", {"type": "int", "min": 0, "max": 2 ** 64})]
+        manager = up.APIManager.APIManager(API, args, None)
+        ran = []
+        for _ in range(30):
+            manager.generate_random_args()
+            ran.append(next(a for a in manager.arg_list if a.name == "n").arg_value.value)
+    finally:
+        h.uninstall()
+    st = h.stats()[API]
+    assert all(0 <= n <= 2 ** 63 - 1 for n in ran) and st["runs"] == 30
+    assert st["int64_rejected"] > 5 and st["accepted"] == 30, st

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UserError
-from ..model import AbstractInput, ApiSpec
+from ..model import AbstractInput, ApiSpec, TensorDesc
 from ..learner import OnlineLearner
 from ..outcome import EXECUTED, Outcome
 from . import convert
@@ -194,6 +194,34 @@ def model_spec(scorer) -> Optional[ApiSpec]:
     return getattr(getattr(scorer, "schema", None), "spec", None)
 
 
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def beyond_int64(ai: AbstractInput) -> bool:
+    """Does an integer argument, list item, tensor dimension or explicit
+    element, or the value range of an integer tensor, lie outside int64?
+    (Upstream's huge-value mutations draw such values; the framework refuses
+    them before the op runs: "int too big to convert".)"""
+    stack: list[Any] = list(ai.args.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if v < INT64_MIN or v > INT64_MAX:
+                return True
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, TensorDesc):
+            stack.extend(v.shape or ())
+            stack.extend(x for x in (v.values or ()) if isinstance(x, int))
+            dtype = str(v.dtype).lower().rsplit(".", 1)[-1]
+            if dtype.startswith(("int", "uint")) and any(
+                    b is not None and not (INT64_MIN <= b <= INT64_MAX) for b in (v.low, v.high)):
+                return True  # integer elements drawn between bounds TF cannot take
+    return False
+
+
 # ------------------------------------------------------------ per-API state
 
 @dataclass
@@ -226,7 +254,8 @@ class ApiFilter:
                                      retrain_factor=float(self.config.retrain_factor),
                                      retry_after=max(10, warmup // 10), min_per_class=1)
         self.warned = False
-        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known") + DECISIONS + SAMPLE_COUNTS}
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected")
+                       + DECISIONS + SAMPLE_COUNTS}
         # crash / timeout inputs seen, by signature (known-crash rule); None: off
         self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
         self.outcomes: dict[str, dict[str, int]] = {}
@@ -334,6 +363,15 @@ class ApiFilter:
                 if ai is None:
                     decision = "unconvertible"
                     break
+                if beyond_int64(ai):
+                    # TF cannot convert it ("int too big to convert"): the op is
+                    # never reached, so the run can only be invalid; the features
+                    # do not see it, so no model learns it
+                    self.counts["int64_rejected"] += 1
+                    self.counts["discarded"] += 1
+                    if best is None:
+                        best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
+                    continue
                 t0 = time.perf_counter()
                 with keep_global_rng():
                     p, p_crash = self._assess(ai)
@@ -370,7 +408,7 @@ class ApiFilter:
                 for a, v in zip(manager.arg_list, best[1]):
                     a.arg_value = v
                 ai = best[2]
-                score = best[0] if best[0] >= 0 else best[0] + 1.0
+                score = best[0] if best[0] >= 0 else (best[0] + 1.0 if best[0] >= -1.0 else None)
                 self.counts["discarded"] -= 1
                 decision = "forced"
         self.counts[decision] += 1
