@@ -10,7 +10,7 @@ install:
 	$(PYTHON) -m pip install -e '.[test,ray]'
 
 test:
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=15 tests
 
 typecheck:
 	$(PYTHON) -m mypy

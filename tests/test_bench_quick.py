@@ -23,7 +23,7 @@ acetest_apis: {'[tf.raw_ops.BiasAdd]' if have_data else '[]'}
 registry_apis: [tf.raw_ops.Add, torch.ops.aten.mm]
 quick:
   apis: [{'tf.raw_ops.BiasAdd, ' if have_data else ''}tf.raw_ops.Add, torch.ops.aten.mm]
-  budget: {{train: 40, eval: 20}}
+  budget: {{train: 40, eval: 12}}
 """)
     out = tmp_path / "res"
     rc = bench_main(["--config", str(cfg), "--quick", "--out", str(out), "--acetest-data", DATA,
@@ -51,7 +51,7 @@ quick:
             assert key in o, (scope, key)
     for api, row in res["apis"].items():
         for arm in ("baseline", "filtered", "online", "learned", "learned_filter"):
-            assert row[arm]["executed"] == 20, (api, arm)
+            assert row[arm]["executed"] == 12, (api, arm)
     # the learned+filter arm starts from the rules learned offline from the training arm
     from acetest_ml.solve.rules import load_rules_file
     prior = load_rules_file(str(out / "work" / "train_rules.yaml"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from acetest_ml.bench import __main__ as bench_main
@@ -76,3 +77,19 @@ def test_parity_on_the_standin(tmp_path):
     again = parity.run_parity([API], str(STANDIN), data, str(out), rounds=12, seeds=(1,),
                               progress=lambda m: (_ for _ in ()).throw(AssertionError(m)))
     assert again["runs"][API] == doc["runs"][API]
+
+
+def test_parity_arms_are_claimed_so_two_processes_split_the_work(tmp_path):
+    from acetest_ml.bench import parity
+    path = str(tmp_path / "tf.raw_ops.BiasAdd.upstream.s2.json")
+    assert parity._claim(path) and parity._claim(path)  # ours, and still ours
+    (tmp_path / "tf.raw_ops.BiasAdd.upstream.s2.json.claim").write_text(str(os.getppid()))
+    assert not parity._claim(path)  # a live process has it
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "tf.raw_ops.BiasAdd.upstream.s2.json.claim").write_text(str(gone.pid))
+    assert parity._claim(path)  # its process is gone: taken over
+    parity._release(path)
+    assert not (tmp_path / "tf.raw_ops.BiasAdd.upstream.s2.json.claim").exists()

@@ -15,6 +15,8 @@ from acetest_ml.distributed import loopback_only  # noqa: E402
 
 loopback_only()  # the test cluster binds 127.0.0.1, nothing else
 ray = pytest.importorskip("ray")
+#: under pytest-xdist the Ray tests run on one worker, one cluster at a time
+pytestmark = pytest.mark.xdist_group("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from acetest_ml.cli import main  # noqa: E402

@@ -217,3 +217,40 @@ def test_decode_attr_defaults():
     assert decode_attr_value(lst, "list(string)") == ["a", "bc"]
     lst = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(f=[0.1, 2.5]))
     assert decode_attr_value(lst, "list(float)") == [0.1, 2.5]
+
+
+def test_spec_cache_serves_a_process_that_never_imports_tensorflow(tmp_path, monkeypatch):
+    """The built spec table is cached as JSON; a fresh process reads it back
+    (the same specs) without importing TensorFlow, and a corrupt file is
+    rebuilt from the registry."""
+    import json
+    import subprocess
+    import sys
+
+    from acetest_ml.spec.tensorflow import (_read_spec_cache, _write_spec_cache, build_tf_specs,
+                                            spec_cache_path)
+    monkeypatch.setenv("ACETEST_ML_CACHE_DIR", str(tmp_path))
+    path = spec_cache_path()
+    assert path is not None and path.parent == tmp_path
+    built = build_tf_specs()
+    _write_spec_cache(path, built)
+    assert _read_spec_cache(path) == built
+    probe = ("import sys, json; from acetest_ml.spec import load_specs, get_spec; s = load_specs('tf'); "
+             "print(json.dumps([len(s), get_spec('tf.raw_ops.Conv2D').to_dict(), 'tensorflow' in sys.modules]))")
+    env = dict(os.environ, ACETEST_ML_CACHE_DIR=str(tmp_path))
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                             timeout=300, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    n, conv, imported = run()
+    assert (n, conv, imported) == (len(built), built["tf.raw_ops.Conv2D"].to_dict(), False)
+    path.write_text('{"format": 1, "specs": [{"name": "tf.raw_ops.Conv2D"')  # cut short
+    assert _read_spec_cache(path) is None
+    n, conv, imported = run()
+    assert (n, imported) == (len(built), True)
+    assert _read_spec_cache(path) == built  # rewritten
+    # another oneDNN switch (other CPU kernels may register) is another file
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "1")
+    assert spec_cache_path() != path

@@ -21,8 +21,9 @@ below upstream by more than 2 points gets its reason from
 ``benchmarks/upstream_parity_reasons.yaml`` (reviewed by hand), or
 "unexplained". APIs upstream cannot run (no op_json) are listed with that
 reason. Arm results are JSON files under ``<out>/arms``; a rerun with the same
-``--out`` skips the finished ones, so two processes may run two seeds into
-one folder.
+``--out`` skips the finished ones, and an arm being run is claimed (a
+``.claim`` file with the pid), so two processes sharing ``--out`` split the
+work instead of repeating it.
 """
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ def run_parity(apis: list[str], home: str, acetest_data: str, out: str, *, round
                     with open(path) as f:
                         runs[api].setdefault(arm, {})[str(seed)] = json.load(f)
                     continue
-                if report_only:
-                    continue
+                if report_only or not _claim(path):
+                    continue  # another process sharing --out is running this arm
                 progress(f"[{i}/{len(apis)}] {api} seed {seed}: {arm} ...")
                 wd = os.path.join(out, "work", api, f"{arm}.s{seed}")
                 if arm == "upstream":
@@ -86,6 +87,7 @@ def run_parity(apis: list[str], home: str, acetest_data: str, out: str, *, round
                                             extensions=(arm == "ours-ext"))
                 with open(path, "w") as f:
                     json.dump(row, f, indent=1)
+                _release(path)
                 runs[api].setdefault(arm, {})[str(seed)] = row
                 progress(f"    {scope._short(row)}")
     doc: dict[str, Any] = {"rounds": rounds, "seeds": list(seeds), "arms": list(arms), "round_timeout": round_timeout,
@@ -93,6 +95,52 @@ def run_parity(apis: list[str], home: str, acetest_data: str, out: str, *, round
     doc["apis"] = {api: summarise(r, arms) for api, r in runs.items()}
     doc["pooled"] = pooled(doc["apis"], arms)
     return doc
+
+
+def _claim(path: str) -> bool:
+    """Claim the arm whose result goes to ``path`` for this process (a
+    ``.claim`` file holding its pid, created exclusively). A claim left by a
+    process that is gone is taken over. False: another live process has it."""
+    claim = path + ".claim"
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(claim) as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return True
+            if pid > 0 and _alive(pid):
+                return False
+            try:
+                os.unlink(claim)  # stale: its process is gone
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release(path: str) -> None:
+    try:
+        os.unlink(path + ".claim")
+    except FileNotFoundError:
+        pass
 
 
 def _merge(rows: list[dict]) -> Optional[dict]:

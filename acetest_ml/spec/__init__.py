@@ -6,8 +6,10 @@ from ..errors import UnknownApiError
 from ..model import ApiSpec
 from ..quiet import import_framework
 
-#: the module each framework's specs are read from (imported quietly first)
-_FRAMEWORK_MODULES = {"tf": "tensorflow", "torch": "torch"}
+#: the module each framework's specs are read from (imported quietly first);
+#: TF specs come from a cache when they can and import TensorFlow themselves
+#: (quietly) when they cannot
+_FRAMEWORK_MODULES = {"torch": "torch"}
 
 
 def framework_of(name: str) -> str:

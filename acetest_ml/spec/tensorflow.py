@@ -20,13 +20,22 @@ defaults), followed by the inferred attrs.
 Ops we cannot build inputs for keep their spec, with ``unsupported`` set to a
 short fixed reason (see ``REASON_*``) so reports can group them.
 
-Specs are built once per process and shared: treat them as read-only.
+Specs are built once per process and shared: treat them as read-only. The
+built table is cached as JSON under ``~/.cache/acetest-ml/``
+(``$ACETEST_ML_CACHE_DIR``), keyed by the TensorFlow version, the oneDNN
+switch and the source of the modules that build specs, so a process that only
+needs specs (the campaign driver, ``specs``, reports) does not import
+TensorFlow at all; a missing, stale or corrupt file is rebuilt.
 """
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import inspect
+import json
+import os
+from pathlib import Path
 from collections import Counter
 from typing import Any, Iterable, Optional
 
@@ -361,8 +370,79 @@ def tf_raw_op_names() -> list[str]:
                   if not n.startswith("_") and callable(getattr(tf.raw_ops, n, None)))
 
 
+#: layout of the spec cache file
+SPEC_CACHE_FORMAT = 1
+
+
+def _tf_version() -> Optional[str]:
+    """The installed TensorFlow's version, read from package metadata (no import)."""
+    from importlib import metadata
+    for dist in ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tf-nightly-cpu", "tf-nightly"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def spec_cache_path() -> Optional[Path]:
+    """Where the TF spec table of this installation is cached; None when the
+    TensorFlow version cannot be read without importing it."""
+    version = _tf_version()
+    if version is None:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{SPEC_CACHE_FORMAT} {version} {os.environ.get('TF_ENABLE_ONEDNN_OPTS', '')}".encode())
+    here = Path(__file__).resolve().parent
+    for src in sorted(here.glob("*.py")) + [here.parent / "model.py"]:
+        try:
+            h.update(src.read_bytes())
+        except OSError:
+            return None
+    base = Path(os.environ.get("ACETEST_ML_CACHE_DIR") or "~/.cache/acetest-ml").expanduser()
+    return base / f"tf-{version}-specs-{h.hexdigest()[:16]}.json"
+
+
+def _read_spec_cache(path: Path) -> Optional[dict[str, ApiSpec]]:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != SPEC_CACHE_FORMAT or not isinstance(data.get("specs"), list):
+            return None
+        specs = [ApiSpec.from_dict(d) for d in data["specs"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not specs or any(s.framework != "tf" or not s.name.startswith(PREFIX) for s in specs):
+        return None
+    return {s.name: s for s in specs}
+
+
+def _write_spec_cache(path: Path, specs: dict[str, ApiSpec]) -> None:
+    payload = {"format": SPEC_CACHE_FORMAT, "tf_version": _tf_version(),
+               "specs": [s.to_dict() for s in specs.values()]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(payload, separators=(",", ":")))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache folder: this process still has its specs
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> dict[str, ApiSpec]:
+    path = spec_cache_path()
+    if path is not None:
+        cached = _read_spec_cache(path)
+        if cached is not None:
+            return cached
+    specs = build_tf_specs()
+    if path is not None:
+        _write_spec_cache(path, specs)
+    return specs
+
+
+def build_tf_specs() -> dict[str, ApiSpec]:
+    """Every spec, built from the running TensorFlow (imports it; no cache)."""
     tf, registry = _import_tf()
     specs: dict[str, ApiSpec] = {}
     for op in tf_raw_op_names():

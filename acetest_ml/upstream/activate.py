@@ -19,6 +19,8 @@ variable                   meaning                                default
 ``ACETEST_ML_REALLOCATE``  ``1``: move rounds off rejected        ``1``
                            solver samples; ``0``: off
 ``ACETEST_ML_PROBES``      random fills scored per solver sample  ``4``
+``ACETEST_ML_KNOWN_CRASH_K`` crashes/timeouts like one seen this  ``3``
+                           often are drawn again; ``0``: off
 =========================  =====================================  ==========
 """
 from __future__ import annotations
@@ -50,6 +52,7 @@ class HookSettings:
     collect: Optional[str] = None
     reallocate: bool = True
     probes: int = 4
+    known_crash_k: int = 3
 
     @property
     def wanted(self) -> bool:
@@ -62,7 +65,8 @@ class HookSettings:
         return FilterConfig(mode=self.filter, models=self.models, exploration=self.exploration,
                             max_tries=self.max_tries, warmup=self.warmup,
                             seed=self.seed if self.seed is not None else 0,
-                            collect=self.collect, reallocate=self.reallocate, probes=self.probes).validate()
+                            collect=self.collect, reallocate=self.reallocate, probes=self.probes,
+                            known_crash_k=self.known_crash_k).validate()
 
 
 def _number(environ: Mapping[str, str], name: str, cast, default):
@@ -105,7 +109,8 @@ def settings_from_env(environ: Mapping[str, str]) -> HookSettings:
                      seed=_number(environ, "SEED", int, None),
                      collect=(environ.get(ENV_PREFIX + "COLLECT") or None),
                      reallocate=_flag(environ, "REALLOCATE", True),
-                     probes=_number(environ, "PROBES", int, 4))
+                     probes=_number(environ, "PROBES", int, 4),
+                     known_crash_k=_number(environ, "KNOWN_CRASH_K", int, 3))
     if s.models:
         s.models = os.path.abspath(s.models)
     if s.collect:

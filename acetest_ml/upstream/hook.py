@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UserError
-from ..model import AbstractInput, ApiSpec
+from ..model import AbstractInput, ApiSpec, TensorDesc
 from ..learner import OnlineLearner
 from ..outcome import EXECUTED, Outcome
 from . import convert
@@ -55,9 +55,11 @@ MODES = ("none", "models", "online")
 #: upstream's runner also reports out-of-memory and runs it could not label
 OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
 OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
-DECISIONS = ("accepted", "explored", "forced", "unfiltered", "unconvertible")
+DECISIONS = ("accepted", "crash_kept", "explored", "forced", "unfiltered", "unconvertible")
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
+#: where the hook's own time goes (``ApiFilter.phase_time``)
+PHASES = ("generate", "convert", "score", "train", "probe")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 # Upstream's modules and the classes the hook patches in them.
 _MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
@@ -78,7 +80,14 @@ class FilterConfig:
     ``collect``: results-store folder that receives every executed run.
     ``reallocate``: score each solver sample over ``probes`` random fills and
     move the rounds of a sample predicted invalid for all of them to the
-    others (``exploration`` of its rounds still run), keeping the total."""
+    others (``exploration`` of its rounds still run), keeping the total.
+    As in our campaigns: exploration runs stay within ``exploration`` of the
+    rounds, drawn from scores within ``explore_band`` below the threshold; an
+    input with P(crash or timeout) >= ``crash_threshold`` (lower for a thin
+    crash class, see ``known_crash_floor``) is never discarded unless it is
+    predicted (nearest recorded crash input) to reproduce a crash or timeout
+    seen ``known_crash_k`` times (0 = off): upstream waits ``round_timeout``
+    seconds on every timeout and restarts its worker after it."""
 
     mode: str = "models"
     models: Optional[str] = None
@@ -93,6 +102,10 @@ class FilterConfig:
     collect: Optional[str] = None
     reallocate: bool = True
     probes: int = 4
+    explore_band: float = 0.25
+    crash_threshold: float = 0.3
+    known_crash_k: int = 3
+    known_crash_floor: int = 16
 
     def validate(self, check_models: bool = True) -> "FilterConfig":
         if self.mode not in MODES:
@@ -103,6 +116,12 @@ class FilterConfig:
             raise ConfigError(f"max_tries must be at least 1, got {self.max_tries!r}")
         if int(self.probes) < 1:
             raise ConfigError(f"probes must be at least 1, got {self.probes!r}")
+        if not (float(self.explore_band) >= 0.0):
+            raise ConfigError(f"explore_band must be >= 0, got {self.explore_band!r}")
+        if not (0.0 < float(self.crash_threshold) <= 1.0):
+            raise ConfigError(f"crash_threshold must be in (0, 1], got {self.crash_threshold!r}")
+        if int(self.known_crash_k) < 0:
+            raise ConfigError(f"known_crash_k must be >= 0, got {self.known_crash_k!r}")
         if int(self.warmup) < 2:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
         if check_models and self.mode == "models" and not self.models:
@@ -175,6 +194,34 @@ def model_spec(scorer) -> Optional[ApiSpec]:
     return getattr(getattr(scorer, "schema", None), "spec", None)
 
 
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def beyond_int64(ai: AbstractInput) -> bool:
+    """Does an integer argument, list item, tensor dimension or explicit
+    element, or the value range of an integer tensor, lie outside int64?
+    (Upstream's huge-value mutations draw such values; the framework refuses
+    them before the op runs: "int too big to convert".)"""
+    stack: list[Any] = list(ai.args.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if v < INT64_MIN or v > INT64_MAX:
+                return True
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, TensorDesc):
+            stack.extend(v.shape or ())
+            stack.extend(x for x in (v.values or ()) if isinstance(x, int))
+            dtype = str(v.dtype).lower().rsplit(".", 1)[-1]
+            if dtype.startswith(("int", "uint")) and any(
+                    b is not None and not (INT64_MIN <= b <= INT64_MAX) for b in (v.low, v.high)):
+                return True  # integer elements drawn between bounds TF cannot take
+    return False
+
+
 # ------------------------------------------------------------ per-API state
 
 @dataclass
@@ -183,6 +230,8 @@ class _Pending:
     decision: str
     counters: Optional[dict] = None
     score: Optional[float] = None
+    #: perf_counter when upstream got the input (its run starts then)
+    started: float = 0.0
 
 
 class ApiFilter:
@@ -205,9 +254,17 @@ class ApiFilter:
                                      retrain_factor=float(self.config.retrain_factor),
                                      retry_after=max(10, warmup // 10), min_per_class=1)
         self.warned = False
-        self.counts = {k: 0 for k in ("generated", "scored", "discarded") + DECISIONS + SAMPLE_COUNTS}
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected")
+                       + DECISIONS + SAMPLE_COUNTS}
+        # crash / timeout inputs seen, by signature (known-crash rule); None: off
+        self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
         self.outcomes: dict[str, dict[str, int]] = {}
         self.score_time = 0.0
+        #: seconds the hook spent, by phase: upstream's own generator called
+        #: by the hook (``generate``), conversion, scoring, online training
+        self.phase_time = {k: 0.0 for k in PHASES}
+        #: executed runs' wall time (generation handed over -> labelled), by outcome
+        self.run_time: dict[str, float] = {}
         self.modes: list[str] = []
 
     # -- setup
@@ -227,16 +284,51 @@ class ApiFilter:
             self.spec = convert.spec_from_upstream(self.api, arg_list, self.framework)
 
     def convert(self, arg_list) -> Optional[AbstractInput]:
+        t0 = time.perf_counter()
         try:
             return convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
         except (ValueError, KeyError, TypeError) as e:
             self.warn(f"cannot convert a generated input ({e}); it runs unfiltered")
             return None
+        finally:
+            self.phase_time["convert"] += time.perf_counter() - t0
+
+    def _generate(self, manager, original: Callable[[Any], Any]):
+        t0 = time.perf_counter()
+        try:
+            return original(manager)
+        finally:
+            self.phase_time["generate"] += time.perf_counter() - t0
+            self.counts["generated"] += 1
 
     def warn(self, msg: str) -> None:
         if not self.warned:
             self.warned = True
             print(f"[acetest-ml] {self.api}: {msg}", file=sys.stderr, flush=True)
+
+    def _assess(self, ai: AbstractInput) -> tuple[float, Optional[float]]:
+        """(P(valid), P(crash or timeout) or None when the scorer has no crash class)."""
+        predict = getattr(self.scorer, "predict_batch", None)
+        if callable(predict) and getattr(self.scorer, "has_crash_class", False):
+            proba = predict([ai])[0]
+            return float(1.0 - proba[0]), float(proba[2])
+        return float(self.scorer.score_batch([ai])[0]), None
+
+    def _crash_cut(self) -> float:
+        """P(crash) at or above which a candidate is never discarded: the
+        crash threshold, or 3x the crash class's training share when that class
+        is thin (fewer than ``known_crash_floor`` runs), as in our campaigns."""
+        counts = getattr(self.scorer, "counts", None) or {}
+        n, c = int(counts.get("n", 0) or 0), int(counts.get("crash", 0) or 0)
+        cut = float(self.config.crash_threshold)
+        if n and 0 < c < int(self.config.known_crash_floor):
+            return min(cut, 3.0 * c / n)
+        return cut
+
+    def _may_explore(self) -> bool:
+        """Exploration runs stay within ``exploration`` of the rounds run so far."""
+        runs = sum(self.counts[d] for d in DECISIONS)
+        return self.config.exploration > 0 and self.counts["explored"] < self.config.exploration * (runs + 1)
 
     # -- the regenerate loop
     def next_input(self, manager, original: Callable[[Any], Any]):
@@ -251,8 +343,7 @@ class ApiFilter:
         if self.scorer is None or explore_sample:
             # no scorer yet, or a solver sample predicted invalid that runs
             # its exploration share of rounds as drawn
-            result = original(manager)
-            self.counts["generated"] += 1
+            result = self._generate(manager, original)
             with keep_global_rng():
                 ai = self.convert(manager.arg_list)
             if ai is None:
@@ -261,44 +352,68 @@ class ApiFilter:
                 decision = "explored" if explore_sample else "unfiltered"
         else:
             threshold = float(getattr(self.scorer, "threshold", 0.5))
+            band = float(self.config.explore_band)
             best: Optional[tuple[float, list, AbstractInput]] = None
             decision = ""
             ai = None
             for _ in range(int(self.config.max_tries)):
-                result = original(manager)
-                self.counts["generated"] += 1
+                result = self._generate(manager, original)
                 with keep_global_rng():
                     ai = self.convert(manager.arg_list)
                 if ai is None:
                     decision = "unconvertible"
                     break
+                if beyond_int64(ai):
+                    # TF cannot convert it ("int too big to convert"): the op is
+                    # never reached, so the run can only be invalid; the features
+                    # do not see it, so no model learns it
+                    self.counts["int64_rejected"] += 1
+                    self.counts["discarded"] += 1
+                    if best is None:
+                        best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
+                    continue
                 t0 = time.perf_counter()
                 with keep_global_rng():
-                    p = float(self.scorer.score_batch([ai])[0])
-                self.score_time += time.perf_counter() - t0
+                    p, p_crash = self._assess(ai)
+                dt = time.perf_counter() - t0
+                self.score_time += dt
+                self.phase_time["score"] += dt
                 self.counts["scored"] += 1
                 score = p
-                if p >= threshold:
+                known = False
+                if p_crash is not None and p_crash >= self._crash_cut():
+                    # predicted to crash or hang: never discarded, unless it is
+                    # predicted to reproduce a crash/timeout seen known_crash_k times
+                    with keep_global_rng():
+                        known = bool(self.crashes is not None and self.crashes.known([ai])[0])
+                    if not known:
+                        decision = "accepted" if p >= threshold else "crash_kept"
+                        break
+                    self.counts["known"] += 1
+                elif p >= threshold:
                     decision = "accepted"
                     break
-                if self.config.exploration > 0 and self.rng.random() < self.config.exploration:
+                # exploration: a share of the rounds, from the uncertain band
+                # below the threshold (or a known crash), as in our campaigns
+                if self._may_explore() and (known or p >= threshold - band):
                     decision = "explored"
                     break
                 self.counts["discarded"] += 1
-                if best is None or p > best[0]:
-                    best = (p, [a.arg_value for a in manager.arg_list], ai)
+                rank = p - (1.0 if known else 0.0)  # a known crash runs last
+                if best is None or rank > best[0]:
+                    best = (rank, [a.arg_value for a in manager.arg_list], ai)
             if not decision:
                 # Every candidate was predicted invalid: run the most plausible one.
                 assert best is not None
                 for a, v in zip(manager.arg_list, best[1]):
                     a.arg_value = v
                 ai = best[2]
-                score = best[0]
+                score = best[0] if best[0] >= 0 else (best[0] + 1.0 if best[0] >= -1.0 else None)
                 self.counts["discarded"] -= 1
                 decision = "forced"
         self.counts[decision] += 1
         counters = ({k: getattr(runner, k, 0) for k in _COUNTERS} if runner is not None else None)
-        self.pending = _Pending(ai, decision, counters, score)
+        self.pending = _Pending(ai, decision, counters, score, time.perf_counter())
         return result
 
     # -- per-sample round reallocation
@@ -313,10 +428,13 @@ class ApiFilter:
         with keep_global_rng():
             inputs = []
             for _ in range(int(self.config.probes)):
+                t_probe = time.perf_counter()
                 try:
                     generate(manager)
                 except Exception:  # upstream's generator gave up on this fill
                     continue
+                finally:
+                    self.phase_time["probe"] += time.perf_counter() - t_probe
                 ai = self.convert(manager.arg_list)
                 if ai is not None:
                     inputs.append(ai)
@@ -328,7 +446,9 @@ class ApiFilter:
                 return None
             t0 = time.perf_counter()
             scores = self.scorer.score_batch(inputs)
-            self.score_time += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self.score_time += dt
+            self.phase_time["score"] += dt
         self.counts["scored"] += len(inputs)
         self.counts["samples_scored"] += 1
         return float(max(scores))
@@ -358,14 +478,27 @@ class ApiFilter:
             return None
         self.pending = None
         outcome = forced_outcome or self.outcome_of(runner, p.counters)
+        self.run_time[outcome] = self.run_time.get(outcome, 0.0) + time.perf_counter() - p.started
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
+        if (outcome in (Outcome.CRASH, Outcome.TIMEOUT) and p.ai is not None and self.spec is not None
+                and int(self.config.known_crash_k) > 0):
+            if self.crashes is None:
+                from ..filter import KnownCrashes
+                self.crashes = KnownCrashes(self.spec, int(self.config.known_crash_k))
+            proc = getattr(runner, "runner_p", None)
+            code = getattr(proc, "exitcode", None)
+            sig = "timeout" if outcome == Outcome.TIMEOUT else f"crash (exit {code})"
+            self.crashes.observe(p.ai, outcome, sig)
         if self.hook.collector is not None and p.ai is not None:
             self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
         if self.config.mode == "online" and p.ai is not None:
             errors = self.learner.train_errors
             self.learner.spec = self.spec
-            if self.learner.observe(p.ai, outcome):
+            t0 = time.perf_counter()
+            trained = self.learner.observe(p.ai, outcome)
+            self.phase_time["train"] += time.perf_counter() - t0
+            if trained:
                 self.scorer = self.learner.model
                 self.scorer_source = "online"
             if self.learner.train_errors > errors:  # keep going unfiltered, but say so
@@ -393,6 +526,8 @@ class ApiFilter:
             **c,
             "runs": runs,
             "score_time_s": round(self.score_time, 6),
+            "hook_time_s": {k: round(v, 3) for k, v in self.phase_time.items()},
+            "run_time_s": {k: round(v, 3) for k, v in sorted(self.run_time.items())},
             "score_us_per_candidate": (round(1e6 * self.score_time / c["scored"], 2) if c["scored"] else None),
             "candidates_per_run": (round(c["generated"] / runs, 4) if runs else None),
             "outcomes": self.outcomes,
