@@ -41,3 +41,11 @@ def test_learned_table_only_lists_scopes_with_learned_arms():
     assert len(rows) == 1 and len(_cells(sep)) == len(_cells(header)) == len(_cells(rows[0]))
     assert _cells(rows[0])[0] == "overall_all"
     assert _cells(rows[0])[4] == "- / 0.50x"      # a missing ratio prints as '-'
+
+
+def test_unknown_bench_arm_is_one_line_exit_2(capsys):
+    from acetest_ml.bench.__main__ import main
+    assert main(["--config", str(ROOT / "benchmarks" / "apis.yaml"), "--arms", "learned", "nosuch",
+                 "--out", "unused"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "nosuch" in err[0]

@@ -37,7 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--acetest-home", default=None, help="upstream checkout (default $ACETEST_HOME or the submodule)")
     ap.add_argument("--rounds", type=int, default=300, help="--upstream: rounds per API and arm")
     ap.add_argument("--api", action="append", default=[], help="--upstream: only this API (repeatable)")
-    ap.add_argument("--arms", nargs="+", default=None, help="--upstream: only these arms")
+    ap.add_argument("--arms", nargs="+", default=None,
+                    help="only these arms (--upstream: its arms; else of baseline filtered online learned "
+                         "learned_filter: the others are reported from what their folders hold)")
     ap.add_argument("--report-only", action="store_true",
                     help="--upstream: write the report from the arms already finished in --out, run nothing")
     ap.add_argument("--round-timeout", type=int, default=10,
@@ -62,6 +64,12 @@ def main(argv=None) -> int:
     try:
         cfg = load_bench_config(args.config, quick=args.quick)
         cfg.cheap = not args.no_cheap
+        if args.arms:
+            from .protocol import ARMS
+            bad = sorted(set(args.arms) - set(ARMS))
+            if bad:
+                raise UserError(f"--arms: unknown arm {bad[0]!r} (arms: {', '.join(ARMS)})")
+            cfg.arms = tuple(args.arms)
         if cfg.acetest_apis:
             from ..campaign import _acetest_data
             _acetest_data(args.acetest_data)
@@ -82,7 +90,9 @@ def main(argv=None) -> int:
         shutil.copy(os.path.join(out, "report.md"), os.path.join(here, "RESULTS.md"))
         for png in ("pass_rate_per_api.png", "overall.png"):
             shutil.copy(os.path.join(out, png), os.path.join(here, png))
-        _update_readme(os.path.join(os.path.dirname(here), "README.md"), overall_table(results), out)
+        from .report import learned_table
+        _update_readme(os.path.join(os.path.dirname(here), "README.md"),
+                       overall_table(results) + "\n\nLearned rules:\n\n" + learned_table(results), out)
     return 0
 
 

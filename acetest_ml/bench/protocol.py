@@ -50,6 +50,9 @@ class BenchConfig:
     quick: bool = False
     #: cheap candidates (CampaignConfig.cheap); bench --no-cheap measures the old scheme
     cheap: bool = True
+    #: evaluation arms to run (None: all); any other arm is summarized from
+    #: what its folder holds already (nothing: reported as not run)
+    arms: Optional[tuple] = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -146,6 +149,21 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
     return run_campaign(ccfg, show_progress=progress)
 
 
+def _recorded(cfg: BenchConfig, out: str, budget: int) -> dict:
+    """The summary of what an arm's folder holds, without running anything
+    (``{"apis": {}}`` when it holds nothing)."""
+    if not os.path.exists(os.path.join(out, "runs.sqlite")):
+        return {"apis": {}, "not_run": True}
+    from ..store import Store
+    from ..summary import summarize
+    ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=cfg.seed_eval, resume=True,
+                          constraints_by_api=cfg.constraints_by_api())
+    with Store(out) as st:
+        s = summarize(st, ccfg)
+    s["not_run"] = True
+    return s
+
+
 def registry_copy(models: str, work: str, models_dir: Optional[str] = None) -> str:
     """``work/models.yaml``: a copy of the model registry ``models`` without its
     per-API entries, whose models go to ``models_dir`` (relative to the copy;
@@ -201,6 +219,10 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
     plan = (("baseline", None, False), ("filtered", "offline", False), ("online", "online", False),
             ("learned", None, True), ("learned_filter", "offline", True))
     for i, (arm, filt, learn) in enumerate(plan, 2):
+        if cfg.arms is not None and arm not in cfg.arms:
+            _log(f"arm {i}/{len(plan) + 1}: {arm} not run (--arms): what {arm}/ holds")
+            arms[arm] = _recorded(cfg, os.path.join(work, arm), budget=cfg.budget_eval)
+            continue
         t = time.time()
         _log(f"arm {i}/{len(plan) + 1}: {arm} campaign (seed B)")
         arms[arm] = _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,

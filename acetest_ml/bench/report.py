@@ -55,7 +55,10 @@ def build_results(cfg, train_sum: dict, train_rep: dict, arms: dict, clf: dict, 
                             and row["train"]["invalid"] >= cfg.min_per_class)
         per_api[api] = row
     trainable = [a for a, r in per_api.items() if r["trainable"]]
+    not_run = {a: sum(1 for v in arms.get(a, {}).get("apis", {}).values() if v.get("executed"))
+               for a in ARMS if arms.get(a, {}).get("not_run")}
     results = {
+        "not_run": not_run,
         "config": {"path": cfg.path, "quick": cfg.quick, "seed_train": cfg.seed_train,
                    "seed_eval": cfg.seed_eval, "budget_train": cfg.budget_train,
                    "budget_eval": cfg.budget_eval, "jobs": cfg.jobs, "exploration": cfg.exploration,
@@ -186,7 +189,11 @@ def report_md(results: dict) -> str:
            f"`overall`: the {o['n_apis']} APIs whose training data had at least {c['min_per_class']} passing "
            f"and {c['min_per_class']} failing runs (a classifier can be trained); `overall_all`: all "
            f"{results['overall_all']['n_apis']} APIs. Pass rates are pooled (all executions of the scope) "
-           "unless marked mean.", "", "## Overall", "", overall_table(results), ""]
+           "unless marked mean.", ""]
+    for arm, n in (results.get("not_run") or {}).items():
+        out += [f"Arm `{arm}` was not run to the end in this bench (`--arms`): its figures are what its "
+                f"folder held ({n} of {c['apis_listed']} APIs with runs); pooled figures cover those.", ""]
+    out += ["## Overall", "", overall_table(results), ""]
     out += ["## Learned rules (`--learn-rules`, without and with the classifier)", "", learned_table(results), ""]
     lost = results["overall_all"]["lost_crash_signatures"]
     out += ["Crash signatures found by the baseline arm and missed by the filtered arm: "
