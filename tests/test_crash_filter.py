@@ -182,9 +182,11 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
 
 
 @needs_tf_crash
-def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path):
+def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path, monkeypatch):
     # the same campaign with a floor of 4: once 4 candidates in a row were not
-    # run, the next known crash runs (a crash-only API keeps running)
+    # run, the next known crash runs (a crash-only API keeps running); the
+    # reject floor (4x longer) is off here (test_reject_floor_... tests it)
+    monkeypatch.setattr("acetest_ml.campaign.REJECT_FLOOR_FACTOR", 10 ** 6)
     rules, models, _ = _crash_model(tmp_path)
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", LSTM, "--rules", str(rules), "--budget", "4", "--seed", "2",
