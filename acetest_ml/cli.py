@@ -73,6 +73,9 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learn-rules", action="store_true",
                    help="learn rules from the runs (error messages, mined predicates) and re-solve "
                    "with them; writes <out>/learned_rules.yaml")
+    p.add_argument("--prior-rules", default=None, metavar="FILE",
+                   help="with --learn-rules: start from these rules (e.g. `rules learn` output), "
+                   "kept while no passing run breaks them; either constraint source")
     p.add_argument("--crash-threshold", type=float, default=D["crash_threshold"],
                    help="filter: never discard an input whose predicted crash/timeout probability "
                    "reaches this (default %(default)s)")
@@ -147,7 +150,8 @@ def _campaign_config(args, apis: list[str]):
                           models=args.models, models_dir=args.models_dir,
                           exploration=args.exploration, batch=args.batch, warmup=args.warmup,
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
-                          learn_rules=args.learn_rules, cheap=not getattr(args, "no_cheap", False),
+                          learn_rules=args.learn_rules, prior_rules=getattr(args, "prior_rules", None),
+                          cheap=not getattr(args, "no_cheap", False),
                           crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
                           known_crash_floor=getattr(args, "known_crash_floor", 16),
                           explore_band=args.explore_band, time_budget=args.time_budget,
@@ -176,6 +180,11 @@ def cmd_campaign(args) -> int:
             get_spec(a, args.framework)  # unknown API: one-line error, exit 2
         if args.rules:
             load_rules_file(args.rules)
+    if getattr(args, "prior_rules", None):
+        if not args.learn_rules:
+            raise UserError("--prior-rules needs --learn-rules")
+        from .solve.rules import load_rules_file
+        load_rules_file(args.prior_rules)
     if args.ml_filter:
         from .filter import check_models_config
         check_models_config(args.models, args.models_dir,

@@ -98,6 +98,9 @@ class CampaignConfig:
     retrain_every: int = 50                 #: online: new labels between retrainings
     mem_limit_mb: Optional[int] = None      #: worker memory limit (None: the executor's default)
     learn_rules: bool = False               #: learn rules from the runs, re-solve with them (learn/)
+    #: with learn_rules: a rules YAML (e.g. ``rules learn`` output) whose rules
+    #: for an API start as kept learned rules, either constraint source
+    prior_rules: Optional[str] = None
     #: cheap candidates: most registry candidates are checked mutations of
     #: pooled Z3 models (solve/sampler.py); False: every candidate from Z3
     cheap: bool = True
@@ -158,6 +161,8 @@ class CampaignConfig:
                                f"must be true or false (got {self.acetest_extensions!r})")
         if self.rules is not None and (not isinstance(self.rules, str) or not self.rules):
             raise SettingError("rules", f"must be a file path (got {self.rules!r})")
+        if self.prior_rules is not None and (not isinstance(self.prior_rules, str) or not self.prior_rules):
+            raise SettingError("prior_rules", f"must be a file path (got {self.prior_rules!r})")
         if not _is_number(self.timeout) or not math.isfinite(self.timeout) or self.timeout <= 0:
             raise SettingError("timeout", f"must be a finite number of seconds > 0 (got {self.timeout!r})")
         _int_at_least("jobs", self.jobs, 1)

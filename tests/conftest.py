@@ -1,7 +1,7 @@
 """Suite-wide setup."""
 import os
 
-# The suite's real TensorFlow crashes (a CHECK failure in oneDNN's Conv2D
-# kernel) need oneDNN's kernels, which TensorFlow switches on by default only
-# on some CPUs; tests that need them off set the variable themselves.
+# TensorFlow's oneDNN kernels on, as TensorFlow does by default on some CPUs,
+# so every machine runs the same kernels; tests that need them off set the
+# variable themselves.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

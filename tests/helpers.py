@@ -1,5 +1,5 @@
 """Setup shared by several test files: where the shared data is, reading a
-campaign's store, the Conv2D crash rules, and the upstream stand-in's modules."""
+campaign's store, the LSTMBlockCell crash rules, and the upstream stand-in's modules."""
 from __future__ import annotations
 
 import importlib
@@ -55,53 +55,47 @@ def candidates(out, columns: str = "api, idx, input, decision, outcome", *,
     return query_store(out, sql + f" ORDER BY {order}")
 
 
-def conv2d_explicit_padding_rules(input_rank: str) -> str:
-    """Rules YAML for Conv2D with EXPLICIT padding and no explicit_paddings:
-    TF 2.21 aborts (CHECK failure in tensor_format.h) on a rank-1 input instead
-    of raising InvalidArgumentError, and rejects a rank-4 one. ``input_rank``
-    is the rule on the input's rank (``input.rank == 1`` crashes every time)."""
-    return f"""
-rules:
-  tf.raw_ops.Conv2D:
-    - {input_rank}
-    - filter.rank == 4
-    - padding == 'EXPLICIT'
-    - len(strides) == 4
-    - strides[0] == 1 and strides[1] == 1 and strides[2] == 1 and strides[3] == 1
-    - T == 'bfloat16'
-    - data_format == 'NHWC'
-    - not explicit_paddings.present
-    - not dilations.present
-"""
+LSTM_ARGS = ("x", "cs_prev", "h_prev", "w", "wci", "wcf", "wco", "b")
 
 
-#: every generated Conv2D input hits the CHECK failure
-CRASH_RULES = conv2d_explicit_padding_rules("input.rank == 1")
+def lstm_block_cell_rules(rank: str = "== 1", **ranks: str) -> str:
+    """Rules YAML for LSTMBlockCell: TF 2.21's kernel reads ``dim_size(1)`` of
+    x and cs_prev before checking their ranks, so a rank-1 x or cs_prev aborts
+    (CHECK failure "d < dims()" in tensor_shape.cc) instead of raising
+    InvalidArgumentError, on any CPU. ``rank`` is the rule on each tensor's
+    rank (``"== 1"``), ``ranks`` overrides it per tensor (``cs_prev="in (1, 2)"``);
+    with every tensor rank 2 the random shapes are rejected."""
+    lines = [f"    - {a}.rank {ranks.get(a, rank)}" for a in LSTM_ARGS]
+    return "\nrules:\n  tf.raw_ops.LSTMBlockCell:\n" + "\n".join(lines) + "\n"
+
+
+#: the API of CRASH_RULES
+CRASH_API = "tf.raw_ops.LSTMBlockCell"
+#: every generated LSTMBlockCell input hits the CHECK failure
+CRASH_RULES = lstm_block_cell_rules()
 
 _PROBE = """
 import numpy as np, tensorflow as tf
-x = tf.constant(np.ones(12), dtype=tf.bfloat16)
-f = tf.constant(np.ones((10, 1, 4, 1)), dtype=tf.bfloat16)
+a = lambda: tf.constant(np.ones(3), dtype=tf.float32)
 try:
-    tf.raw_ops.Conv2D(input=x, filter=f, strides=[1, 1, 1, 1], padding="EXPLICIT", use_cudnn_on_gpu=False)
+    tf.raw_ops.LSTMBlockCell(x=a(), cs_prev=a(), h_prev=a(), w=a(), wci=a(), wcf=a(), wco=a(), b=a())
 except Exception:
     pass
 """
 
 
 @functools.lru_cache(maxsize=None)
-def conv2d_crash_reproduces() -> bool:
-    """Whether this machine's TensorFlow aborts on the rules' Conv2D input.
-    The abort is in oneDNN's Conv2D kernel, which TensorFlow 2.21 takes only
-    on CPUs with AVX-512 (elsewhere the input is rejected as invalid)."""
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
+def tf_crash_reproduces() -> bool:
+    """Whether this machine's TensorFlow aborts on the rules' LSTMBlockCell
+    input (TF 2.21 does on any CPU; a later TF may have fixed it)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=600)
     return r.returncode != 0
 
 
-#: tests that need the real Conv2D crash of CRASH_RULES
-needs_conv2d_crash = pytest.mark.skipif(not conv2d_crash_reproduces(),
-                                        reason="this CPU takes no oneDNN Conv2D path: the rules' input is invalid, not a crash")
+#: tests that need the real TensorFlow crash of CRASH_RULES
+needs_tf_crash = pytest.mark.skipif(not tf_crash_reproduces(),
+                                    reason="this TensorFlow does not abort on a rank-1 LSTMBlockCell input")
 
 # ---- the upstream stand-in (tests/upstream_standin) ------------------------------------------
 STANDIN = TESTS / "upstream_standin"

@@ -52,6 +52,14 @@ quick:
     for api, row in res["apis"].items():
         for arm in ("baseline", "filtered", "online", "learned", "learned_filter"):
             assert row[arm]["executed"] == 12, (api, arm)
+    # the learned+filter arm starts from the rules learned offline from the training arm
+    from acetest_ml.solve.rules import load_rules_file
+    prior = load_rules_file(str(out / "work" / "train_rules.yaml"))
+    lf = json.load(open(out / "work" / "learned_filter" / "summary.json"))["apis"]
+    for api, exprs in prior.items():
+        got = {r["expr"] for r in lf[api]["learned"]["rules"] if r["source"] == "prior"}
+        assert got == set(exprs), (api, got, exprs)
+    assert "rule_learning_s" in res["timings"]
     report = (out / "report.md").read_text()
     for col in ("baseline pass", "filtered pass", "online pass", "ratio", "bal. acc", "exec/s",
                 "valid exec/s", "µs/cand", "crash sigs", "lost", "learned+filter", "cand/exec learned"):

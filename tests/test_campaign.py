@@ -11,7 +11,7 @@ import pytest
 
 from acetest_ml.cli import main
 
-from helpers import ACETEST_DATA, CRASH_RULES, candidates, needs_acetest_data, needs_conv2d_crash
+from helpers import ACETEST_DATA, CRASH_API, CRASH_RULES, candidates, needs_acetest_data, needs_tf_crash
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
@@ -50,16 +50,16 @@ def test_short_campaign_tf_and_torch(tmp_path, capsys):
     assert len(rows) == 50 and all(r[4] in ("pass", "invalid", "crash", "timeout") for r in rows)
 
 
-@needs_conv2d_crash
+@needs_tf_crash
 def test_crashing_op_is_labelled_and_campaign_goes_on(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(CRASH_RULES)
     out = str(tmp_path / "c")
-    rc = main(["campaign", "--api", "tf.raw_ops.Conv2D", "--api", "tf.raw_ops.Add", "--budget", "4",
+    rc = main(["campaign", "--api", CRASH_API, "--api", "tf.raw_ops.Add", "--budget", "4",
                "--seed", "1", "--out", out, "--no-progress", "--jobs", "1", "--rules", str(rules)])
     assert rc == 0
     summary = json.load(open(os.path.join(out, "summary.json")))
-    conv = summary["apis"]["tf.raw_ops.Conv2D"]
+    conv = summary["apis"][CRASH_API]
     assert conv["executed"] == 4 and conv["crash"] == 4  # worker restarted after every crash
     assert any("SIGABRT" in s and "Check failed" in s for s in conv["crash_signatures"])
     assert len(conv["crash_signatures"]) == 1  # one bug, one signature

@@ -6,7 +6,10 @@ For the APIs of ``benchmarks/apis.yaml``:
 3. filtered arm: seed B, N_eval, ``--ml-filter`` with the models of step 1;
 4. online arm: seed B, N_eval, ``--ml-filter online`` (no prior training);
 5. learned arm: seed B, N_eval, ``--learn-rules`` (no classifier);
-6. learned+filter arm: seed B, N_eval, ``--learn-rules --ml-filter`` (models of step 1).
+6. learned+filter arm: seed B, N_eval, ``--learn-rules --ml-filter`` with the models of
+   step 1 and, as prior rules, the rules learned offline from the training
+   campaign (``work/train_rules.yaml``, as ``acetest-ml rules learn``): the
+   arm starts from what the training runs taught, models and rules.
 Each arm is a campaign folder under ``<out>/work``; a killed bench reruns
 with ``--resume <out>`` and every campaign continues where it stopped.
 """
@@ -125,14 +128,14 @@ def _log(msg: str) -> None:
 
 def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_data: str,
               ml_filter: str | None = None, models: str | None = None, progress: bool = True,
-              learn_rules: bool = False) -> dict:
+              learn_rules: bool = False, prior_rules: Optional[str] = None) -> dict:
     resume = os.path.exists(os.path.join(out, "runs.sqlite"))
     done_marker = os.path.join(out, "summary.json")
     ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=seed, constraints="registry",
                           acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
                           resume=resume, ml_filter=ml_filter, models=models or cfg.models,
                           exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api(),
-                          learn_rules=learn_rules, cheap=cfg.cheap)
+                          learn_rules=learn_rules, prior_rules=prior_rules, cheap=cfg.cheap)
     if resume and os.path.exists(done_marker):
         with open(done_marker) as f:
             prev = json.load(f)
@@ -174,7 +177,7 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
          f"eval {cfg.budget_eval} executions per API and arm; output {out}")
 
     t = time.time()
-    _log("arm 1/4: training campaign (unfiltered, seed A)")
+    _log("arm 1/6: training campaign (unfiltered, seed A)")
     train_sum = _campaign(cfg, os.path.join(work, "train"), seed=cfg.seed_train,
                           budget=cfg.budget_train, acetest_data=acetest_data, progress=progress)
     timings["train_campaign_s"] = time.time() - t
@@ -187,6 +190,13 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
                           os.path.join(work, "models"), min_per_class=cfg.min_per_class)
     timings["training_s"] = time.time() - t
 
+    t = time.time()
+    prior = os.path.join(work, "train_rules.yaml")
+    if not os.path.exists(prior):
+        _log("learning rules offline from the training campaign")
+        learn_train_rules(os.path.join(work, "train"), prior, jobs=cfg.jobs)
+    timings["rule_learning_s"] = time.time() - t
+
     arms: dict[str, dict] = {}
     plan = (("baseline", None, False), ("filtered", "offline", False), ("online", "online", False),
             ("learned", None, True), ("learned_filter", "offline", True))
@@ -195,7 +205,8 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
         _log(f"arm {i}/{len(plan) + 1}: {arm} campaign (seed B)")
         arms[arm] = _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,
                               acetest_data=acetest_data, ml_filter=filt, models=models_yaml,
-                              progress=progress, learn_rules=learn)
+                              progress=progress, learn_rules=learn,
+                              prior_rules=prior if arm == "learned_filter" else None)
         timings[f"{arm}_campaign_s"] = time.time() - t
 
     _log("scoring the classifiers on the baseline arm's labels")
@@ -206,6 +217,30 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
     write_outputs(results, out)
     _log(f"done in {timings['total_s']:.0f} s: {os.path.join(out, 'report.md')}")
     return results
+
+
+def _learn_one(args: tuple) -> tuple:
+    from ..learn import learn_store
+    runs, api = args
+    lr = learn_store(runs, [api]).get(api)
+    return api, (lr.info()["rules"] if lr is not None else [])
+
+
+def learn_train_rules(runs: str, path: str, jobs: int = 1) -> str:
+    """Rules learned offline from the campaign folder ``runs`` (every API,
+    ``jobs`` processes) -> the rules YAML ``path``."""
+    from ..learn import write_rules_yaml
+    from ..store import Store
+    with Store(runs, create=False) as st:
+        apis = sorted(a for a, v in st.api_statuses().items() if (v.get("info") or {}).get("spec"))
+    work = [(runs, a) for a in apis]
+    if jobs > 1 and len(work) > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            learned = dict(pool.map(_learn_one, work, chunksize=1))
+    else:
+        learned = dict(map(_learn_one, work))
+    return write_rules_yaml(path, learned, header=f"learned offline from {runs}")
 
 
 def default_out_dir(root: str = "benchmarks/results") -> str:

@@ -37,13 +37,17 @@ def learning_sampler(cfg, spec, problems, notes: dict, seed: int, models_per_set
     if source == "registry" and cfg.rules:
         from ..solve.rules import load_rules_file
         base = load_rules_file(cfg.rules).get(spec.name, [])
+    prior: list[str] = []
+    if getattr(cfg, "prior_rules", None):
+        from ..solve.rules import load_rules_file
+        prior = [e for e in load_rules_file(cfg.prior_rules).get(spec.name, []) if e not in base]
 
     def persist(info: dict) -> None:
         store.set_meta(META_KEY + spec.name, info)
 
     return LearningSampler(spec, problems, seed, source=source, base_rules=base,
                            models_per_set=models_per_set, on_change=persist,
-                           cheap=getattr(cfg, "cheap", True))
+                           cheap=getattr(cfg, "cheap", True), prior=prior)
 
 
 def learned_from_summary(summary: dict) -> dict[str, list[dict]]:

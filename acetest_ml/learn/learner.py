@@ -60,12 +60,16 @@ class RuleLearner:
     def __init__(self, spec: ApiSpec, check_sat: Callable[[Sequence[str]], Optional[str]], *,
                  window: int = 10, mine_every: int = 10, pre_window: int = 40,
                  offline: bool = False, max_active: int = 24,
-                 sources: tuple = ("message", "mined")):
+                 sources: tuple = ("message", "mined"), prior: Sequence[str] = ()):
         """``check_sat(rules)`` returns None when ``rules`` compile and are
         satisfiable for the spec, else a short reason. ``offline``: the runs
         were not generated with the rules (learning from a finished store),
         so there is no probation: checked candidates are kept. ``sources``:
-        where candidates come from (error messages, mined predicates)."""
+        where candidates come from (error messages, mined predicates).
+        ``prior``: rules learned before (e.g. offline from another campaign
+        of the API): each that compiles and keeps the constraints satisfiable
+        starts ``kept`` (source ``prior``), so the first candidates are drawn
+        with it; a passing run that breaks one rejects it, as any kept rule."""
         self.sources = tuple(sources)
         self.spec = spec
         self.check_sat = check_sat
@@ -80,6 +84,18 @@ class RuleLearner:
         self.invalid_keys: list[Optional[str]] = []
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
         self.n = 0
+        for expr in prior:
+            self._seed(expr)
+
+    def _seed(self, expr: str) -> None:
+        if expr in self._known() or len(self.active()) >= self.max_active:
+            return
+        rule = LearnedRule(expr, "prior", status=KEPT, adopted_at=0, decided_at=0,
+                           reason="prior rule (learned before this campaign)")
+        self.rules.append(rule)
+        why = self.check_sat(self.active())
+        if why is not None:
+            self._reject(rule, why)
 
     # -- state ------------------------------------------------------------------
     def active(self) -> list[str]:
@@ -107,7 +123,10 @@ class RuleLearner:
         elif outcome == "invalid":
             self.invalid.append(ai)
             self.invalid_keys.append(key)
-        if outcome == "invalid" and "message" in self.sources:
+        # offline, the runs were not drawn with the rules: a failing run that
+        # breaks a rule kept already is explained by it (no conditioned copies)
+        explained = self.offline and outcome == "invalid" and any(not holds(e, ai) for e in self.active())
+        if outcome == "invalid" and "message" in self.sources and not explained:
             # the first new reading of the message that survives the checks
             # (as stated, else restricted to the failing run's attribute
             # values); the others wait for another failing run

@@ -16,6 +16,7 @@ outcomes, which rebuilds the same epochs (``--resume``).
 from __future__ import annotations
 
 import functools
+import random
 from typing import Callable, Iterable, Optional, Sequence
 
 import z3
@@ -26,6 +27,7 @@ from ..solve.rules import RuleError
 from ..solve.sampler import NoSolutionError, Sampler
 from .evaluate import holds
 from .learner import RuleLearner
+from .repair import repair_all
 
 #: redraws before a rule set counts as unreachable for a draw (enforced rules)
 MAX_REDRAWS = 64
@@ -59,7 +61,7 @@ class LearningSampler:
     def __init__(self, spec: ApiSpec, problems: Sequence, seed: int, *, source: str = "registry",
                  base_rules: Sequence[str] = (), models_per_set: Optional[int] = None,
                  on_change: Optional[Callable[[dict], None]] = None, window: int = 10,
-                 cheap: bool = True):
+                 cheap: bool = True, prior: Sequence[str] = ()):
         self.spec = spec
         self.problems = list(problems)
         self.seed = seed
@@ -69,7 +71,7 @@ class LearningSampler:
         self.on_change = on_change
         self.cheap = cheap
         self.learner = RuleLearner(spec, registry_check(spec, base_rules if source == "registry" else ()),
-                                   window=window)
+                                   window=window, prior=prior)
         self.epoch = 0
         self.epochs: list[dict] = []
         self.drawn = 0
@@ -87,6 +89,8 @@ class LearningSampler:
         # a new Sampler per rule set: its checker is compiled from the new
         # problem's formulas, learned rules included
         self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap)
+        # enforced rules: a draw that breaks one is first edited to meet them (repair.py)
+        self.repair_rng = random.Random(seed ^ 0x5A17)
         self.set_id = "base" if not rules else f"learned@{self.epoch}"
         self.epochs.append({"epoch": self.epoch, "from_run": self.learner.n, "rules": list(rules)})
 
@@ -107,6 +111,11 @@ class LearningSampler:
                 continue
             tries = 1
             while self.enforced and not all(holds(r, ai) for r in self.enforced) and tries < MAX_REDRAWS:
+                fixed = repair_all(self.enforced, ai, self.repair_rng)
+                if fixed is not None:
+                    fixed.origin["repaired"] = True
+                    ai = fixed
+                    break
                 ai = self.sampler.next()
                 tries += 1
             if self.enforced and not all(holds(r, ai) for r in self.enforced):

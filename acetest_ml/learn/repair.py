@@ -1,0 +1,287 @@
+"""Make a drawn input satisfy a learned rule by editing the terms the rule
+names, for constraint sources the rules cannot be compiled into (ACETest
+constraint sets fill much of an input at random after solving, so a rule
+relating two dims, a list item or a dtype is rarely met by redrawing alone).
+
+``repair(expr, ai, rng)`` edits a copy of ``ai`` along the rule's structure:
+
+- ``A == B`` / ``<=`` / ``>=`` / ``<`` / ``>``: the first assignable side
+  (a list item ``l[i]``, ``len(l)``, ``x.dim[i]``, ``x.rank``, ``x.dtype``,
+  ``x.value``, ``x[i]`` of a small tensor, a scalar argument) gets the value
+  the other side has (moved by one for a strict comparison);
+- ``A in (c, ...)``: ``A`` gets one of the constants;
+- ``and``: every conjunct in turn; ``or``: a disjunct that can be made
+  true, conditions last (``padding != 'VALID' or (X)`` repairs ``X``, not
+  the attribute: the rule's substance is X); ``not flag``: the flag is cleared.
+
+The result is only a proposal: the caller checks it with ``holds`` (a
+repair can break another rule or an edit may be impossible), and the run
+itself tells whether the API accepts it. The expression is interpreted with
+``ast``; nothing is evaluated as Python.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import random
+from typing import Any, Optional, Sequence
+
+from ..model import AbstractInput, DTypeValue, TensorDesc
+from .evaluate import _UNKNOWN, _Eval, _Unsupported, _const_index, _elements, _parse, holds
+
+#: dims and list lengths a repair may set (larger values are left alone)
+MAX_DIM = 64
+MAX_RANK = 8
+
+
+class _Fail(Exception):
+    pass
+
+
+def repair_all(rules: Sequence[str], ai: AbstractInput, rng: random.Random,
+               rounds: int = 2) -> Optional[AbstractInput]:
+    """A copy of ``ai`` edited to satisfy every rule of ``rules``, or None."""
+    if all(holds(r, ai) for r in rules):
+        return ai
+    out = AbstractInput(ai.api, copy.deepcopy(ai.args), ai.value_seed, list(ai.solved), dict(ai.origin))
+    for _ in range(rounds):
+        for r in rules:
+            if not holds(r, out):
+                try:
+                    _Repair(out, rng).make_true(_parse(r))
+                except (_Fail, _Unsupported, SyntaxError, TypeError, ValueError, IndexError):
+                    pass
+        if all(holds(r, out) for r in rules):
+            return out
+    return None
+
+
+class _Repair:
+    def __init__(self, ai: AbstractInput, rng: random.Random):
+        self.ai = ai
+        self.rng = rng
+
+    def value(self, n: ast.AST) -> Any:
+        return _Eval(self.ai).visit(n)
+
+    def holds(self, n: ast.AST) -> bool:
+        try:
+            v = self.value(n)
+        except (_Unsupported, TypeError):
+            return True
+        return True if v is _UNKNOWN else bool(v)
+
+    # -- making a boolean node true ------------------------------------------------
+    def make_true(self, n: ast.AST) -> None:
+        if self.holds(n):
+            return
+        if isinstance(n, ast.BoolOp) and isinstance(n.op, ast.And):
+            for v in n.values:
+                self.make_true(v)
+            return
+        if isinstance(n, ast.BoolOp):  # or: one disjunct; conditions (flags, enum tests) last
+            options = list(n.values)
+            self.rng.shuffle(options)
+            options.sort(key=_is_condition)
+            for v in options:
+                saved = copy.deepcopy(self.ai.args)
+                try:
+                    self.make_true(v)
+                except (_Fail, _Unsupported, TypeError, ValueError, IndexError):
+                    pass
+                if self.holds(v):
+                    return
+                self.ai.args = saved
+            raise _Fail("no disjunct")
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not):
+            self.make_false(n.operand)
+            return
+        if isinstance(n, ast.Name):
+            self.assign(n, True)
+            return
+        if isinstance(n, ast.Compare) and len(n.ops) == 1:
+            self.compare(n.left, n.ops[0], n.comparators[0])
+            return
+        if isinstance(n, ast.Compare):  # a chain: each link
+            left = n.left
+            for op, right in zip(n.ops, n.comparators):
+                self.compare(left, op, right)
+                left = right
+            return
+        raise _Fail(type(n).__name__)
+
+    def make_false(self, n: ast.AST) -> None:
+        if isinstance(n, ast.Name):
+            self.assign(n, False)
+            return
+        if isinstance(n, ast.Compare) and len(n.ops) == 1:
+            neg = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt,
+                   ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.In: ast.NotIn, ast.NotIn: ast.In}
+            op = neg.get(type(n.ops[0]))
+            if op is not None:
+                self.compare(n.left, op(), n.comparators[0])
+                return
+        raise _Fail("not")
+
+    def compare(self, left: ast.expr, op: ast.cmpop, right: ast.expr) -> None:
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if not isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+                raise _Fail("in")
+            opts = [self.value(e) for e in right.elts]
+            if isinstance(op, ast.In):
+                self.assign(left, self.rng.choice(opts))
+                return
+            cur = self.value(left)
+            if isinstance(cur, int) and not isinstance(cur, bool):
+                self.assign(left, next(v for v in range(cur + 1, cur + 64) if v not in opts))
+                return
+            raise _Fail("not in")
+        if isinstance(op, ast.NotEq):
+            cur = self.value(right)
+            if isinstance(cur, int) and not isinstance(cur, bool):
+                self.assign(left, cur + 1)
+                return
+            if isinstance(cur, str) and self._options(left):
+                others = [o for o in self._options(left) if o != cur]
+                if others:
+                    self.assign(left, self.rng.choice(others))
+                    return
+            raise _Fail("!=")
+        step = {ast.Eq: 0, ast.LtE: 0, ast.GtE: 0, ast.Lt: -1, ast.Gt: 1}.get(type(op))
+        if step is None:
+            raise _Fail("op")
+        # assign the left side from the right one, else the right from the left
+        for target, source, st in ((left, right, step), (right, left, -step)):
+            v = self.value(source)
+            if v is _UNKNOWN:
+                continue
+            try:
+                self.assign(target, v + st if st else v)
+            except (_Fail, _Unsupported):
+                continue
+            if self.holds(ast.Compare(left=left, ops=[op], comparators=[right])):
+                return
+        raise _Fail("compare")
+
+    def _options(self, n: ast.AST) -> list:
+        return []  # enum alternatives are not known here (the spec is not at hand)
+
+    # -- assigning a term ---------------------------------------------------------------
+    def assign(self, n: ast.AST, v: Any) -> None:
+        args = self.ai.args
+        if isinstance(n, ast.Name):
+            cur = args.get(n.id, _UNKNOWN)
+            if isinstance(cur, DTypeValue) and isinstance(v, str):
+                args[n.id] = DTypeValue(v)
+            elif isinstance(cur, bool) and isinstance(v, bool):
+                args[n.id] = v
+            elif isinstance(cur, int) and not isinstance(cur, bool) and isinstance(v, int):
+                args[n.id] = int(v)
+            elif isinstance(cur, float) and isinstance(v, (int, float)):
+                args[n.id] = float(v)
+            elif isinstance(cur, str) and isinstance(v, str):
+                args[n.id] = v
+            else:
+                raise _Fail("name")
+            return
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len" \
+                and len(n.args) == 1 and isinstance(n.args[0], ast.Name):
+            name = n.args[0].id
+            cur = args.get(name)
+            if not isinstance(cur, list) or not isinstance(v, int) or not 0 <= v <= MAX_RANK:
+                raise _Fail("len")
+            if len(cur) > v:
+                args[name] = cur[:v]
+            else:
+                fill = cur[-1] if cur else 1
+                args[name] = cur + [copy.deepcopy(fill) for _ in range(v - len(cur))]
+            return
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+            name, attr = n.value.id, n.attr
+            if attr == "rank":
+                if not isinstance(v, int) or not 0 <= v <= MAX_RANK:
+                    raise _Fail("rank")
+                self._tensors(name, lambda t: _reshape(t, _resized(t.shape, v)))
+                return
+            if attr == "dtype" and isinstance(v, str):
+                self._tensors(name, lambda t: dataclasses.replace(t, dtype=v))
+                return
+            if attr == "value":
+                self._element(name, 0, v, single=True)
+                return
+            raise _Fail(attr)
+        if isinstance(n, ast.Subscript):
+            idx = _const_index(n.slice)
+            if isinstance(n.value, ast.Attribute) and isinstance(n.value.value, ast.Name) \
+                    and n.value.attr in ("dim", "shape"):
+                if not isinstance(v, int) or not 0 <= v <= MAX_DIM:
+                    raise _Fail("dim")
+
+                def set_dim(t: TensorDesc) -> TensorDesc:
+                    r = t.rank
+                    i = idx if idx >= 0 else r + idx
+                    if not 0 <= i < r:
+                        raise _Fail("dim index")
+                    shape = list(t.shape)
+                    shape[i] = v
+                    return _reshape(t, tuple(shape))
+
+                self._tensors(n.value.value.id, set_dim)
+                return
+            if isinstance(n.value, ast.Name):
+                name = n.value.id
+                cur = args.get(name)
+                if isinstance(cur, TensorDesc):
+                    self._element(name, idx, v)
+                    return
+                if isinstance(cur, list) and -len(cur) <= idx < len(cur) \
+                        and isinstance(cur[idx], (int, float)) and not isinstance(cur[idx], bool) \
+                        and isinstance(v, (int, float)):
+                    cur[idx] = type(cur[idx])(v)
+                    return
+            raise _Fail("subscript")
+        raise _Fail(type(n).__name__)
+
+    def _tensors(self, name: str, fn) -> None:
+        cur = self.ai.args.get(name)
+        if isinstance(cur, TensorDesc):
+            self.ai.args[name] = fn(cur)
+        elif isinstance(cur, list) and cur and all(isinstance(t, TensorDesc) for t in cur):
+            self.ai.args[name] = [fn(t) for t in cur]
+        else:
+            raise _Fail("tensor")
+
+    def _element(self, name: str, idx: int, v: Any, single: bool = False) -> None:
+        t = self.ai.args.get(name)
+        vals = _elements(t, self.ai.value_seed, name)
+        if not isinstance(t, TensorDesc) or vals is None or (single and len(vals) != 1) \
+                or not -len(vals) <= idx < len(vals) or not isinstance(v, (int, float)):
+            raise _Fail("element")
+        new = list(vals)
+        new[idx] = int(v) if t.dtype.startswith(("int", "uint")) else float(v)
+        self.ai.args[name] = dataclasses.replace(t, values=tuple(new))
+
+
+def _is_condition(n: ast.AST) -> bool:
+    """A flag, a negated flag or a comparison of an argument with a string."""
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not):
+        n = n.operand
+    if isinstance(n, ast.Name):
+        return True
+    return (isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.left, ast.Name)
+            and isinstance(n.comparators[0], ast.Constant) and isinstance(n.comparators[0].value, str))
+
+
+def _resized(shape: tuple, rank: int) -> tuple:
+    return tuple(shape[:rank]) if len(shape) >= rank else tuple(shape) + (1,) * (rank - len(shape))
+
+
+def _reshape(t: TensorDesc, shape: tuple) -> TensorDesc:
+    values = t.values
+    if values is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        values = tuple((list(values) or [0]) * (n // max(len(values), 1) + 1))[:n]
+    return dataclasses.replace(t, shape=tuple(int(d) for d in shape), values=values)
