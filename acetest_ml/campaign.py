@@ -112,6 +112,11 @@ def _acetest_data(path: str):
 
 # --------------------------------------------------------------------------
 
+#: after REJECT_FLOOR_FACTOR x known_crash_floor candidates in a row not run,
+#: the next predicted-invalid candidate runs (recorded as explore)
+REJECT_FLOOR_FACTOR = 4
+
+
 @dataclass
 class ApiResult:
     api: str
@@ -289,6 +294,13 @@ class ApiCampaign:
                                 and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = Decision.EXPLORE
                             self.explored += 1
+                        elif (decision == Decision.REJECT and cfg.known_crash_floor
+                              and self.idle >= REJECT_FLOOR_FACTOR * cfg.known_crash_floor):
+                            # the model rejects nearly everything (e.g. learned rules
+                            # moved the inputs away from its training runs): run one
+                            # anyway, so the API keeps meeting new behaviour
+                            decision = Decision.EXPLORE
+                            filt.counts["reject_floor_runs"] += 1
                         elif decision == Decision.REJECT:
                             decision = Decision.DISCARD
                     if decision in (Decision.DISCARD, Decision.KNOWN) or executed >= cfg.budget:

@@ -29,7 +29,10 @@ Crash-aware filtering (the model keeps crash/timeout as a class of its own):
   features, which clip such values, cannot tell them from ordinary ones;
 - once ``known_crash_floor`` candidates in a row were not run, the next
   known crash runs (an API whose inputs all crash or are invalid would
-  otherwise spend its time drawing and scoring).
+  otherwise spend its time drawing and scoring); after 4x that many, the
+  next predicted-invalid one runs (a model that rejects nearly everything,
+  e.g. after learned rules moved the inputs away from its training runs,
+  cannot starve the API).
 """
 from __future__ import annotations
 
@@ -162,7 +165,8 @@ class _Filter:
         self.crashes = KnownCrashes(spec, known_crash_k)
         self.crash_threshold = float(crash_threshold)
         self.known_crash_floor = int(known_crash_floor)
-        self.counts = {"crash_kept": 0, "known": 0, "int32_kept": 0, "floor_runs": 0}
+        self.counts = {"crash_kept": 0, "known": 0, "int32_kept": 0, "floor_runs": 0,
+                       "reject_floor_runs": 0}
 
     @property
     def crash_cut(self) -> float:

@@ -99,6 +99,7 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "crash_cut": f.get("crash_cut"),
             "int32_kept": f.get("int32_kept"),
             "known_crash_floor_runs": f.get("floor_runs"),
+            "reject_floor_runs": f.get("reject_floor_runs"),
             "signatures_seen": f.get("signatures_seen"),
         }
     return out

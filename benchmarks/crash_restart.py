@@ -153,7 +153,7 @@ def main() -> int:
                         f"| {a['restart_wait_s']:.1f} | {len(a['crash_signatures'])} |")
     text = (f"# Crash restart: old restart settings vs current defaults\n\n"
             f"`python benchmarks/crash_restart.py --api {args.api} --budget {args.budget} "
-            f"--seed {args.seed} --repeats {args.repeats}` (registry constraints, no filter, "
+            f"--seed {args.seed} --repeats {args.repeats}{' --cold' if args.cold else ''}` (registry constraints, no filter, "
             "1 framework thread per worker; arms alternate).\n\n"
             + "\n".join(rows) + "\n\n"
             f"Median exec/s: after {after['exec_per_s']:.2f}, before {before['exec_per_s']:.2f} "

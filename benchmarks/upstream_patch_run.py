@@ -85,6 +85,23 @@ def _pass_s(r: dict) -> str:
     return f"{t.get('pass', 0.0):.0f}" if t else "-"
 
 
+def pooled(results: dict) -> dict:
+    """Sums per arm over the APIs where the unfiltered arm passed at least once
+    and every arm ran."""
+    apis = [api for api, arms in results.items()
+            if all((arms.get(a) or {}).get("runs") for a in ARMS)
+            and arms["unfiltered"]["invalid"] < arms["unfiltered"]["runs"]]
+    if not apis:
+        return {}
+    out: dict = {}
+    for arm in ARMS:
+        rows = [results[api][arm] for api in apis]
+        out[arm] = {"runs": sum(r["runs"] for r in rows), "invalid": sum(r["invalid"] for r in rows),
+                    "seconds": sum(r["seconds"] for r in rows),
+                    "crash_signatures": len({(api, s) for api in apis for s in results[api][arm]["crash_signatures"]})}
+    return {"apis": len(apis), "arms": out}
+
+
 def markdown(doc: dict) -> str:
     lines = ["# patches/ on upstream's own command line", "",
              f"Upstream Tester at `{doc['acetest_home']}` (private copy per run), data "
@@ -111,6 +128,16 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {api} | {arm} | {r['runs']} | {r['invalid']} | {r['crash']} | {r['timeout']} | "
                          f"{_pct(r['up_pass_rate'])} | {cut} | {r['seconds']:.0f} | {r['runs_per_s']:.2f} | "
                          f"{r['valid_per_s']:.2f} | {len(r['crash_signatures'])} | {_hook_s(r)} | {_pass_s(r)} |")
+    pool = pooled(doc["results"])
+    if pool:
+        lines += ["", f"Pooled over the {pool['apis']} APIs where the unfiltered arm passes at least once:", "",
+                  "| arm | runs | invalid | pass (upstream's def.) | invalid-run cut | runner s | runs/s | valid runs/s "
+                  "| crash signatures |", "|---|---|---|---|---|---|---|---|---|"]
+        for arm, r in pool["arms"].items():
+            cut = "-" if arm == "unfiltered" else _pct(1 - r["invalid"] / pool["arms"]["unfiltered"]["invalid"])
+            lines.append(f"| {arm} | {r['runs']} | {r['invalid']} | {_pct(1 - r['invalid'] / r['runs'])} | {cut} | "
+                         f"{r['seconds']:.0f} | {r['runs'] / r['seconds']:.2f} | "
+                         f"{(r['runs'] - r['invalid']) / r['seconds']:.2f} | {r['crash_signatures']} |")
     if doc.get("load_average_start"):
         lines += ["", f"Both arms ran side by side; load average (1, 5, 15 min) {doc['load_average_start']} at "
                   f"the start, {doc.get('load_average_end')} at the end."]
@@ -151,6 +178,7 @@ def main(argv=None) -> int:
             r = doc["results"][api][arm] = fut.result()
             print(f"{api} {arm}: {r.get('runs')} runs, pass {_pct(r.get('up_pass_rate'))}", flush=True)
     doc["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
+    doc["pooled"] = pooled(doc["results"])
     os.makedirs(a.write_to, exist_ok=True)
     with open(os.path.join(a.write_to, "upstream_patch_run.json"), "w") as f:
         json.dump(doc, f, indent=1)

@@ -182,9 +182,11 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
 
 
 @needs_tf_crash
-def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path):
+def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path, monkeypatch):
     # the same campaign with a floor of 4: once 4 candidates in a row were not
-    # run, the next known crash runs (a crash-only API keeps running)
+    # run, the next known crash runs (a crash-only API keeps running); the
+    # reject floor (4x longer) is off here (test_reject_floor_... tests it)
+    monkeypatch.setattr("acetest_ml.campaign.REJECT_FLOOR_FACTOR", 10 ** 6)
     rules, models, _ = _crash_model(tmp_path)
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", LSTM, "--rules", str(rules), "--budget", "4", "--seed", "2",
@@ -241,3 +243,36 @@ def test_crash_settings_are_validated(capsys):
     assert main(["campaign", "--api", "tf.raw_ops.Add", "--out", "/tmp/never-created-ilearn",
                  "--known-crash-k", "-2"]) == 2
     assert "--known-crash-k: must be a whole number >= 0" in capsys.readouterr().err
+
+
+def test_reject_floor_runs_a_predicted_invalid_input_when_nothing_ran(tmp_path):
+    # a model (no crash class) behind threshold 1.0 rejects every candidate:
+    # after 4 x floor candidates in a row not run, the next one runs anyway
+    from acetest_ml.campaign import REJECT_FLOOR_FACTOR, CampaignConfig, resolve
+    from acetest_ml.solve.sampler import Sampler
+    api = "tf.raw_ops.Add"
+    spec, problems, _ = resolve(CampaignConfig(apis=[api], out=str(tmp_path / "t")), api)
+    sampler = Sampler(problems, 7)
+    xs = [sampler.next() for _ in range(80)]
+    ys = [i % 2 for i in range(80)]
+    train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5).save(tmp_path / "m")
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {api: {"threshold": 1.0}}}))
+    out = str(tmp_path / "c")
+    assert main(["campaign", "--api", api, "--budget", "3", "--seed", "2", "--out", out, "--no-progress",
+                 "--jobs", "1", "--ml-filter", "--models", str(models), "--exploration", "0",
+                 "--known-crash-floor", "2"]) == 0
+    rows = candidates(out, "idx, decision, outcome", order="idx")
+    ran = [idx for idx, d, o in rows if o is not None]
+    gap = REJECT_FLOOR_FACTOR * 2
+    assert ran == [gap, 2 * gap + 1, 3 * gap + 2]
+    assert all(d == "explore" for idx, d, o in rows if idx in ran)
+    assert all(d == "discard" for idx, d, o in rows if idx not in ran)
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"][api]["filter"]
+    assert s["reject_floor_runs"] == 3 and s["crash_class"] is False
+    # off with the known-crash floor
+    out2 = str(tmp_path / "d")
+    assert main(["campaign", "--api", api, "--budget", "2", "--seed", "2", "--out", out2, "--no-progress",
+                 "--jobs", "1", "--ml-filter", "--models", str(models), "--exploration", "0",
+                 "--known-crash-floor", "0"]) == 0
+    assert not [r for r in candidates(out2, "outcome") if r[0] is not None]

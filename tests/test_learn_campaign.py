@@ -205,3 +205,21 @@ def test_learn_rules_resume_after_sigkill_same_rules_and_records(tmp_path):
     s2 = json.load(open(os.path.join(fresh, "summary.json")))
     for api in s1["apis"]:
         assert s1["apis"][api]["learned"]["rules"] == s2["apis"][api]["learned"]["rules"]
+
+
+def test_rules_never_exclude_a_crash_input():
+    # a crash input counts as a passing one for the rule checks: a rule
+    # excluding it is refused, and a rule a later crash breaks is rejected
+    spec = get_spec("tf.raw_ops.BiasAdd")
+    learner = RuleLearner(spec, registry_check(spec), window=10, sources=())
+    sampler = LearningSampler(spec, [RegistryProblem(spec)], seed=4)
+    crash = sampler.next()
+    r = crash.args["value"].rank
+    assert learner._propose(f"value.rank != {r}", "test")  # nothing against it yet
+    rule = learner.rules[-1]
+    assert learner.observe(crash, "crash", None) is True
+    assert rule.status == REJECTED and rule.reason == "violated by crash run 1"
+    assert not learner._propose(f"value.rank <= {r - 1}", "test")
+    assert learner.rules[-1].reason == "excludes a crash input"
+    assert learner._propose(f"value.rank == {r}", "test")  # holds in the crash run
+    assert learner.passing == [] and learner.crashing == [crash]

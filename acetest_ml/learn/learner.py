@@ -16,6 +16,11 @@ Life of a rule:
    raising the invalid rate by more than ``RAISED``, else ``rejected``;
 4. a kept rule that a later passing run violates is ``rejected`` too.
 
+Crashing and hanging runs count as passing ones for these checks (a rule
+that excludes a crash input would steer the sampler away from a bug): a rule
+must hold in every crash/timeout run seen so far, and one that a later crash
+violates is rejected. They do not feed mining (not evidence of validity).
+
 Everything depends only on the sequence of observed runs, so replaying the
 recorded runs of a store rebuilds the same state (what ``--resume`` does).
 A rejected rule is never proposed again.
@@ -80,6 +85,7 @@ class RuleLearner:
         self.max_active = max_active
         self.rules: list[LearnedRule] = []
         self.passing: list[AbstractInput] = []
+        self.crashing: list[AbstractInput] = []   # crash / timeout runs
         self.invalid: list[AbstractInput] = []
         self.invalid_keys: list[Optional[str]] = []
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
@@ -120,6 +126,12 @@ class RuleLearner:
                 if r.status != REJECTED and not holds(r.expr, ai):
                     self._reject(r, f"violated by passing run {self.n}")
                     changed = True
+        elif outcome in ("crash", "timeout"):
+            self.crashing.append(ai)
+            for r in self.rules:
+                if r.status != REJECTED and not holds(r.expr, ai):
+                    self._reject(r, f"violated by {outcome} run {self.n}")
+                    changed = True
         elif outcome == "invalid":
             self.invalid.append(ai)
             self.invalid_keys.append(key)
@@ -157,6 +169,9 @@ class RuleLearner:
         self.rules.append(rule)
         if not self._agrees(expr):
             self._reject(rule, "contradicts a passing run")
+            return False
+        if not all(holds(expr, c) for c in self.crashing):
+            self._reject(rule, "excludes a crash input")
             return False
         why = self.check_sat(self.active())
         if why is not None:

@@ -86,9 +86,12 @@ class LearningSampler:
         else:
             problems = self.problems
         seed = self.seed if self.epoch == 0 else (self.seed * 1000003 + self.epoch) % (2 ** 31)
-        # a new Sampler per rule set: its checker is compiled from the new
-        # problem's formulas, learned rules included
-        self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap)
+        if self.source == "registry" or self.epoch == 0:
+            # registry: a new Sampler per rule set, its Z3 problem and checker
+            # compiled with the learned rules
+            self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap)
+        # (enforced rules leave the problems as they are: the sampler and the
+        # models it solved so far are kept, instead of solving them again)
         # enforced rules: a draw that breaks one is first edited to meet them (repair.py)
         self.repair_rng = random.Random(seed ^ 0x5A17)
         self.set_id = "base" if not rules else f"learned@{self.epoch}"
