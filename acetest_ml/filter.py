@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .learner import Label, OnlineLearner, label_of
-from .model import AbstractInput, ApiSpec
+from .model import AbstractInput, ApiSpec, TensorDesc
 from .outcome import Decision
 
 
@@ -137,19 +137,33 @@ class KnownCrashes:
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 
-def beyond_int32(ai: AbstractInput) -> bool:
-    """Does an integer argument (or list item) lie outside the int32 range?"""
-    stack = list(ai.args.values())
+def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -> bool:
+    """Does an integer argument or list item lie outside [lo, hi]? With
+    ``tensors``, also a tensor's dimensions and explicit integer elements,
+    and the bounds an integer tensor's elements are drawn between."""
+    stack: list = list(ai.args.values())
     while stack:
         v = stack.pop()
         if isinstance(v, bool):
             continue
         if isinstance(v, int):
-            if v < INT32_MIN or v > INT32_MAX:
+            if v < lo or v > hi:
                 return True
         elif isinstance(v, (list, tuple)):
             stack.extend(v)
+        elif tensors and isinstance(v, TensorDesc):
+            stack.extend(v.shape or ())
+            stack.extend(x for x in (v.values or ()) if isinstance(x, int))
+            dtype = str(v.dtype).lower().rsplit(".", 1)[-1]
+            if dtype.startswith(("int", "uint")) and any(
+                    b is not None and not (lo <= b <= hi) for b in (v.low, v.high)):
+                return True
     return False
+
+
+def beyond_int32(ai: AbstractInput) -> bool:
+    """Does an integer argument (or list item) lie outside the int32 range?"""
+    return int_outside(ai, INT32_MIN, INT32_MAX)
 
 
 class _Filter:

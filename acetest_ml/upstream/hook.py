@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UserError
-from ..model import AbstractInput, ApiSpec, TensorDesc
+from ..filter import int_outside
+from ..model import AbstractInput, ApiSpec
 from ..learner import OnlineLearner
 from ..outcome import EXECUTED, Outcome
 from . import convert
@@ -202,24 +203,7 @@ def beyond_int64(ai: AbstractInput) -> bool:
     element, or the value range of an integer tensor, lie outside int64?
     (Upstream's huge-value mutations draw such values; the framework refuses
     them before the op runs: "int too big to convert".)"""
-    stack: list[Any] = list(ai.args.values())
-    while stack:
-        v = stack.pop()
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, int):
-            if v < INT64_MIN or v > INT64_MAX:
-                return True
-        elif isinstance(v, (list, tuple)):
-            stack.extend(v)
-        elif isinstance(v, TensorDesc):
-            stack.extend(v.shape or ())
-            stack.extend(x for x in (v.values or ()) if isinstance(x, int))
-            dtype = str(v.dtype).lower().rsplit(".", 1)[-1]
-            if dtype.startswith(("int", "uint")) and any(
-                    b is not None and not (INT64_MIN <= b <= INT64_MAX) for b in (v.low, v.high)):
-                return True  # integer elements drawn between bounds TF cannot take
-    return False
+    return int_outside(ai, INT64_MIN, INT64_MAX, tensors=True)
 
 
 # ------------------------------------------------------------ per-API state
