@@ -77,3 +77,42 @@ def test_an_invalid_run_outside_the_rules_is_explained_and_not_counted():
     learner.observe(ai, "invalid", "Must provide as many biases as the last dimension")
     assert learner._rate(None, 0, learner.n) == 1.0
     assert learner.rules[0].status in (PROBATION, KEPT)
+
+
+def _oracle(ai):
+    if ai.args["value"].rank >= 2:
+        return "pass", None
+    return "invalid", f"Input tensor must be at least 2D: [{ai.args['value'].rank}]"
+
+
+def _campaign(sampler, n_runs, batch=8, stop_after=None):
+    """A campaign's loop: batches of candidates, the rest of a batch dropped
+    (unrecorded) when a run changes the rule set."""
+    from types import SimpleNamespace
+    records, changes = [], 0
+    while len(records) < n_runs and (stop_after is None or len(records) < stop_after):
+        for ai in [sampler.next() for _ in range(batch)]:
+            outcome, message = _oracle(ai)
+            records.append(SimpleNamespace(input=ai, outcome=outcome, message=message))
+            if sampler.observe(ai, outcome, message):
+                changes += 1
+                break
+            if len(records) >= n_runs or (stop_after is not None and len(records) >= stop_after):
+                break
+    return records, changes
+
+
+def test_replay_redraws_the_dropped_rest_of_a_batch():
+    spec = get_spec("tf.raw_ops.BiasAdd")
+    make = lambda: LearningSampler(spec, [RegistryProblem(spec)], seed=11, window=4)  # noqa: E731
+    whole, changes = _campaign(make(), 60)
+    assert changes >= 1
+    positions = [r.input.origin["pos"] for r in whole]
+    assert positions != list(range(len(whole)))  # some draws were dropped
+    # killed after 20 records, resumed: replay, then go on
+    first, _ = _campaign(make(), 60, stop_after=20)
+    resumed = make()
+    resumed.replay(first)
+    rest, _ = _campaign(resumed, 60 - len(first))
+    got = [r.input.dumps() for r in first + rest]
+    assert got == [r.input.dumps() for r in whole]

@@ -18,7 +18,10 @@ learner's failure rates.
 
 The candidate stream is deterministic given the recorded runs: ``replay``
 redraws the recorded candidates and feeds the learner the recorded
-outcomes, which rebuilds the same epochs (``--resume``).
+outcomes, which rebuilds the same epochs (``--resume``). Each candidate
+carries its place in the stream (``origin["pos"]``), so the draws a campaign
+dropped unrecorded (the rest of a batch after a rule change) are drawn
+again at the same point of the replay.
 """
 from __future__ import annotations
 
@@ -123,11 +126,13 @@ class LearningSampler:
     def next(self) -> AbstractInput:
         # one draw of the outside stream per candidate, whatever the rule set
         # (keeps the stream a function of the number of candidates drawn)
+        pos = self.drawn
         outside = self._outside_rng.random() < self.outside_share
         if outside and self.learner.active():
             ai = self._draw_outside()
             if ai is not None:
                 ai.origin["rules"] = "outside"
+                ai.origin["pos"] = pos
                 self.drawn += 1
                 self.outside_drawn += 1
                 return ai
@@ -152,6 +157,7 @@ class LearningSampler:
                     continue
             break
         ai.origin["rules"] = self.set_id
+        ai.origin["pos"] = pos  # its place in the stream (replay of dropped draws)
         self.drawn += 1
         return ai
 
@@ -188,10 +194,22 @@ class LearningSampler:
     def replay(self, records: Iterable) -> None:
         """Redraw the recorded candidates and feed their outcomes (resume)."""
         from ..outcome import EXECUTED as EXECUTED_OUTCOMES
-        for rec in records:
+        recs = list(records)
+        for k, rec in enumerate(recs):
+            self._skip_to(rec.input.origin.get("pos"))
             self.next()
+            # a gap before the next record: the campaign drew a batch and
+            # dropped its rest when this run changed the rule set, so those
+            # draws came before this run was observed
+            if k + 1 < len(recs):
+                self._skip_to(recs[k + 1].input.origin.get("pos"))
             if rec.outcome in EXECUTED_OUTCOMES:
                 self.observe(rec.input, rec.outcome, rec.message)
+
+    def _skip_to(self, pos) -> None:
+        if isinstance(pos, int):
+            while self.drawn < pos:
+                self.next()
 
     def info(self) -> dict:
         d = self.learner.info()
