@@ -267,7 +267,7 @@ class ApiCampaign:
                     break
                 # batches only once a model scores them (warm-up runs one by one,
                 # so the filter switches on as soon as it is trained)
-                n = min(cfg.batch, cap - idx) if filt is not None and filt.active else 1
+                n = self._batch_size(filt, cap, idx)
                 try:
                     batch = stream.take(n)
                 except NoSolutionError as e:
@@ -278,7 +278,7 @@ class ApiCampaign:
                     break
                 scores, decisions = self._decide(filt, batch)
                 rows = []
-                for ai, score, decision in zip(batch, scores, decisions):
+                for pos, (ai, score, decision) in enumerate(zip(batch, scores, decisions)):
                     if decision == Decision.CRASH:  # predicted crash: run it unless its bug is known
                         decision = filt.settle_crash(ai, score)
                         if (decision == Decision.KNOWN and cfg.known_crash_floor
@@ -325,7 +325,12 @@ class ApiCampaign:
                         if filt is not None:
                             filt.observe(ai, res.outcome, res.signature)
                         if cfg.learn_rules:
-                            resolved = stream.observe(ai, res.outcome, res.message)
+                            # the next take's size, as the loop will compute it
+                            # (0: the budget is spent, no take follows)
+                            next_n = (self._batch_size(filt, cap, idx + 1)
+                                      if executed < cfg.budget and idx + 1 < cap else 0)
+                            resolved = stream.observe(ai, res.outcome, res.message,
+                                                      last=pos == len(batch) - 1, next_n=next_n)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.sink.rows(rows)
@@ -351,6 +356,11 @@ class ApiCampaign:
         return ApiResult(name, status, reason)
 
     # -- pieces ----------------------------------------------------------------
+    def _batch_size(self, filt, cap: int, idx: int) -> int:
+        # batches only once a model scores them (warm-up runs one by one,
+        # so the filter switches on as soon as it is trained)
+        return max(1, min(self.cfg.batch, cap - idx)) if filt is not None and filt.active else 1
+
     def _make_filter(self, spec: ApiSpec):
         if not self.cfg.ml_filter:
             return None

@@ -107,7 +107,17 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                 return
             if msg[0] == "observe":  # an executed run, for the rule learner
                 changed = sampler.observe(AbstractInput.loads(msg[1]), msg[2], msg[3])
-                conn.send(("observed", changed))
+                # the campaign's next take, drawn now when it is sure to come
+                # (the run ended its batch, or changed the rule set so the
+                # rest of the batch is dropped): one round trip, not two
+                last, n = (msg[4], msg[5]) if len(msg) > 5 else (False, 0)
+                ahead: Any = None
+                if n and (changed or last):
+                    try:
+                        ahead = ("ok", [sampler.next().dumps() for _ in range(n)])
+                    except NoSolutionError as e:
+                        ahead = ("nosolution", str(e))
+                conn.send(("observed", changed, ahead))
                 continue
             if msg[0] == "learned":
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
@@ -151,6 +161,7 @@ class CandidateStream:
         self._buffer: collections.deque = collections.deque()  # drawn ahead: AbstractInput or a failure
         self._closing = False
         self._thread: Optional[threading.Thread] = None
+        self._ahead: Optional[tuple] = None  # (n, reply) drawn with the last observe
         msg = self._recv()
         self.status = msg[0]
         if self.status == "ready":
@@ -167,17 +178,11 @@ class CandidateStream:
 
     def _draw(self, n: int) -> list:
         """``n`` candidates from the child, or [failure] (an exception)."""
-        from .solve.sampler import NoSolutionError
         try:
             self.conn.send(("take", n))
         except OSError as e:
             return [GenerationError(f"generator process gone: {e}")]
-        msg = self._recv()
-        if msg[0] == "ok":
-            return [AbstractInput.loads(x) for x in msg[1]]
-        if msg[0] == "nosolution":
-            return [NoSolutionError(msg[1])]
-        return [GenerationError(msg[1])]
+        return self._reply(self._recv())
 
     def _prefetch(self) -> None:
         while True:
@@ -214,21 +219,43 @@ class CandidateStream:
                         raise x
                     out.append(x)
             return out
-        drawn = self._draw(n)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[0] != n:  # the caller promised another batch size
+                raise GenerationError(f"stream drew {ahead[0]} candidates ahead, {n} taken")
+            drawn = self._reply(ahead[1])
+        else:
+            drawn = self._draw(n)
         if drawn and isinstance(drawn[0], Exception):
             raise drawn[0]
         return drawn
 
-    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
+    @staticmethod
+    def _reply(msg) -> list:
+        from .solve.sampler import NoSolutionError
+        if msg[0] == "ok":
+            return [AbstractInput.loads(x) for x in msg[1]]
+        if msg[0] == "nosolution":
+            return [NoSolutionError(msg[1])]
+        return [GenerationError(msg[1])]
+
+    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str],
+                last: bool = False, next_n: int = 0) -> bool:
         """Feed an executed run to the learner (``--learn-rules``); True when
-        it changed the rule set (the rest of a drawn batch is stale)."""
+        it changed the rule set (the rest of a drawn batch is stale).
+        ``next_n``: the size of the next ``take`` if it follows at once
+        (``last``: this run ends its batch); the child then draws it in the
+        same round trip whenever that take is sure to come, and that
+        ``take(next_n)`` returns it."""
         try:
-            self.conn.send(("observe", ai.dumps(), str(outcome), message))
+            self.conn.send(("observe", ai.dumps(), str(outcome), message, bool(last), int(next_n)))
         except OSError as e:
             raise GenerationError(f"generator process gone: {e}") from None
         msg = self._recv()
         if msg[0] != "observed":
             raise GenerationError(str(msg[1]))
+        if len(msg) > 2 and msg[2] is not None:
+            self._ahead = (next_n, msg[2])
         return bool(msg[1])
 
     def learned_info(self) -> dict:

@@ -85,10 +85,12 @@ def test_prior_rules_campaign_with_acetest_constraints(tmp_path):
     assert len(rows) >= 12
     kept = [e for e, s in prior.items() if s == KEPT]
     assert kept
-    for ai in rows:
+    inside = [ai for ai in rows if ai.origin.get("rules") != "outside"]
+    assert len(inside) >= len(rows) // 2  # (1 in 16 on average checks the rules)
+    for ai in inside:
         for e in kept:
             assert holds(e, ai), (e, ai.args)
-    assert any(ai.origin.get("repaired") for ai in rows)
+    assert any(ai.origin.get("repaired") for ai in inside)
 
 
 def test_prior_rules_need_learn_rules(tmp_path, capsys):

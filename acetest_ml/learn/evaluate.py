@@ -66,6 +66,15 @@ def _elements(v: Any, seed: int, name: str) -> Optional[tuple]:
         return None
     if v.values is not None:
         return tuple(v.values)
+    try:
+        return _derived(v, seed, name)
+    except TypeError:  # an unhashable field (never made by the sampler)
+        return _derived.__wrapped__(v, seed, name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _derived(v: TensorDesc, seed: int, name: str) -> tuple:
+    # the learner re-reads the same runs at every mining round: derive once
     from ..materialize import arg_seed, generate_array
     arr = generate_array(v.dtype, v.shape, v.low, v.high, None, arg_seed(seed, name))
     return tuple(x.item() for x in arr.reshape(-1))

@@ -21,6 +21,12 @@ that excludes a crash input would steer the sampler away from a bug): a rule
 must hold in every crash/timeout run seen so far, and one that a later crash
 violates is rejected. They do not feed mining (not evidence of validity).
 
+Runs drawn without the learned rules (``outside``: the sampler's share of
+candidates that checks the rules from the other side) reject a rule they
+break by passing or crashing, as any run; they do not count in the failure
+rates of probation, and an invalid one that breaks an active rule is
+explained by that rule (it proposes nothing).
+
 Everything depends only on the sequence of observed runs, so replaying the
 recorded runs of a store rebuilds the same state (what ``--resume`` does).
 A rejected rule is never proposed again.
@@ -89,6 +95,7 @@ class RuleLearner:
         self.invalid: list[AbstractInput] = []
         self.invalid_keys: list[Optional[str]] = []
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
+        self.outside: set[int] = set()   # history indices of runs drawn without the rules
         self.n = 0
         for expr in prior:
             self._seed(expr)
@@ -114,10 +121,14 @@ class RuleLearner:
         return {"runs": self.n, "active": self.active(), "rules": [r.to_json() for r in self.rules]}
 
     # -- observing ----------------------------------------------------------------
-    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
-        """Record one executed run; True when the set of active rules changed."""
+    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str],
+                outside: bool = False) -> bool:
+        """Record one executed run; True when the set of active rules changed.
+        ``outside``: the run was drawn without the learned rules."""
         self.n += 1
         key = message_key(message) if outcome == "invalid" else None
+        if outside:
+            self.outside.add(len(self.history))
         self.history.append((outcome, key))
         changed = False
         if outcome == "pass":
@@ -137,7 +148,9 @@ class RuleLearner:
             self.invalid_keys.append(key)
         # offline, the runs were not drawn with the rules: a failing run that
         # breaks a rule kept already is explained by it (no conditioned copies)
-        explained = self.offline and outcome == "invalid" and any(not holds(e, ai) for e in self.active())
+        # (likewise a run drawn outside the rules)
+        explained = (self.offline or outside) and outcome == "invalid" \
+            and any(not holds(e, ai) for e in self.active())
         if outcome == "invalid" and "message" in self.sources and not explained:
             # the first new reading of the message that survives the checks
             # (as stated, else restricted to the failing run's attribute
@@ -212,7 +225,8 @@ class RuleLearner:
 
     def _rate(self, key: Optional[str], lo: int, hi: int) -> float:
         """Share of runs lo..hi-1 failing with ``key`` (any invalid when None)."""
-        h = self.history[max(lo, 0):hi]
+        lo = max(lo, 0)
+        h = [x for i, x in enumerate(self.history[lo:hi], lo) if i not in self.outside]
         if not h:
             return 0.0
         if key is None:

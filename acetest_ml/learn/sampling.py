@@ -9,9 +9,19 @@ constraint sets fill much of an input at random after solving, so there the
 rules are enforced on the decoded input (a draw that breaks one is redrawn).
 Every input records its rule set in ``origin["rules"]``.
 
+Once rules are active, a share of the candidates (``OUTSIDE_SHARE``) is
+drawn without the learned rules (``origin["rules"] == "outside"``): a wrong
+rule that excludes passing or crashing inputs is then still met by a run
+that breaks it and is rejected, so no region of the input space (and no
+crash in it) stays closed for good. Those runs do not count in the
+learner's failure rates.
+
 The candidate stream is deterministic given the recorded runs: ``replay``
 redraws the recorded candidates and feeds the learner the recorded
-outcomes, which rebuilds the same epochs (``--resume``).
+outcomes, which rebuilds the same epochs (``--resume``). Each candidate
+carries its place in the stream (``origin["pos"]``), so the draws a campaign
+dropped unrecorded (the rest of a batch after a rule change) are drawn
+again at the same point of the replay.
 """
 from __future__ import annotations
 
@@ -31,6 +41,8 @@ from .repair import repair_all
 
 #: redraws before a rule set counts as unreachable for a draw (enforced rules)
 MAX_REDRAWS = 64
+#: share of candidates drawn without the learned rules once some are active
+OUTSIDE_SHARE = 1 / 16
 SAT_TIMEOUT_MS = 5000
 
 
@@ -61,7 +73,10 @@ class LearningSampler:
     def __init__(self, spec: ApiSpec, problems: Sequence, seed: int, *, source: str = "registry",
                  base_rules: Sequence[str] = (), models_per_set: Optional[int] = None,
                  on_change: Optional[Callable[[dict], None]] = None, window: int = 10,
-                 cheap: bool = True, prior: Sequence[str] = ()):
+                 cheap: bool = True, prior: Sequence[str] = (),
+                 outside_share: float = OUTSIDE_SHARE):
+        if not 0.0 <= outside_share < 1.0:
+            raise ValueError(f"outside_share must be in [0, 1), got {outside_share}")
         self.spec = spec
         self.problems = list(problems)
         self.seed = seed
@@ -75,6 +90,10 @@ class LearningSampler:
         self.epoch = 0
         self.epochs: list[dict] = []
         self.drawn = 0
+        self.outside_share = outside_share
+        self.outside_drawn = 0
+        self._outside_rng = random.Random((seed * 7919 + 17) % (2 ** 31))
+        self._outside_sampler: Optional[Sampler] = None
         self._build()
 
     # -- rule sets --------------------------------------------------------------
@@ -105,6 +124,18 @@ class LearningSampler:
 
     # -- drawing ----------------------------------------------------------------
     def next(self) -> AbstractInput:
+        # one draw of the outside stream per candidate, whatever the rule set
+        # (keeps the stream a function of the number of candidates drawn)
+        pos = self.drawn
+        outside = self._outside_rng.random() < self.outside_share
+        if outside and self.learner.active():
+            ai = self._draw_outside()
+            if ai is not None:
+                ai.origin["rules"] = "outside"
+                ai.origin["pos"] = pos
+                self.drawn += 1
+                self.outside_drawn += 1
+                return ai
         while True:
             try:
                 ai = self.sampler.next()
@@ -126,8 +157,22 @@ class LearningSampler:
                     continue
             break
         ai.origin["rules"] = self.set_id
+        ai.origin["pos"] = pos  # its place in the stream (replay of dropped draws)
         self.drawn += 1
         return ai
+
+    def _draw_outside(self) -> Optional[AbstractInput]:
+        """A candidate from the API's own constraint sets, without learned rules."""
+        if self.source != "registry":
+            # ACETest sets: the rules are only enforced on the decoded draw
+            return self.sampler.next()
+        if self._outside_sampler is None:
+            self._outside_sampler = Sampler(self.problems, (self.seed * 7919 + 17) % (2 ** 31),
+                                            models_per_set=self.models_per_set, cheap=self.cheap)
+        try:
+            return self._outside_sampler.next()
+        except NoSolutionError:
+            return None
 
     def _drop_newest(self, reason: str) -> bool:
         """An unreachable rule set: reject the most recently adopted rule."""
@@ -141,7 +186,7 @@ class LearningSampler:
     def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
         """Feed one executed run; True when the rule set changed (the caller
         drops the rest of a batch drawn from the old one)."""
-        if self.learner.observe(ai, outcome, message):
+        if self.learner.observe(ai, outcome, message, outside=ai.origin.get("rules") == "outside"):
             self._new_epoch()
             return True
         return False
@@ -149,13 +194,26 @@ class LearningSampler:
     def replay(self, records: Iterable) -> None:
         """Redraw the recorded candidates and feed their outcomes (resume)."""
         from ..outcome import EXECUTED as EXECUTED_OUTCOMES
-        for rec in records:
+        recs = list(records)
+        for k, rec in enumerate(recs):
+            self._skip_to(rec.input.origin.get("pos"))
             self.next()
+            # a gap before the next record: the campaign drew a batch and
+            # dropped its rest when this run changed the rule set, so those
+            # draws came before this run was observed
+            if k + 1 < len(recs):
+                self._skip_to(recs[k + 1].input.origin.get("pos"))
             if rec.outcome in EXECUTED_OUTCOMES:
                 self.observe(rec.input, rec.outcome, rec.message)
+
+    def _skip_to(self, pos) -> None:
+        if isinstance(pos, int):
+            while self.drawn < pos:
+                self.next()
 
     def info(self) -> dict:
         d = self.learner.info()
         d["epochs"] = [dict(e) for e in self.epochs]
         d["source"] = self.source
+        d["outside_drawn"] = self.outside_drawn
         return d
