@@ -10,7 +10,9 @@ from acetest_ml.bench.__main__ import main as bench_main
 from helpers import ACETEST_DATA as DATA
 
 
-def test_bench_quick_tiny(tmp_path):
+def test_bench_quick_tiny(tmp_path, monkeypatch, capsys):
+    from acetest_ml.bench import protocol
+    monkeypatch.setattr(protocol, "CHUNK_PER_JOB", 1)  # chunks of 2 APIs (jobs 2)
     have_data = os.path.isdir(DATA)
     cfg = tmp_path / "apis.yaml"
     cfg.write_text(f"""
@@ -29,6 +31,13 @@ quick:
     rc = bench_main(["--config", str(cfg), "--quick", "--out", str(out), "--acetest-data", DATA,
                      "--no-progress"])
     assert rc == 0
+    # the arms take turns per chunk of APIs, so they meet the same load
+    log = [ln.split("] ", 1)[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[bench ")]
+    turns = [ln.split(": ")[0].split(" (")[0] + " " + ln.split(": ")[1].split(" ")[0]
+             for ln in log if ln.startswith("APIs ")]
+    arms = ["baseline", "filtered", "online", "learned", "learned_filter"]
+    n_chunks = 2 if have_data else 1
+    assert turns == [f"APIs {c}/{n_chunks} {a}" for c in range(1, n_chunks + 1) for a in arms], turns
     res = json.load(open(out / "results.json"))
     assert sorted(res["overall_all"]["apis"]) == sorted(res["apis"])
     assert len(res["apis"]) == (3 if have_data else 2)

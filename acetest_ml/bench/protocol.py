@@ -129,12 +129,19 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+#: evaluation arms take turns on chunks of this many APIs per worker, so every
+#: arm meets the same load on a shared machine (exec/s compare as ratios)
+CHUNK_PER_JOB = 4
+
+
 def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_data: str,
               ml_filter: str | None = None, models: str | None = None, progress: bool = True,
-              learn_rules: bool = False, prior_rules: Optional[str] = None) -> dict:
+              learn_rules: bool = False, prior_rules: Optional[str] = None,
+              apis: Optional[list] = None) -> dict:
     resume = os.path.exists(os.path.join(out, "runs.sqlite"))
     done_marker = os.path.join(out, "summary.json")
-    ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=seed, constraints="registry",
+    apis = list(cfg.apis if apis is None else apis)
+    ccfg = CampaignConfig(apis=apis, out=out, budget=budget, seed=seed, constraints="registry",
                           acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
                           resume=resume, ml_filter=ml_filter, models=models or cfg.models,
                           exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api(),
@@ -143,8 +150,9 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
         with open(done_marker) as f:
             prev = json.load(f)
         # finished earlier: every API reached its budget or was skipped
-        if all(v.get("executed", 0) >= budget or v.get("status") in _FINISHED
-               for v in prev.get("apis", {}).values()) and len(prev.get("apis", {})) >= len(cfg.apis):
+        done = prev.get("apis", {})
+        if all(a in done and (done[a].get("executed", 0) >= budget or done[a].get("status") in _FINISHED)
+               for a in apis):
             return prev
     return run_campaign(ccfg, show_progress=progress)
 
@@ -161,6 +169,23 @@ def _recorded(cfg: BenchConfig, out: str, budget: int) -> dict:
     with Store(out) as st:
         s = summarize(st, ccfg)
     s["not_run"] = True
+    return s
+
+
+def _arm_summary(cfg: BenchConfig, out: str, budget: int, learn: bool) -> dict:
+    """An arm's summary over every API once all its chunks ran (also its
+    summary.json and, for learning arms, learned_rules.yaml)."""
+    from ..store import Store
+    from ..summary import summarize, write_summary
+    ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=cfg.seed_eval, resume=True,
+                          constraints_by_api=cfg.constraints_by_api(), learn_rules=learn)
+    with Store(out) as st:
+        s = summarize(st, ccfg)
+    write_summary(out, s)
+    if learn:
+        from ..learn import learned_from_summary, write_rules_yaml
+        write_rules_yaml(os.path.join(out, "learned_rules.yaml"), learned_from_summary(s),
+                         header=f"bench arm {os.path.basename(out)}, seed {cfg.seed_eval}, budget {budget}")
     return s
 
 
@@ -218,18 +243,29 @@ def run_bench(cfg: BenchConfig, out: str, acetest_data: str, progress: bool = Tr
     arms: dict[str, dict] = {}
     plan = (("baseline", None, False), ("filtered", "offline", False), ("online", "online", False),
             ("learned", None, True), ("learned_filter", "offline", True))
-    for i, (arm, filt, learn) in enumerate(plan, 2):
-        if cfg.arms is not None and arm not in cfg.arms:
-            _log(f"arm {i}/{len(plan) + 1}: {arm} not run (--arms): what {arm}/ holds")
-            arms[arm] = _recorded(cfg, os.path.join(work, arm), budget=cfg.budget_eval)
-            continue
-        t = time.time()
-        _log(f"arm {i}/{len(plan) + 1}: {arm} campaign (seed B)")
-        arms[arm] = _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,
-                              acetest_data=acetest_data, ml_filter=filt, models=models_yaml,
-                              progress=progress, learn_rules=learn,
-                              prior_rules=prior if arm == "learned_filter" else None)
-        timings[f"{arm}_campaign_s"] = time.time() - t
+    run = [p for p in plan if cfg.arms is None or p[0] in cfg.arms]
+    running = {p[0] for p in run}
+    for arm, _, _ in plan:
+        if arm not in running:
+            _log(f"{arm} not run (--arms): what {arm}/ holds")
+    # the arms take turns, chunk by chunk of APIs: each meets the same load
+    size = CHUNK_PER_JOB * max(1, cfg.jobs)
+    chunks = [cfg.apis[i:i + size] for i in range(0, len(cfg.apis), size)]
+    for c, chunk in enumerate(chunks, 1):
+        for arm, filt, learn in run:
+            t = time.time()
+            _log(f"APIs {c}/{len(chunks)} ({len(chunk)}): {arm} campaign (seed B)")
+            _campaign(cfg, os.path.join(work, arm), seed=cfg.seed_eval, budget=cfg.budget_eval,
+                      acetest_data=acetest_data, ml_filter=filt, models=models_yaml,
+                      progress=progress, learn_rules=learn,
+                      prior_rules=prior if arm == "learned_filter" else None, apis=chunk)
+            timings[f"{arm}_campaign_s"] = timings.get(f"{arm}_campaign_s", 0.0) + time.time() - t
+    for arm, _, learn in plan:
+        folder = os.path.join(work, arm)
+        if arm in running:
+            arms[arm] = _arm_summary(cfg, folder, cfg.budget_eval, learn)
+        else:
+            arms[arm] = _recorded(cfg, folder, budget=cfg.budget_eval)
 
     _log("scoring the classifiers on the baseline arm's labels")
     trained = [a for a, r in train_rep.items() if r.get("status") == "trained"]
