@@ -105,6 +105,9 @@ def test_settings_from_the_environment():
     assert os.path.isabs(s.models)
     # online learning inside upstream: defaults and overrides
     assert (s.min_per_class, s.retrain_every, s.threshold, s.rules) == (3, 10, "precision", True)
+    d = activate.settings_from_env({"ACETEST_ML_FILTER": "online"})
+    assert (d.warmup, d.max_tries, d.probes, d.early_rules) == (10, 100, 8, True)
+    assert activate.settings_from_env({"ACETEST_ML_FILTER": "online", "ACETEST_ML_EARLY_RULES": "0"}).early_rules is False
     s = activate.settings_from_env({"ACETEST_ML_FILTER": "online", "ACETEST_ML_THRESHOLD": "0.7",
                                     "ACETEST_ML_RULES": "0", "ACETEST_ML_MIN_PER_CLASS": "5",
                                     "ACETEST_ML_RETRAIN_EVERY": "25"})

@@ -1039,3 +1039,131 @@ def test_a_refused_dtype_the_features_cannot_see_is_drawn_again(up, tmp_path):
     assert ran.count("int32") > 10 and st["lossy_rejected"] > 5, st
     plain, plain_st = campaign("none")  # no filter: nothing is refused
     assert plain.count("qint8") > 10 and plain_st["lossy_rejected"] == 0
+
+
+def test_a_failing_rule_learner_never_stops_upstream(up, tmp_path, monkeypatch):
+    """A bug in rule learning (here: observe raises) is reported once and the
+    hook goes on without rules; upstream still runs every round."""
+    from acetest_ml.learn import RuleLearner
+
+    def broken(self, *a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(RuleLearner, "observe", broken)
+    opt = make_option(up, tmp_path, test_round=40)
+    h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, rules=True))
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(3)
+        r = up.Runner.Runner(API, opt)
+        r.run(up.APIManager.APIManager(API, load_args(up), opt), 40)
+        r.terminate()
+    finally:
+        h.uninstall()
+    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    assert r.total_times == st["runs"] == 40
+    assert "boom" in st["rules_failed"] and "rules" not in st and st["rule_rejected"] == 0
+
+
+def test_attributes_refused_beyond_int32_are_drawn_again(up, tmp_path):
+    """Upstream's huge-value mutation reaches list attributes, which TF reads
+    as int32 ("Attr strides has value ... out of range for an int32": 22 of
+    Conv2D's 196 invalid runs at seed 4). Once the op said so, candidates with
+    such a value in that attribute are drawn again."""
+    flt = hook.FilterHook(hook.FilterConfig(mode="online")).filter_for("tf.raw_ops.Conv2D", "tf")
+    huge = AbstractInput("tf.raw_ops.Conv2D", {"strides": [1, 2 ** 40, 1, 1], "dilations": [1, 2 ** 40, 1, 1]})
+    assert not flt.out_of_int32(huge) and not flt._filtering()
+    flt.note_message("{{function_node __wrapped__Conv2D_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                     "Attr strides has value 3838130825486059252 out of range for an int32 [Op:Conv2D] name:")
+    assert flt.int32_attrs == {"strides"} and flt._filtering()
+    assert flt.out_of_int32(huge)
+    assert not flt.out_of_int32(AbstractInput("tf.raw_ops.Conv2D", {"strides": [1, 2, 2, 1],
+                                                                      "dilations": [1, 2 ** 40, 1, 1]}))
+    # in the regenerate loop: the stand-in's BiasAdd has no list attribute, so
+    # an int argument stands for one
+    scorer = RecordingScorer(threshold=0.0)
+    h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0), scorer_factory=lambda m, a, s: scorer)
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        h.filter_for(API, "tf").note_message("Attr n has value -5977478217464098552 out of range for an int32")
+        random.seed(4)
+        args = load_args(up) + [up.Argument.Argument("n", {"type": "int", "min": 0, "max": 2 ** 33})]
+        manager = up.APIManager.APIManager(API, args, None)
+        ran = []
+        for _ in range(30):
+            manager.generate_random_args()
+            ran.append(next(a for a in manager.arg_list if a.name == "n").arg_value.value)
+    finally:
+        h.uninstall()
+    st = h.stats()[API]
+    assert all(n <= 2 ** 31 - 1 for n in ran) and st["int32_rejected"] > 10, st
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_a_message_rule_before_any_run_passed(up, tmp_path, early):
+    """``early_rules``: the op's own message is enough to adopt its rule before
+    any run passed (AvgPoolGrad passed 18 of 150 runs, the first late); without
+    it the run waits and is replayed after the first pass."""
+    import types
+    flt = hook.FilterHook(hook.FilterConfig(mode="online", early_rules=early)).filter_for(API, "tf")
+    flt.spec = convert.spec_from_upstream(API, load_args(up), "tf")
+    out = tmp_path / "out"
+    out.mkdir()
+    flt.messages.mark(str(out))
+    (out / "invalid.log").write_text("cpu_ori\nMust provide as many biases as the last dimension of the input "
+                                     "tensor: [3] vs. [2,4] [Op:BiasAdd]\n")
+    ai = AbstractInput(API, {"T": DTypeValue("float32"), "data_format": "NHWC",
+                             "value": TensorDesc("float32", (2, 4)), "bias": TensorDesc("float32", (3,))})
+    flt._learn_rules(types.SimpleNamespace(output_dir=str(out)), hook._Pending(ai, "accepted"), "invalid")
+    if early:
+        assert flt.active_rules() and flt.breaks_rule(ai) and not flt.rule_backlog
+        good = AbstractInput(API, {**ai.args, "bias": TensorDesc("float32", (4,))})
+        assert not flt.breaks_rule(good)
+    else:
+        assert not flt.active_rules() and len(flt.rule_backlog) == 1
+
+
+class StaleScorer(RankScorer):
+    """Accepts every solver sample when it is probed (a batch of fills), then
+    scores single candidates by rank: a model retrained after the sample was
+    accepted, that now rejects all its fills."""
+
+    def score_batch(self, inputs):
+        import numpy as np
+        if len(inputs) > 1:
+            return np.full(len(inputs), 0.9)
+        return super().score_batch(inputs)
+
+
+def test_a_sample_whose_runs_are_forced_gives_its_rounds_away(up, tmp_path):
+    import numpy as np
+
+    def campaign(chunk):
+        base = tmp_path / f"chunk{chunk}"
+        base.mkdir()
+        opt = make_option(up, base, test_round=80)
+        h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, max_tries=5, seed=0, probes=3,
+                                              chunk=chunk, give_up_forced=2),
+                            scorer_factory=lambda m, a, s: StaleScorer())
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        per_sample = []
+        try:
+            random.seed(2)
+            np.random.seed(2)
+            r = up.Runner.Runner(API, opt)
+            for args in (rank_one_sample(up), load_args(up)):  # hopeless first, then a good one
+                before = r.total_times
+                r.run(up.APIManager.APIManager(API, args, opt), 40)
+                per_sample.append(r.total_times - before)
+            r.terminate()
+        finally:
+            h.uninstall()
+        return r, per_sample, h.stats()[API]
+
+    r, per_sample, st = campaign(10)
+    assert r.total_times == 80 and per_sample == [10, 70], per_sample
+    assert st["samples_abandoned"] == 1 and st["rounds_moved"] == 30
+    assert st["forced"] >= 10
+    plain_r, plain, plain_st = campaign(0)
+    assert plain == [40, 40] and plain_st["samples_abandoned"] == 0
+    assert plain_st["forced"] >= 40 and r.invalid < plain_r.invalid - 20, (r.invalid, plain_r.invalid)

@@ -12,13 +12,13 @@ variable                   meaning                                default
                            record only, with ``ACETEST_ML_COLLECT``)
 ``ACETEST_ML_MODELS``      model registry YAML                    unset
 ``ACETEST_ML_EXPLORATION`` share of rounds run on rejected inputs ``0.05``
-``ACETEST_ML_MAX_TRIES``   candidates drawn per run               ``20``
-``ACETEST_ML_WARMUP``      online: labelled runs before training  ``100``
+``ACETEST_ML_MAX_TRIES``   candidates drawn per run               ``100``
+``ACETEST_ML_WARMUP``      online: labelled runs before training  ``10``
 ``ACETEST_ML_SEED``        seeds upstream's ``random`` / NumPy    unset
 ``ACETEST_ML_COLLECT``     results-store folder for every run     unset
 ``ACETEST_ML_REALLOCATE``  ``1``: move rounds off rejected        ``1``
                            solver samples; ``0``: off
-``ACETEST_ML_PROBES``      random fills scored per solver sample  ``4``
+``ACETEST_ML_PROBES``      random fills scored per solver sample  ``8``
 ``ACETEST_ML_KNOWN_CRASH_K`` crashes/timeouts like one seen this  ``3``
                            often are drawn again; ``0``: off
 ``ACETEST_ML_MIN_PER_CLASS`` online: valid and invalid runs       ``3``
@@ -30,6 +30,8 @@ variable                   meaning                                default
 ``ACETEST_ML_RULES``       ``1``: learn rules from upstream's     ``1``
                            messages and draw again what breaks
                            them; ``0``: off
+``ACETEST_ML_EARLY_RULES`` ``1``: adopt a message's rule before   ``1``
+                           any run passed (``0``: wait for one)
 =========================  =====================================  ==========
 """
 from __future__ import annotations
@@ -55,17 +57,18 @@ class HookSettings:
     filter: str = "none"
     models: Optional[str] = None
     exploration: float = 0.05
-    max_tries: int = 20
-    warmup: int = 100
+    max_tries: int = 100
+    warmup: int = 10
     seed: Optional[int] = None
     collect: Optional[str] = None
     reallocate: bool = True
-    probes: int = 4
+    probes: int = 8
     known_crash_k: int = 3
     min_per_class: int = 3
     retrain_every: int = 10
     threshold: Union[float, str] = "precision"
     rules: bool = True
+    early_rules: bool = True
 
     @property
     def wanted(self) -> bool:
@@ -81,7 +84,7 @@ class HookSettings:
                             collect=self.collect, reallocate=self.reallocate, probes=self.probes,
                             known_crash_k=self.known_crash_k, min_per_class=self.min_per_class,
                             retrain_every=self.retrain_every, threshold=self.threshold,
-                            rules=self.rules).validate()
+                            rules=self.rules, early_rules=self.early_rules).validate()
 
 
 def _number(environ: Mapping[str, str], name: str, cast, default):
@@ -134,17 +137,18 @@ def settings_from_env(environ: Mapping[str, str]) -> HookSettings:
     s = HookSettings(filter=flt,
                      models=(environ.get(ENV_PREFIX + "MODELS") or None),
                      exploration=_number(environ, "EXPLORATION", float, 0.05),
-                     max_tries=_number(environ, "MAX_TRIES", int, 20),
-                     warmup=_number(environ, "WARMUP", int, 100),
+                     max_tries=_number(environ, "MAX_TRIES", int, 100),
+                     warmup=_number(environ, "WARMUP", int, 10),
                      seed=_number(environ, "SEED", int, None),
                      collect=(environ.get(ENV_PREFIX + "COLLECT") or None),
                      reallocate=_flag(environ, "REALLOCATE", True),
-                     probes=_number(environ, "PROBES", int, 4),
+                     probes=_number(environ, "PROBES", int, 8),
                      known_crash_k=_number(environ, "KNOWN_CRASH_K", int, 3),
                      min_per_class=_number(environ, "MIN_PER_CLASS", int, 3),
                      retrain_every=_number(environ, "RETRAIN_EVERY", int, 10),
                      threshold=_threshold(environ, "precision"),
-                     rules=_flag(environ, "RULES", True))
+                     rules=_flag(environ, "RULES", True),
+                     early_rules=_flag(environ, "EARLY_RULES", True))
     if s.models:
         s.models = os.path.abspath(s.models)
     if s.collect:

@@ -37,12 +37,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--filter", choices=("none", "models", "online"), default="none")
     p.add_argument("--models", default=None)
     p.add_argument("--exploration", type=float, default=0.05)
-    p.add_argument("--max-tries", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--max-tries", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--collect", default=None)
     p.add_argument("--reallocate", type=int, choices=(0, 1), default=1)
-    p.add_argument("--probes", type=int, default=4)
+    p.add_argument("--probes", type=int, default=8)
     return p.parse_args(ours), upstream
 
 

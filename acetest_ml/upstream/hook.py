@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,12 +60,13 @@ OOM, UNSUPPORTED, UNKNOWN = "oom", "unsupported", "unknown"
 OUTCOMES = tuple(o.value for o in EXECUTED) + (OOM, UNSUPPORTED, UNKNOWN)
 DECISIONS = ("accepted", "crash_kept", "explored", "forced", "unfiltered", "unconvertible")
 #: per-sample round reallocation counters (see ``_Reallocator``)
-SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
+SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "samples_abandoned", "rounds_moved", "rounds_spent_at_end")
 #: where the hook's own time goes (``ApiFilter.phase_time``)
 PHASES = ("generate", "convert", "score", "train", "probe", "rules")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
 #: refusals of a dtype spelling the features cannot see before it is drawn again
 LOSSY_K = 2
+_INT32_ATTR = re.compile(r"Attr (\w+) has value -?\d+ out of range for an int32")
 #: outcomes the rule learner observes
 _RULE_OUTCOMES = (Outcome.PASS.value, Outcome.INVALID.value, Outcome.CRASH.value)
 # Upstream's modules and the classes the hook patches in them.
@@ -86,7 +88,9 @@ class FilterConfig:
     ``collect``: results-store folder that receives every executed run.
     ``reallocate``: score each solver sample over ``probes`` random fills and
     move the rounds of a sample predicted invalid for all of them to the
-    others (``exploration`` of its rounds still run), keeping the total.
+    others (``exploration`` of its rounds still run), keeping the total;
+    a sample's rounds run ``chunk`` at a time (0: at once) and the rest move
+    the same way once a chunk had ``give_up_forced`` forced runs.
     As in our campaigns: exploration runs stay within ``exploration`` of the
     rounds, drawn from scores within ``explore_band`` below the threshold; an
     input with P(crash or timeout) >= ``crash_threshold`` (lower for a thin
@@ -96,20 +100,27 @@ class FilterConfig:
     seconds on every timeout and restarts its worker after it.
     Online training: the first model is trained once ``warmup`` runs are
     labelled and each side (valid / invalid) has ``min_per_class`` runs, then
-    again every ``retrain_every`` labels or when the data grew by
-    ``retrain_factor``, whichever comes first; ``threshold`` is a number or a
+    again once the labelled runs reach ``max(n + retrain_every, n *
+    retrain_factor)`` (geometric: training stays a small share of the hook's
+    time on long campaigns); ``threshold`` is a number or a
     policy picked on out-of-fold scores (``"auto"``: balanced accuracy,
     ``"precision"``: the valid class's precision at half its recall).
     ``rules``: learn rules from upstream's error messages and from the runs
     (the campaign's rule learner) and draw again a candidate that breaks an
-    active rule."""
+    active rule; ``early_rules``: adopt a message's rule before any run
+    passed (upstream's AvgPoolGrad passes 12% of its runs: waiting for a
+    pass leaves its first tens of runs to the op's known refusals). Also
+    drawn again, in every filtering mode: a candidate with a dtype spelling
+    the features cannot see (quantized) that was refused ``LOSSY_K`` times and
+    never passed, and one with a value beyond int32 in an attribute the op
+    refused for that ("out of range for an int32")."""
 
     mode: str = "models"
     models: Optional[str] = None
     exploration: float = 0.05
-    max_tries: int = 20
+    max_tries: int = 100
     seed: int = 0
-    warmup: int = 100
+    warmup: int = 10
     retrain_factor: float = 2.0
     retrain_every: int = 10
     min_per_class: int = 3
@@ -117,9 +128,12 @@ class FilterConfig:
     params: dict = field(default_factory=dict)
     threshold: Union[float, str] = "precision"
     rules: bool = True
+    early_rules: bool = True
+    chunk: int = 10
+    give_up_forced: int = 2
     collect: Optional[str] = None
     reallocate: bool = True
-    probes: int = 4
+    probes: int = 8
     explore_band: float = 0.25
     crash_threshold: float = 0.3
     known_crash_k: int = 3
@@ -144,6 +158,8 @@ class FilterConfig:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
         if int(self.min_per_class) < 1:
             raise ConfigError(f"min_per_class must be at least 1, got {self.min_per_class!r}")
+        if int(self.chunk) < 0 or int(self.give_up_forced) < 1:
+            raise ConfigError(f"chunk must be >= 0 and give_up_forced >= 1, got {self.chunk!r}, {self.give_up_forced!r}")
         if int(self.retrain_every) < 1:
             raise ConfigError(f"retrain_every must be at least 1, got {self.retrain_every!r}")
         thr = self.threshold
@@ -265,7 +281,7 @@ class ApiFilter:
         warmup = int(self.config.warmup)
         # the campaign's learner and labelling rule: the first model as soon
         # as both classes have min_per_class runs (after the warm-up), then
-        # every retrain_every labels or when the data grew by retrain_factor
+        # at max(n + retrain_every, n * retrain_factor) labels
         every = int(self.config.retrain_every)
         self.learner = OnlineLearner(self.spec, self._fit, warmup=warmup, retrain_every=every,
                                      retrain_factor=float(self.config.retrain_factor),
@@ -274,13 +290,16 @@ class ApiFilter:
         # learned rules (config.rules): made once the spec is known
         self.rules: Any = None  # learn.RuleLearner
         self.rule_backlog: list[tuple] = []  # runs before the first passing one
+        self.rules_failed: Optional[str] = None
         self.messages = InvalidLog()
         # outcomes by the upstream dtype spellings the features cannot see
         # (quantized types convert to the int type of their width)
         self.lossy: dict[tuple, list[int]] = {}
+        # attributes the op refused beyond int32 (from its messages)
+        self.int32_attrs: set[str] = set()
         self.warned = False
         self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected", "rule_rejected",
-                                      "lossy_rejected")
+                                      "lossy_rejected", "int32_rejected")
                        + DECISIONS + SAMPLE_COUNTS}
         # crash / timeout inputs seen, by signature (known-crash rule); None: off
         self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
@@ -344,11 +363,12 @@ class ApiFilter:
         """``check_sat`` of the rule learner. The hook does not solve (upstream
         does), so a rule set is usable when a passing run satisfies it all:
         the learner keeps only rules every passing run satisfies, so one
-        passing run is enough."""
+        passing run is enough. Before any run passed: usable with
+        ``early_rules`` (the op's own message is the evidence), else not."""
         from ..learn.evaluate import holds
         passing = self.rules.passing if self.rules is not None else []
         if not passing:
-            return "no passing run yet"
+            return None if self.config.early_rules else "no passing run yet"
         if not any(all(holds(e, ai) for e in rules) for ai in passing[-20:]):
             return "no passing run satisfies them together"
         return None
@@ -356,6 +376,20 @@ class ApiFilter:
     @staticmethod
     def _lossy_key(ai: AbstractInput) -> tuple:
         return tuple(sorted(str(d) for d in (ai.origin or {}).get("lossy_dtypes") or ()))
+
+    def note_message(self, message: Optional[str]) -> None:
+        """Read what an invalid run's message says about value ranges the
+        features cannot see: ``Attr strides has value 3838130825486059252
+        out of range for an int32`` (upstream's huge-value mutation of list
+        attributes; TF reads them as int32)."""
+        for m in _INT32_ATTR.finditer(message or ""):
+            self.int32_attrs.add(m.group(1))
+
+    def out_of_int32(self, ai: AbstractInput) -> bool:
+        """Does an attribute the op refused beyond int32 hold such a value?"""
+        from ..filter import INT32_MAX, INT32_MIN
+        return any(n in ai.args and int_outside(AbstractInput(ai.api, {n: ai.args[n]}), INT32_MIN, INT32_MAX)
+                   for n in self.int32_attrs)
 
     def lossy_refused(self, ai: AbstractInput) -> bool:
         """Is ``ai`` drawn with upstream dtype spellings (quantized types) that
@@ -372,7 +406,7 @@ class ApiFilter:
         rule, a refused dtype spelling)? Never in mode ``none``."""
         if self.config.mode == "none":
             return False
-        return (self.scorer is not None or bool(self.active_rules())
+        return (self.scorer is not None or bool(self.active_rules()) or bool(self.int32_attrs)
                 or any(v == 0 and i >= LOSSY_K for v, i in self.lossy.values()))
 
     def active_rules(self) -> list[str]:
@@ -457,6 +491,12 @@ class ApiFilter:
                     # never reached, so the run can only be invalid; the features
                     # do not see it, so no model learns it
                     self.counts["int64_rejected"] += 1
+                    self.counts["discarded"] += 1
+                    if best is None:
+                        best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
+                    continue
+                if self.out_of_int32(ai):
+                    self.counts["int32_rejected"] += 1
                     self.counts["discarded"] += 1
                     if best is None:
                         best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
@@ -560,7 +600,7 @@ class ApiFilter:
                 return None
             # a fill that breaks a learned rule (or has a refused dtype
             # spelling) counts as predicted invalid
-            ok = [not (self.lossy_refused(ai) or self.breaks_rule(ai)) for ai in inputs]
+            ok = [not (self.out_of_int32(ai) or self.lossy_refused(ai) or self.breaks_rule(ai)) for ai in inputs]
             if self.scorer is None:
                 scores = [1.0 if k else 0.0 for k in ok]
             else:
@@ -617,26 +657,15 @@ class ApiFilter:
         if key and outcome in EXECUTED:
             tally = self.lossy.setdefault(key, [0, 0])
             tally[1 if outcome == Outcome.INVALID else 0] += 1
-        if self.config.rules and self.config.mode == "online":
-            message = self.messages.new_text(getattr(runner, "output_dir", None))
-            learner = self.rule_learner()
-            if learner is not None and p.ai is not None and str(outcome) in _RULE_OUTCOMES:
-                # not timeouts: upstream's are wall-clock verdicts that include
-                # its worker's start-up (the first rounds of a loaded machine
-                # time out whatever the input), so a rule the op's own message
-                # states is not refused for excluding one; crashes still count
-                t0 = time.perf_counter()
-                run = (p.ai, str(outcome), message if str(outcome) == Outcome.INVALID else None)
-                if not learner.passing and str(outcome) != Outcome.PASS:
-                    # a rule is checked against the passing runs seen: until
-                    # one passed, keep the runs and replay them after it
-                    self.rule_backlog.append(run)
-                else:
-                    learner.observe(*run)
-                    backlog, self.rule_backlog = self.rule_backlog, []
-                    for r in backlog:
-                        learner.observe(*r)
-                self.phase_time["rules"] += time.perf_counter() - t0
+        if self.config.rules and self.config.mode == "online" and not self.rules_failed:
+            t0 = time.perf_counter()
+            try:
+                self._learn_rules(runner, p, str(outcome))
+            except Exception as e:  # never take upstream down: go on without rules, but say so
+                self.rules_failed = f"{type(e).__name__}: {e}"
+                self.rules = None
+                self.warn(f"rule learning failed ({self.rules_failed}); going on without learned rules")
+            self.phase_time["rules"] += time.perf_counter() - t0
         if self.config.mode == "online" and p.ai is not None:
             errors = self.learner.train_errors
             self.learner.spec = self.spec
@@ -649,6 +678,32 @@ class ApiFilter:
             if self.learner.train_errors > errors:  # keep going unfiltered, but say so
                 self.warn(f"online training failed ({self.learner.last_error}); running unfiltered")
         return outcome
+
+    def _learn_rules(self, runner, p: "_Pending", outcome: str) -> None:
+        message = self.messages.new_text(getattr(runner, "output_dir", None))
+        if outcome == Outcome.INVALID:
+            self.note_message(message)
+        learner = self.rule_learner()
+        if learner is None or p.ai is None or outcome not in _RULE_OUTCOMES:
+            # not timeouts: upstream's are wall-clock verdicts that include
+            # its worker's start-up (the first rounds of a loaded machine
+            # time out whatever the input), so a rule the op's own message
+            # states is not refused for excluding one; crashes still count
+            return
+        # an explored run was drawn past the rules: it checks them from the
+        # other side (a pass rejects a rule it breaks) without counting in
+        # their probation
+        outside = p.decision == "explored" and self.breaks_rule(p.ai)
+        run = (p.ai, outcome, message if outcome == Outcome.INVALID else None, outside)
+        if not learner.passing and outcome != Outcome.PASS and not self.config.early_rules:
+            # a rule is checked against the passing runs seen: until one
+            # passed, keep the runs and replay them after it
+            self.rule_backlog.append(run)
+            return
+        learner.observe(*run)
+        backlog, self.rule_backlog = self.rule_backlog, []
+        for r in backlog:
+            learner.observe(*r)
 
     def _fit(self, spec: ApiSpec, inputs: list[AbstractInput], labels: list[int]):
         return self.hook.trainer(spec, inputs, labels, self.config)
@@ -684,6 +739,8 @@ class ApiFilter:
                              "threshold_policy": self.config.threshold}
         if self.rules is not None:
             out["rules"] = self.rules.info()
+        if self.rules_failed:
+            out["rules_failed"] = self.rules_failed
         return out
 
     def write_stats(self, directory: str) -> Optional[str]:
@@ -753,6 +810,36 @@ class _Reallocator:
         times = int(times) + self.bank
         self.bank = 0
         return times
+
+    def run_in_chunks(self, flt: "ApiFilter", runner, manager, times: int, run: Callable[[int], Any]):
+        """Run a sample's rounds ``chunk`` at a time; once a chunk had
+        ``give_up_forced`` forced runs (every one of ``max_tries`` candidates
+        predicted invalid: a model trained after the sample was accepted now
+        rejects all its fills), the sample's remaining rounds go to the bank
+        like those of a rejected sample. Measured on Conv2D: 27 of 46 invalid
+        runs were one accepted sample's forced rounds ("output depth must be
+        evenly divisible by number of groups"). Upstream's per-call counters
+        (sample index, per-sample error limits) then count per chunk."""
+        cfg = flt.config
+        chunk = int(cfg.chunk)
+        if (chunk <= 0 or not cfg.reallocate or cfg.mode == "none" or int(times) <= chunk
+                or getattr(manager, "_acetest_ml_explore", False) or getattr(runner, "_acetest_ml_spending", False)):
+            return run(times)
+        left, result = int(times), None
+        while left > 0:
+            n = min(chunk, left)
+            forced, before = flt.counts["forced"], getattr(runner, "total_times", 0)
+            result = run(n)
+            left -= n
+            if getattr(runner, "total_times", 0) - before < n or getattr(runner, "terminated", False):
+                break  # upstream stopped the sample (round limit, time, error limit)
+            if left > 0 and flt.counts["forced"] - forced >= int(cfg.give_up_forced):
+                self.bank += left
+                flt.counts["rounds_moved"] += left
+                flt.counts["samples_abandoned"] += 1
+                self.pool = [t for t in self.pool if t[2] is not manager]
+                break
+        return result
 
     def _remember(self, rank: float, manager) -> None:
         self.pool.append((rank, self.order, manager))
@@ -940,7 +1027,8 @@ class FilterHook:
             manager._acetest_ml_runner = runner
             runner._acetest_ml_in_run = True
             try:
-                return run_orig(runner, manager, times, *args, **kwargs)
+                return _Reallocator.of(runner).run_in_chunks(
+                    flt, runner, manager, times, lambda n: run_orig(runner, manager, n, *args, **kwargs))
             finally:
                 runner._acetest_ml_in_run = False
                 with keep_global_rng():

@@ -234,7 +234,7 @@ def _normalise_filter(ml_filter) -> Optional[str]:
 
 def _bootstrap_cmd(python: str, home: str, mode: Optional[str], models: Optional[str], exploration: float,
                    seed: Optional[int], max_tries: int, warmup: int, args: list[str],
-                   collect: Optional[str] = None, reallocate: bool = True, probes: int = 4) -> list[str]:
+                   collect: Optional[str] = None, reallocate: bool = True, probes: int = 8) -> list[str]:
     cmd = [python, "-m", "acetest_ml.upstream.bootstrap", "--home", home, "--filter", mode or "none",
            "--exploration", repr(float(exploration)), "--max-tries", str(int(max_tries)),
            "--warmup", str(int(warmup)), "--reallocate", str(int(bool(reallocate))),
@@ -250,10 +250,10 @@ def _bootstrap_cmd(python: str, home: str, mode: Optional[str], models: Optional
 
 def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFAULT_MODELS,
                  acetest_home: Optional[str] = None, compare: bool = False, exploration: float = 0.05,
-                 seed: Optional[int] = None, max_tries: int = 20, warmup: int = 100,
+                 seed: Optional[int] = None, max_tries: int = 100, warmup: int = 10,
                  python: Optional[str] = None, out: Optional[TextIO] = None,
                  log: Optional[str] = None, collect: Optional[str] = None, reallocate: bool = True,
-                 probes: int = 4, out_dir: Optional[str] = None) -> int:
+                 probes: int = 8, out_dir: Optional[str] = None) -> int:
     """Run upstream's main.py (unmodified) in a subprocess, with the filter when
     ``ml_filter`` is ``"models"``/True or ``"online"``; with ``compare``, once
     without and once with it (same options and seed, separate work folders).
@@ -364,14 +364,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="folder of the runs (upstream's --work_path; with --compare its baseline/ "
                    "and filtered/ subfolders)")
     p.add_argument("--exploration", type=float, default=0.05, help="share of predicted-invalid inputs run anyway")
-    p.add_argument("--max-tries", type=int, default=20, help="candidates drawn per run before giving up")
-    p.add_argument("--warmup", type=int, default=100, help="online mode: labelled runs before the first training")
+    p.add_argument("--max-tries", type=int, default=100, help="candidates drawn per run before giving up")
+    p.add_argument("--warmup", type=int, default=10, help="online mode: labelled runs before the first training (and 3 of each class)")
     p.add_argument("--seed", type=int, default=None, help="seed for upstream's random generators")
     p.add_argument("--collect", default=None, metavar="DIR",
                    help="record every upstream run into the results store in DIR (for acetest-ml train --runs DIR)")
     p.add_argument("--no-reallocate", dest="reallocate", action="store_false",
                    help="do not move rounds off solver samples the filter rejects (filter each input only)")
-    p.add_argument("--probes", type=int, default=4, help="random fills scored per solver sample")
+    p.add_argument("--probes", type=int, default=8, help="random fills scored per solver sample")
     p.add_argument("upstream_args", nargs=argparse.REMAINDER, help="-- then upstream main.py options")
     return p
 
