@@ -40,6 +40,10 @@ CASES = {
                             dict(input=T("float32", 2, 4, 4, 1), filter=T("float32", 1, 1, 1, 2),
                                  strides=[2, 1, 1, 1], padding="VALID"),
                             "strides[0] == 1 and strides[-1] == 1"),
+    "depth_one": ("tf.raw_ops.AvgPoolGrad", dict(orig_input_shape=T("int32", 4, values=(1, 4, 4, 2)),
+                                              grad=T("float32", 1, 4, 4, 1), ksize=[1, 1, 1, 2],
+                                              strides=[1, 1, 1, 1], padding="VALID"),
+                  "ksize[-1] == 1"),  # upstream runs TF with oneDNN off (cpu_ori): its message
     "list_empty": ("tf.raw_ops.Conv2D",
                    dict(input=T("float64", 1, 7, 2), filter=T("float64", 2, 8),
                         strides=[1, 1, 4, 1], padding="VALID", explicit_paddings=[3, 3, 3],
@@ -279,8 +283,8 @@ RESOLUTION = {
 
 
 #: families whose message TensorFlow gives only with oneDNN off (ACETest mode's setting)
-ONEDNN_OFF = {"both_rank_eq", "nhwc_only", "ndhwc_only", "spatial_positive", "spatial_dims", "spatial_dilation_one",
-              "explicit_padding_batch_depth", "items_nonnegative", "sizes_vector_length_in"}
+ONEDNN_OFF = {"both_rank_eq", "depth_one", "nhwc_only", "ndhwc_only", "spatial_positive", "spatial_dims",
+              "spatial_dilation_one", "explicit_padding_batch_depth", "items_nonnegative", "sizes_vector_length_in"}
 
 
 @pytest.fixture(scope="module")
