@@ -49,6 +49,7 @@ def run_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, wa
     cmd = [sys.executable, "main.py", "--framework=tf", f"--target_api={api}", f"--test_round={rounds}",
            "--mode=cpu_ori", f"--round_timeout={round_timeout}", f"--work_path={work}"]
     t0 = time.time()
+    load_start = [round(x, 1) for x in os.getloadavg()]
     with open(os.path.join(work_dir, "upstream.log"), "w") as log:
         code = subprocess.call(["nice", "-n", "10"] + cmd, cwd=os.path.join(priv, "Tester", "src"), env=env,
                                stdout=log, stderr=subprocess.STDOUT)
@@ -68,6 +69,7 @@ def run_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, wa
         if "online" in st:
             row["filter"]["trainings"] = st["online"].get("trainings")
     row["command"] = " ".join(cmd)
+    row["load_average"] = [load_start, [round(x, 1) for x in os.getloadavg()]]
     return row
 
 
@@ -83,6 +85,11 @@ def _hook_s(r: dict) -> str:
 def _pass_s(r: dict) -> str:
     t = (r.get("filter") or {}).get("run_time_s")
     return f"{t.get('pass', 0.0):.0f}" if t else "-"
+
+
+def _load(r: dict) -> str:
+    la = r.get("load_average")
+    return f"{la[0][0]} / {la[1][0]}" if la else "-"
 
 
 def pooled(results: dict) -> dict:
@@ -114,8 +121,8 @@ def markdown(doc: dict) -> str:
              f"--test_round={doc['rounds']} --mode=cpu_ori --round_timeout={doc['round_timeout']} --work_path=<work>",
              "```", "",
              "| API | arm | runs | invalid | crash | timeout | pass (upstream's def.) | invalid-run cut | "
-             "runner s | runs/s | valid runs/s | crash signatures | hook s | passing runs s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "runner s | runs/s | valid runs/s | crash signatures | hook s | passing runs s | load 1-min start/end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for api, arms in doc["results"].items():
         base = arms.get("unfiltered", {})
         for arm, r in arms.items():
@@ -127,7 +134,7 @@ def markdown(doc: dict) -> str:
                 cut = _pct(1 - r["invalid"] / base["invalid"])
             lines.append(f"| {api} | {arm} | {r['runs']} | {r['invalid']} | {r['crash']} | {r['timeout']} | "
                          f"{_pct(r['up_pass_rate'])} | {cut} | {r['seconds']:.0f} | {r['runs_per_s']:.2f} | "
-                         f"{r['valid_per_s']:.2f} | {len(r['crash_signatures'])} | {_hook_s(r)} | {_pass_s(r)} |")
+                         f"{r['valid_per_s']:.2f} | {len(r['crash_signatures'])} | {_hook_s(r)} | {_pass_s(r)} | {_load(r)} |")
     pool = pooled(doc["results"])
     if pool:
         lines += ["", f"Pooled over the {pool['apis']} APIs where the unfiltered arm passes at least once:", "",
@@ -139,7 +146,8 @@ def markdown(doc: dict) -> str:
                          f"{r['seconds']:.0f} | {r['runs'] / r['seconds']:.2f} | "
                          f"{(r['runs'] - r['invalid']) / r['seconds']:.2f} | {r['crash_signatures']} |")
     if doc.get("load_average_start"):
-        lines += ["", f"Both arms ran side by side; load average (1, 5, 15 min) {doc['load_average_start']} at "
+        how = "The arms ran one at a time" if doc.get("sequential") else "Both arms ran side by side"
+        lines += ["", f"{how}; load average (1, 5, 15 min) {doc['load_average_start']} at "
                   f"the start, {doc.get('load_average_end')} at the end."]
     if doc.get("note"):
         lines += ["", doc["note"]]
@@ -158,7 +166,26 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True)
     p.add_argument("--write-to", default=os.path.join(REPO, "benchmarks"))
     p.add_argument("--note", default="")
+    p.add_argument("--arms", default=",".join(ARMS),
+                   help="comma-separated arms to run (others are taken from --reuse)")
+    p.add_argument("--reuse", default=None,
+                   help="a JSON written by this script: arms not run now are copied from it")
+    p.add_argument("--sequential", action="store_true",
+                   help="run the arms one after the other instead of side by side")
     a = p.parse_args(argv)
+    arms = [x for x in a.arms.split(",") if x]
+    bad = [x for x in arms if x not in ARMS]
+    if bad or not arms:
+        print(f"upstream_patch_run: --arms: unknown arm(s) {bad} (use {', '.join(ARMS)})", file=sys.stderr)
+        return 2
+    reused: dict = {}
+    if a.reuse:
+        try:
+            with open(a.reuse) as f:
+                reused = json.load(f).get("results", {})
+        except (OSError, ValueError) as e:
+            print(f"upstream_patch_run: --reuse: cannot read {a.reuse} ({e})", file=sys.stderr)
+            return 2
     if not os.path.isfile(os.path.join(a.acetest_home, "Tester", "src", "main.py")):
         print(f"upstream_patch_run: {a.acetest_home}: no Tester/src/main.py", file=sys.stderr)
         return 2
@@ -167,24 +194,37 @@ def main(argv=None) -> int:
            "warmup": a.warmup, "round_timeout": a.round_timeout,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": a.note, "results": {},
            "load_average_start": [round(x, 1) for x in os.getloadavg()]}
+    doc["arms_run"] = arms
+    doc["sequential"] = bool(a.sequential)
     for api in a.api:
-        # the arms run side by side: same machine load for both
-        with ThreadPoolExecutor(max_workers=len(ARMS)) as pool:
+        # side by side (default): same machine load for both arms
+        with ThreadPoolExecutor(max_workers=1 if a.sequential else len(arms)) as pool:
             futures = {arm: pool.submit(run_arm, arm, api, a.acetest_home, data, a.rounds, a.seed, a.warmup,
                                         a.round_timeout, os.path.join(a.work, api.split(".")[-1], arm))
-                       for arm in ARMS}
+                       for arm in arms}
         doc["results"][api] = {}
-        for arm, fut in futures.items():
-            r = doc["results"][api][arm] = fut.result()
+        for arm in ARMS:
+            if arm in futures:
+                r = doc["results"][api][arm] = futures[arm].result()
+            elif arm in reused.get(api, {}):
+                r = doc["results"][api][arm] = dict(reused[api][arm], reused_from=a.reuse)
+            else:
+                continue
             print(f"{api} {arm}: {r.get('runs')} runs, pass {_pct(r.get('up_pass_rate'))}", flush=True)
+        _write(doc, a.write_to)
     doc["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
-    doc["pooled"] = pooled(doc["results"])
-    os.makedirs(a.write_to, exist_ok=True)
-    with open(os.path.join(a.write_to, "upstream_patch_run.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-    with open(os.path.join(a.write_to, "upstream_patch_run.md"), "w") as f:
-        f.write(markdown(doc))
+    _write(doc, a.write_to)
     return 0
+
+
+def _write(doc: dict, where: str) -> None:
+    """Write the JSON and Markdown (after every API, so a killed run keeps what finished)."""
+    doc["pooled"] = pooled(doc["results"])
+    os.makedirs(where, exist_ok=True)
+    with open(os.path.join(where, "upstream_patch_run.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(where, "upstream_patch_run.md"), "w") as f:
+        f.write(markdown(doc))
 
 
 if __name__ == "__main__":

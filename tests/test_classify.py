@@ -162,6 +162,12 @@ def test_auto_threshold(data):
         pytest.approx(0.325)
     with pytest.raises(ValueError):
         train_model(spec, X, y, threshold="high")
+    # "precision": the most precise cut that keeps half the valid examples
+    # (out of fold), so at least as high as the balanced-accuracy one here
+    mp = train_model(spec, X, y, kind="lightgbm", params={"num_iterations": 60}, threshold="precision")
+    assert m.threshold <= mp.threshold < 1.0
+    assert mp.metrics["validation"]["recall"] >= 0.5
+    assert mp.metrics["validation"]["precision"] >= m.metrics["validation"]["precision"]
 
 
 def test_metrics_by_hand():
@@ -363,3 +369,10 @@ def test_bad_yaml_is_config_error(text, key, problem, tmp_path):
 def test_missing_yaml_is_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         ModelRegistry.load(tmp_path / "absent.yaml")
+
+
+def test_registry_takes_the_precision_threshold_policy(tmp_path):
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text("default: {kind: lightgbm, threshold: precision}\napis:\n  X: {threshold: auto}\n")
+    reg = ModelRegistry.load(cfg)
+    assert reg.config_for(API).threshold == "precision" and reg.config_for("X").threshold == "auto"

@@ -101,3 +101,62 @@ def test_prior_rules_need_learn_rules(tmp_path, capsys):
     assert rc == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "--prior-rules" in err[0]
+
+
+def test_repair_draws_small_int_tensor_values_within_their_bounds():
+    """Rules on the values of small int tensors (learned from "2 is missing
+    from {0,0,1}", "Expected begin[0] in [0, 17]", "paddings must be less than
+    the dimension size"): the elements are drawn at random within their
+    bounds, distinct ones without replacement, so a permutation, a slice and
+    the paddings of a reflection come out valid; and each draw differs."""
+    from acetest_ml.learn.patterns import _MACROS
+    from acetest_ml.learn.evaluate import _elements
+    perm = ["perm.rank == 1 and perm.dim[0] == x.rank", _MACROS["permutation"]("perm", "x.rank")]
+    sl = ["begin.rank == 1 and size.rank == 1 and begin.dim[0] == input.rank and size.dim[0] == input.rank",
+          _MACROS["values_le_dims"]("begin", "input"), _MACROS["sizes_le_dims"]("size", "begin", "input")]
+    pad = ["paddings.rank == 2 and paddings.dim[1] == 2 and paddings.dim[0] == input.rank",
+           _MACROS["pad_le_dims"]("paddings", "input", 1)]
+    perms, begins = set(), set()
+    for seed in range(40):
+        rng = random.Random(seed)
+        ai = AbstractInput("tf.raw_ops.Transpose", {"x": TensorDesc("float32", (2, 3, 4, 5)),
+                                                    "perm": TensorDesc("int32", (seed % 7,), -1024, 1024)}, seed)
+        fixed = repair_all(perm, ai, rng)
+        assert fixed is not None and all(holds(r, fixed) for r in perm)
+        p = fixed.args["perm"].values
+        assert sorted(p) == [0, 1, 2, 3]
+        perms.add(p)
+        ai = AbstractInput("tf.raw_ops.Slice", {"input": TensorDesc("float32", (17, 25, 10)),
+                                                "begin": TensorDesc("int32", (2,), -1024, 1024),
+                                                "size": TensorDesc("int64", (3, 1), -1024, 1024)}, seed)
+        fixed = repair_all(sl, ai, rng)
+        assert fixed is not None
+        b, s = fixed.args["begin"].values, fixed.args["size"].values
+        assert all(0 <= b[i] <= d and 0 <= s[i] <= d - b[i] for i, d in enumerate((17, 25, 10)))
+        begins.add(b)
+        ai = AbstractInput("tf.raw_ops.MirrorPad", {"input": TensorDesc("float32", (3, 4, 5)),
+                                                    "paddings": TensorDesc("int32", (3, 2), -1024, 1024),
+                                                    "mode": "REFLECT"}, seed)
+        fixed = repair_all(pad, ai, rng)
+        assert fixed is not None
+        v = _elements(fixed.args["paddings"], seed, "paddings")
+        assert all(0 <= v[2 * i + j] < d for i, d in enumerate((3, 4, 5)) for j in (0, 1))
+    assert len(perms) > 10 and len(begins) > 10   # drawn, not set to a bound
+
+
+@needs_acetest_data
+def test_value_rules_make_acetest_transpose_and_pad_valid(tmp_path):
+    """On ACETest's own constraints Transpose and Pad never pass (perm and
+    paddings hold random values in [-1024, 1024]); with --learn-rules the
+    messages teach perm's length and permutation and the paddings' sign and
+    shape, repaired draws meet them, and most later runs pass."""
+    out = str(tmp_path / "ace")
+    apis = ["tf.raw_ops.Transpose", "tf.raw_ops.Pad"]
+    assert main(["campaign", *sum((["--api", a] for a in apis), []), "--constraints", "acetest",
+                 "--acetest-data", ACETEST_DATA, "--budget", "60", "--seed", "2", "--out", out,
+                 "--jobs", "1", "--no-progress", "--learn-rules"]) == 0
+    s = json.load(open(os.path.join(out, "summary.json")))["apis"]
+    tr = {r["expr"]: r["status"] for r in s["tf.raw_ops.Transpose"]["learned"]["rules"]}
+    assert any(e.startswith("perm.rank == 1 and (perm.dim[0] <= 0 or") and st == KEPT for e, st in tr.items()), tr
+    for api in apis:
+        assert s[api]["pass_rate"] >= 0.5, (api, s[api]["pass_rate"])

@@ -103,7 +103,19 @@ def test_settings_from_the_environment():
                                     "ACETEST_ML_REALLOCATE": "0", "ACETEST_ML_PROBES": "2"})
     assert (s.filter, s.exploration, s.seed, s.reallocate, s.probes) == ("models", 0.1, 7, False, 2)
     assert os.path.isabs(s.models)
-    for bad, msg in (({"ACETEST_ML_FILTER": "sometimes"}, "use models or online"),
+    # online learning inside upstream: defaults and overrides
+    assert (s.min_per_class, s.retrain_every, s.threshold, s.rules) == (3, 10, "precision", True)
+    s = activate.settings_from_env({"ACETEST_ML_FILTER": "online", "ACETEST_ML_THRESHOLD": "0.7",
+                                    "ACETEST_ML_RULES": "0", "ACETEST_ML_MIN_PER_CLASS": "5",
+                                    "ACETEST_ML_RETRAIN_EVERY": "25"})
+    assert (s.min_per_class, s.retrain_every, s.threshold, s.rules) == (5, 25, 0.7, False)
+    cfg = s.filter_config()
+    assert (cfg.min_per_class, cfg.retrain_every, cfg.threshold, cfg.rules) == (5, 25, 0.7, False)
+    assert activate.settings_from_env({"ACETEST_ML_FILTER": "online", "ACETEST_ML_THRESHOLD": "Auto"}).threshold == "auto"
+    for bad, msg in (({"ACETEST_ML_FILTER": "online", "ACETEST_ML_THRESHOLD": "high"}, "THRESHOLD"),
+                     ({"ACETEST_ML_FILTER": "online", "ACETEST_ML_THRESHOLD": "1.5"}, "THRESHOLD"),
+                     ({"ACETEST_ML_FILTER": "online", "ACETEST_ML_RULES": "perhaps"}, "switch"),
+                     ({"ACETEST_ML_FILTER": "sometimes"}, "use models or online"),
                      ({"ACETEST_ML_FILTER": "online", "ACETEST_ML_WARMUP": "1.5"}, "is not a int"),
                      ({"ACETEST_ML_FILTER": "online", "ACETEST_ML_EXPLORATION": "nan"}, "finite"),
                      ({"ACETEST_ML_FILTER": "online", "ACETEST_ML_REALLOCATE": "maybe"}, "switch")):

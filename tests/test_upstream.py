@@ -279,6 +279,8 @@ def test_exploration_share(up):
 def test_bad_filter_settings_are_user_errors():
     for cfg in (hook.FilterConfig(mode="sometimes"), hook.FilterConfig(mode="online", exploration=1.5),
                 hook.FilterConfig(mode="online", max_tries=0),
+                hook.FilterConfig(mode="online", min_per_class=0), hook.FilterConfig(mode="online", retrain_every=0),
+                hook.FilterConfig(mode="online", threshold="high"), hook.FilterConfig(mode="online", threshold=1.5),
                 hook.FilterConfig(mode="models", models="/nonexistent/models.yaml")):
         with pytest.raises(ConfigError):
             cfg.validate()
@@ -310,7 +312,8 @@ def test_outcomes_are_read_from_the_runner_counters(up, tmp_path):
 
 def test_online_mode_trains_on_real_tensorflow_outcomes(up, tmp_path):
     opt = make_option(up, tmp_path, test_round=240)
-    h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=40, seed=0))
+    # rules off: the warm-up then runs unfiltered (learned rules are tested apart)
+    h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=40, seed=0, rules=False))
     h.install(up.APIManager.APIManager, up.Runner.Runner)
     try:
         random.seed(1)
@@ -522,7 +525,8 @@ def test_hook_work_leaves_upstream_random_streams_alone(up, tmp_path):
             np.random.rand(5)
             return None
 
-        h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=5, seed=0), trainer=trainer)
+        # rules off: a learned rule would filter (and so change the draws) on purpose
+        h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=5, seed=0, rules=False), trainer=trainer)
         if install:
             h.install(up.APIManager.APIManager, up.Runner.Runner)
         try:
@@ -900,3 +904,138 @@ def test_inputs_beyond_int64_are_drawn_again(up):
     st = h.stats()[API]
     assert all(0 <= n <= 2 ** 63 - 1 for n in ran) and st["runs"] == 30
     assert st["int64_rejected"] > 5 and st["accepted"] == 30, st
+
+
+# ------------------------------------------------------------------ online learning inside upstream
+
+def test_online_trains_once_both_classes_have_min_per_class_runs(up):
+    """The hook's trainer used to need 10 runs of each class (train_model's
+    default), so an API that passes rarely (AvgPoolGrad: 11%) trained once in
+    150 rounds; min_per_class sets it."""
+    from acetest_ml.classify import TooFewExamples
+    from acetest_ml.upstream.hook import train_scorer
+    spec = convert.spec_from_upstream(API, load_args(up), "tf")
+    random.seed(31)
+    inputs = draw(up, up.APIManager.APIManager(API, load_args(up), None), 200, spec)
+    valid = [ai for ai in inputs if bias_add_valid(ai)][:4]
+    invalid = [ai for ai in inputs if not bias_add_valid(ai)][:16]
+    xs, ys = valid + invalid, [1] * len(valid) + [0] * len(invalid)
+    model = train_scorer(spec, xs, ys, hook.FilterConfig(mode="online", min_per_class=3))
+    assert model.counts["valid"] == 4 and 0.0 <= model.threshold <= 1.0
+    with pytest.raises(TooFewExamples):
+        train_scorer(spec, xs, ys, hook.FilterConfig(mode="online", min_per_class=5))
+
+
+def test_online_retrains_every_few_labels_early_on(up, tmp_path):
+    opt = make_option(up, tmp_path, test_round=90)
+    h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, retrain_every=10,
+                                          retrain_factor=1.1, rules=False))
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(1)
+        r = up.Runner.Runner(API, opt)
+        for _ in range(3):
+            r.run(up.APIManager.APIManager(API, load_args(up), opt), 30)
+        r.terminate()
+    finally:
+        h.uninstall()
+    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    at = st["online"]["trained_at"]
+    assert st["runs"] == 90 and at[0] <= 20, at
+    assert len(at) >= 6 and all(b - a <= 11 for a, b in zip(at, at[1:])), at
+    assert st["unfiltered"] <= 20
+    assert st["online"]["min_per_class"] == 3 and st["online"]["retrain_every"] == 10
+
+
+def test_precision_threshold_keeps_half_the_valid_side_and_drops_invalid_ones():
+    import numpy as np
+    from acetest_ml.classify.model import best_threshold, precise_threshold
+    # scores of 10 valid (1) and 10 invalid (0) examples; balanced accuracy
+    # prefers a low cut that lets 3 invalid ones through
+    p = np.array([.95, .9, .85, .8, .75, .5, .45, .42, .41, .4,
+                  .7, .48, .47, .2, .15, .1, .1, .05, .05, .01])
+    y = np.array([1] * 10 + [0] * 10)
+    ba = best_threshold(y, p)
+    pr = precise_threshold(y, p, 0.5)
+    assert ba < 0.4 and ((p >= ba) & (y == 0)).sum() == 3
+    assert 0.7 < pr < 0.75  # the top 5 valid ones, no invalid one
+    assert ((p >= pr) & (y == 1)).sum() == 5 and ((p >= pr) & (y == 0)).sum() == 0
+    # when no cut reaches the recall asked for without an invalid example, the
+    # most precise one that does is taken
+    assert ((p >= precise_threshold(y, p, 0.6)) & (y == 1)).sum() >= 6
+    assert precise_threshold(np.array([1, 1]), np.array([.3, .9])) == 0.5
+
+
+def test_learned_rules_reject_candidates_upstream_would_refuse(up, tmp_path):
+    """With ``rules`` the hook learns from upstream's invalid.log messages
+    (BiasAdd: "must be at least 2D", "Must provide as many biases as the last
+    dimension") and draws again any candidate that breaks an active rule, even
+    before a classifier exists (here: never, the trainer declines)."""
+    from acetest_ml.classify import TooFewExamples
+
+    def never(spec, inputs, labels, config):
+        raise TooFewExamples(API, 0, 0, 1)
+
+    def campaign(rules):
+        base = tmp_path / f"rules{int(rules)}"
+        base.mkdir()
+        opt = make_option(up, base, test_round=150)
+        h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, rules=rules, reallocate=False,
+                                              exploration=0.0), trainer=never)
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        try:
+            random.seed(3)
+            r = up.Runner.Runner(API, opt)
+            for _ in range(3):
+                r.run(up.APIManager.APIManager(API, load_args(up), opt), 50)
+            r.terminate()
+        finally:
+            h.uninstall()
+        return r, json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+
+    r, st = campaign(True)
+    plain_r, plain = campaign(False)
+    assert r.total_times == plain_r.total_times == 150
+    active = st["rules"]["active"]
+    assert active and st["rule_rejected"] > 0, st["rules"]
+    assert "rules" not in plain and plain["rule_rejected"] == 0
+    assert r.invalid < 0.6 * plain_r.invalid, (r.invalid, plain_r.invalid, active)
+
+
+def test_a_refused_dtype_the_features_cannot_see_is_drawn_again(up, tmp_path):
+    """Quantized dtypes convert to the int type of their width (the features
+    see tf.qint8 as int8); once one was refused LOSSY_K times and never got
+    past validation, candidates drawn with it are drawn again (BiasAddGrad:
+    17 of 73 invalid runs were "Could not find device ... T=DT_QINT8/QINT32/QUINT8")."""
+    scorer = RecordingScorer(threshold=0.0)  # the model accepts everything
+
+    def campaign(mode):
+        (tmp_path / mode).mkdir()
+        opt = make_option(up, tmp_path / mode)
+        h = hook.FilterHook(hook.FilterConfig(mode=mode, exploration=0.0, reallocate=False),
+                            scorer_factory=lambda m, a, s: scorer)
+        h.install(up.APIManager.APIManager, up.Runner.Runner)
+        ran = []
+        try:
+            random.seed(6)
+            args = load_args(up)
+            next(a for a in args if a.name == "T").arg_prop.enum = ["float", "qint8", "int32"]
+            r = up.Runner.Runner(API, opt)
+            manager = up.APIManager.APIManager(API, args, opt)
+            manager._acetest_ml_runner = r
+            for _ in range(60):
+                manager.generate_random_args()
+                ai = convert.to_abstract_input(API, manager.arg_list, "tf")
+                ran.append(ai.args["T"].name if not ai.origin.get("lossy_dtypes") else "qint8")
+                if ran[-1] == "qint8":
+                    r.invalid += 1  # no kernel for it: upstream counts it invalid
+            manager.generate_random_args()  # settles the last run
+        finally:
+            h.uninstall()
+        return ran, h.stats()[API]
+
+    ran, st = campaign("models")
+    assert ran.count("qint8") == hook.LOSSY_K, ran
+    assert ran.count("int32") > 10 and st["lossy_rejected"] > 5, st
+    plain, plain_st = campaign("none")  # no filter: nothing is refused
+    assert plain.count("qint8") > 10 and plain_st["lossy_rejected"] == 0

@@ -41,6 +41,11 @@ READABLE_VERSIONS = (1, 2)
 N_LABELS = 3  # invalid, pass, crash
 
 Threshold = Union[float, str]
+#: threshold policies picked on out-of-fold scores: "auto" maximises balanced
+#: accuracy; "precision" maximises the precision of the valid class while
+#: keeping at least PRECISION_MIN_RECALL of the valid examples
+THRESHOLD_POLICIES = ("auto", "precision")
+PRECISION_MIN_RECALL = 0.5
 
 
 class TooFewExamples(Exception):
@@ -323,6 +328,34 @@ def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return min(cands, key=lambda t: abs(t - 0.5))
 
 
+def precise_threshold(y: np.ndarray, p: np.ndarray, min_recall: float = PRECISION_MIN_RECALL) -> float:
+    """Threshold maximising the precision of the positive class on (y, p)
+    among those that keep a recall of at least ``min_recall``; among equally
+    precise ones the lowest (the most positives kept). A filter that may draw
+    again cheaply loses little by discarding some valid inputs, and every
+    invalid input it lets through is a wasted run."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        return 0.5
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    tp = np.cumsum(ys)
+    k = np.arange(1, len(ps) + 1)
+    # accept the top k; only cut between distinct scores
+    cut = np.ones(len(ps), dtype=bool)
+    cut[:-1] = ps[:-1] != ps[1:]
+    ok = cut & (tp >= min_recall * n_pos)
+    if not ok.any():
+        return float(ps[-1] / 2)
+    prec = np.where(ok, tp / k, -1.0)
+    best = prec.max()
+    i = int(np.flatnonzero(prec >= best - 1e-12)[-1])  # the largest such k
+    lo = ps[i + 1] if i + 1 < len(ps) else 0.0
+    return float((ps[i] + lo) / 2)
+
+
 def _oof_proba(kind_cls, X: np.ndarray, y: np.ndarray, keys: list[str], params: dict,
                folds: int, seed: int) -> np.ndarray | None:
     """Out-of-fold (n, 3) class probabilities for every example (``folds``
@@ -395,8 +428,9 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
     if n_valid < min_per_class or n_invalid < min_per_class:
         raise TooFewExamples(spec.name, n_valid, n_invalid, min_per_class)
     auto = isinstance(threshold, str)
-    if auto and threshold != "auto":
-        raise ValueError(f"threshold must be a number in [0, 1] or 'auto', not {threshold!r}")
+    if auto and threshold not in THRESHOLD_POLICIES:
+        raise ValueError(f"threshold must be a number in [0, 1] or one of {', '.join(THRESHOLD_POLICIES)}, "
+                         f"not {threshold!r}")
     if not auto and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold {threshold} is not in [0, 1]")
     kind_cls = get_kind(kind)
@@ -414,7 +448,8 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
     if oof is not None:
         # "auto": the threshold maximising balanced accuracy on 5-fold
         # out-of-fold scores (every example held out once: steadier than one split)
-        thr = best_threshold(valid, 1.0 - oof[:, 0])
+        pick = precise_threshold if threshold == "precision" else best_threshold
+        thr = pick(valid, 1.0 - oof[:, 0])
         metrics["validation"] = classification_metrics(valid, 1.0 - oof[:, 0], thr)
         metrics["validation"]["method"] = "5-fold out-of-fold"
         metrics["validation"]["crash"] = crash_metrics(y, oof)
@@ -422,7 +457,8 @@ def train_model(spec: ApiSpec, inputs: Sequence[AbstractInput], labels: Sequence
         tr, va = split
         p_va = _fit_proba(kind_cls, X[tr], y[tr], X[va], params)
         if auto:
-            thr = best_threshold(valid[va], 1.0 - p_va[:, 0])
+            pick = precise_threshold if threshold == "precision" else best_threshold
+            thr = pick(valid[va], 1.0 - p_va[:, 0])
         metrics["validation"] = classification_metrics(valid[va], 1.0 - p_va[:, 0], thr)
         metrics["validation"]["crash"] = crash_metrics(y[va], p_va)
     clf, classes = _fit(kind_cls, X, y, params)

@@ -34,7 +34,7 @@ from ..settings import DEFAULT_MODELS, DEFAULT_MODELS_DIR
 from ..model import AbstractInput, ApiSpec
 from .base import ClassifierKind, ModelFileError
 from .kinds import KINDS, get_kind
-from .model import ValidityModel, safe_name, train_model
+from .model import THRESHOLD_POLICIES, ValidityModel, safe_name, train_model
 
 _TOP_KEYS = {"default", "kind_params", "models_dir", "apis"}
 _DEFAULT_KEYS = {"kind", "threshold", "params"}
@@ -243,11 +243,11 @@ def _check_kind(err, key: str, kind: Any) -> None:
 
 
 def _check_threshold(err, key: str, v: Any) -> Union[float, str]:
-    if v == "auto":
-        return "auto"
+    if v in THRESHOLD_POLICIES:
+        return str(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)) \
             or not 0.0 <= float(v) <= 1.0:
-        raise err(key, f"expected a number in [0, 1] or 'auto', got {v!r}")
+        raise err(key, f"expected a number in [0, 1], 'auto' or 'precision', got {v!r}")
     return float(v)
 
 

@@ -55,7 +55,7 @@ def value_of(expr: str, ai: AbstractInput) -> Any:
 
 
 #: tensors up to this many elements have their elements read (``x.value``, ``x[i]``)
-MAX_ELEMENTS = 8
+MAX_ELEMENTS = 16
 
 
 def _elements(v: Any, seed: int, name: str) -> Optional[tuple]:

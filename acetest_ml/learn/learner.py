@@ -156,6 +156,11 @@ class RuleLearner:
             # (as stated, else restricted to the failing run's attribute
             # values); the others wait for another failing run
             cands = candidates_from_message(self.spec, ai, message)
+            if self.offline and not self.passing:
+                # offline there is no probation: with no passing run to refute
+                # it, a rule on a guessed argument (the message names none the
+                # spec has) would be kept however wrong
+                cands = [c for c in cands if c.strong]
             for conditioned in (False, True):
                 if any(self._propose(c.expr, f"message:{c.family}", key=c.key, failing=ai,
                                      conditioned=conditioned) for c in cands):

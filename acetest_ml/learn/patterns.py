@@ -23,7 +23,7 @@ import yaml
 from ..errors import ConfigError
 from ..model import (INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
                      TensorDesc)
-from .evaluate import holds, value_of
+from .evaluate import _elements, holds, value_of
 
 PATTERNS_PATH = os.path.join(os.path.dirname(__file__), "patterns.yaml")
 
@@ -46,6 +46,8 @@ _KINDS = {
     "tensor": (TENSOR, TENSOR_LIST),
     "list": (INT_LIST, SHAPE),
     "int": (INT,),
+    "itensor": (TENSOR,),   # an integer tensor (paddings, perm, begin, block shapes)
+    "shapetensor": (TENSOR,),  # an integer tensor that holds a shape (input_sizes, filter_sizes)
     "any": None,
 }
 #: words a message uses for "the (first) input tensor" rather than a name
@@ -63,6 +65,9 @@ _DTYPE_WORDS = {
 }
 #: second words of a two-word argument phrase that describe the first ("axis tensor")
 _DESCRIPTORS = {"tensor", "tensors", "value", "values", "argument", "attr", "attribute", "input"}
+#: names of integer tensors whose values are a shape ("filter must be 4-dimensional"
+#: of Conv2DBackpropFilter is about filter_sizes: its length)
+_SHAPE_NAME = re.compile(r"(?:_sizes|_shape|^shape|^sizes?|_dims)$")
 _ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3}
 MAX_DIMS = 6
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
@@ -76,6 +81,8 @@ class Family:
     kind2: Optional[tuple]
     regexes: tuple
     rules: tuple
+    ints: str = ""          # "int": {arg} is an integer tensor (its values are the point);
+    #                         "shape": one whose values are a shape (input_sizes, filter_sizes, shape)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class Candidate:
     expr: str
     family: str
     key: str          # the normalised message it came from
+    strong: bool = True  # its arguments are named by the message (by name, shape or value), not guessed
 
 
 def _literal(pattern: str) -> str:
@@ -132,7 +140,8 @@ def load_families(path: str = PATTERNS_PATH) -> tuple:
             raise ConfigError(f"{where}: kind must be one of {sorted(_KINDS)}")
         out.append(Family(d["family"], tuple(d.get("fw") or ("tf", "torch")), _KINDS[kind],
                           _KINDS[d.get("kind2", "any")],
-                          tuple((_literal(p), _compile(p, where)) for p in d["match"]), tuple(d["rules"])))
+                          tuple((_literal(p), _compile(p, where)) for p in d["match"]), tuple(d["rules"]),
+                          ints={"itensor": "int", "shapetensor": "shape"}.get(kind, "")))
     return tuple(out)
 
 
@@ -208,7 +217,9 @@ def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
             ts = _tensor_args(spec)
             i = _ORDINALS[first.lower()]
             return [ts[i]] if (kinds is None or TENSOR in kinds) and i < len(ts) else []
-        tries = [f"{first}_{last}", last] + ([first] if last.lower() in _DESCRIPTORS else [])
+        # "filter_sizes input", "axis tensor": the first word names it
+        tries = ([f"{first}_{last}", first, last] if last.lower() in _DESCRIPTORS
+                 else [f"{first}_{last}", last])
         for t in tries:
             got = resolve_token(t, spec, kinds)
             if got:
@@ -235,6 +246,10 @@ def resolve_token(token: str, spec: ApiSpec, kinds) -> list[str]:
                                                   or (len(low) >= 4 and n.lower().startswith(low)))]
     if pref:
         return pref[:1]
+    # an abbreviated name: box_ind for "box_indices"
+    abbr = [n for n in names if len(n) >= 5 and low.startswith(n.lower())]
+    if abbr:
+        return abbr[:1]
     # "indices" for a_indices, b_indices: every one of them (the learner
     # adopts the first its checks keep, the others on later failures)
     suffix = [n for n in names if len(low) >= 4 and n.lower().endswith("_" + low)]
@@ -259,6 +274,14 @@ def _args_with_shape(ai: AbstractInput, spec: ApiSpec, shape: tuple) -> list[str
     return out
 
 
+def _int_elements(ai: AbstractInput, name: str) -> Optional[tuple]:
+    """The elements of argument ``name`` when it is a small integer tensor."""
+    v = ai.args.get(name)
+    if not isinstance(v, TensorDesc) or not v.dtype.startswith(("int", "uint")):
+        return None
+    return _elements(v, ai.value_seed, name)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in re.findall(r"(?<![\w-])-?\d+", text)]
 
@@ -274,7 +297,90 @@ def _same_outer(a: str, b: str) -> str:
                         + [f"({a}.rank < {i + 3} or {a}.dim[{i}] == {b}.dim[{i}])" for i in range(MAX_DIMS - 2)])
 
 
+#: flat elements of a small tensor a value macro names (evaluate.MAX_ELEMENTS);
+#: items of a list (registry MAX_LIST)
+VALUE_ITEMS = 16
+LIST_ITEMS = 8
+
+
+def _each(n: int, fn: Callable[[int], str]) -> str:
+    return " and ".join(fn(i) for i in range(n))
+
+
+def _permutation(p: str, n: str) -> str:
+    """The elements of the 1-D tensor ``p`` are distinct and in [0, n): a
+    permutation when ``p`` has n elements. Guarded by ``p``'s length, so the
+    registry encoding (whose element variables exist past the length) agrees."""
+    k = MAX_DIMS
+    ranges = [f"({p}.dim[0] <= {i} or (0 <= {p}[{i}] and {p}[{i}] < {n}))" for i in range(k)]
+    distinct = [f"({p}.dim[0] <= {j} or {p}[{i}] != {p}[{j}])" for i in range(k) for j in range(i + 1, k)]
+    return " and ".join([f"{p}.rank == 1"] + ranges + distinct)
+
+
+def _product_is_numel(shape: str, t: str, not_len: Callable[[int], str]) -> str:
+    """The items of ``shape`` multiply to ``t``'s element count (dims past the
+    rank are 1), or one of them is -1 and the others divide it: a reshape."""
+    numel = " * ".join(f"{t}.dim[{i}]" for i in range(MAX_DIMS))
+    out = []
+    for k in range(MAX_DIMS + 1):
+        items = [f"{shape}[{i}]" for i in range(k)]
+        prod = " * ".join(items) if items else "1"
+        alts = [f"{prod} == {numel}"]
+        if items:
+            alts.append(f"(({' or '.join(f'{x} == -1' for x in items)}) and -1 * {prod} > 0 "
+                        f"and ({numel}) % (-1 * {prod}) == 0)")
+        out.append(f"({not_len(k)} or {' or '.join(alts)})")
+    return " and ".join(out)
+
+
+def _diag_len(d: str, t: str, k: str) -> str:
+    """``d`` holds diagonal ``k`` of the matrices of ``t``: ``t``'s batch dims
+    and the diagonal's length min(M + min(k, 0), N - max(k, 0)) (M, N: the
+    two inner dims); a band (``k`` of two elements) is left open."""
+    m, n, kv = f"{t}.dim[-2]", f"{t}.dim[-1]", f"{k}.value"
+    batch = " and ".join(f"({t}.rank < {i + 3} or {d}.dim[{i}] == {t}.dim[{i}])" for i in range(MAX_DIMS - 2))
+    length = (f"(({kv} >= 0 and (({m} <= {n} - {kv} and {d}.dim[-1] == {m}) or ({m} >= {n} - {kv} and "
+              f"{d}.dim[-1] == {n} - {kv}))) or ({kv} < 0 and (({m} + {kv} <= {n} and {d}.dim[-1] == {m} + {kv}) "
+              f"or ({m} + {kv} >= {n} and {d}.dim[-1] == {n}))))")
+    return f"({k}.rank >= 1 and {k}.dim[0] == 2) or ({d}.rank == {t}.rank - 1 and {batch} and {length})"
+
+
 _MACROS: dict[str, Callable[..., str]] = {
+    "diag_len": _diag_len,
+    # values of small int tensors (flat elements) and list items
+    "values_ge": lambda p, lo: _each(VALUE_ITEMS, lambda i: f"{p}[{i}] >= {lo}"),
+    "values_ne": lambda p, c: _each(VALUE_ITEMS, lambda i: f"{p}[{i}] != {c}"),
+    "values_in": lambda p, lo, hi: _each(VALUE_ITEMS, lambda i: f"{lo} <= {p}[{i}] and {p}[{i}] < {hi}"),
+    "items_ge": lambda l, lo: _each(LIST_ITEMS, lambda i: f"{l}[{i}] >= {lo}"),
+    "permutation": _permutation,
+    # t's trailing dims are l's items (layer_norm: input [*, normalized_shape])
+    "trailing_dims_from_list": lambda t, l: " and ".join(
+        f"(len({l}) != {k} or ({t}.rank >= {k} and "
+        + " and ".join(f"{t}.dim[{i - k}] == {l}[{i}]" for i in range(k)) + "))" for k in range(1, MAX_DIMS + 1)),
+    # t's shape is l (weight of the same shape as normalized_shape)
+    "shape_is_list": lambda t, l: f"{t}.rank == len({l}) and " + " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{i}] == {l}[{i}])" for i in range(MAX_DIMS)),
+    "product_is_numel": lambda l, t: _product_is_numel(l, t, lambda k: f"len({l}) != {k}"),
+    "product_is_numel_tensor": lambda l, t: _product_is_numel(l, t, lambda k: f"{l}.dim[0] != {k}"),
+    # the padded spatial dims divisible by the block (SpaceToBatch: int
+    # block_size; SpaceToBatchND: block_shape, a list or a 1-D tensor)
+    "padded_divisible_int": lambda t, p, b: _each(
+        2, lambda i: f"({t}.dim[{i + 1}] + {p}[{2 * i}] + {p}[{2 * i + 1}]) % {b} == 0"),
+    "padded_divisible_list": lambda t, p, b: _each(
+        MAX_DIMS - 1, lambda i: f"(len({b}) <= {i} or ({t}.dim[{i + 1}] + {p}[{2 * i}] + {p}[{2 * i + 1}]) "
+                                f"% {b}[{i}] == 0)"),
+    "padded_divisible_tensor": lambda t, p, b: _each(
+        MAX_DIMS - 1, lambda i: f"({b}.dim[0] <= {i} or ({t}.dim[{i + 1}] + {p}[{2 * i}] + {p}[{2 * i + 1}]) "
+                                f"% {b}[{i}] == 0)"),
+    # p[i] in [0, t.dim[i]] (begin of a slice)
+    "values_le_dims": lambda p, t: _each(MAX_DIMS, lambda i: f"{p}[{i}] >= 0 and {p}[{i}] <= {t}.dim[{i}]"),
+    # s[i] in [0, t.dim[i] - b[i]] (size of a slice that starts at b)
+    "sizes_le_dims": lambda s, b, t: _each(
+        MAX_DIMS, lambda i: f"{s}[{i}] >= 0 and {s}[{i}] <= {t}.dim[{i}] - {b}[{i}]"),
+    # paddings [rank, 2]: both pads of dim i in [0, t.dim[i] - strict]
+    "pad_le_dims": lambda p, t, strict: _each(
+        MAX_DIMS, lambda i: f"{p}[{2 * i}] >= 0 and {p}[{2 * i}] <= {t}.dim[{i}] - {int(strict)} and "
+                            f"{p}[{2 * i + 1}] >= 0 and {p}[{2 * i + 1}] <= {t}.dim[{i}] - {int(strict)}"),
     "same_shape": lambda a, b: " and ".join([f"{a}.rank == {b}.rank"]
                                             + [f"{a}.dim[{i}] == {b}.dim[{i}]" for i in range(MAX_DIMS)]),
     "square": lambda a: f"{a}.rank >= 2 and {a}.dim[-1] == {a}.dim[-2]",
@@ -352,6 +458,9 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
         arg_opts, strong1 = _arg_options(spec, ai, groups, "arg", "shape", fam.kind)
         arg2_opts, strong2 = _arg_options(spec, ai, groups, "arg2", "shape2", fam.kind2)
         good1 = set(arg_opts[:strong1])
+        if fam.ints:
+            arg_opts = [n for n in arg_opts if _int_elements(ai, n) is not None
+                        and (fam.ints == "int" or _SHAPE_NAME.search(n))]
         good2 = set(arg2_opts[:strong2])
         uses2 = any("{arg2}" in r for r in fam.rules)
         for tmpl in fam.rules:
@@ -371,9 +480,16 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 # dim, rank or length) equal to the message's number: the
                 # number may be a relation ("start must have length 2": as
                 # long as shape)
-                terms = _terms_equal(spec, ai, e.get("n"), exclude=a) if "{term_n}" in tmpl else [None]
+                # ({term_n1}: equal to n - 1, "rank should be >= 7": one more than a length)
+                n1 = "{term_n1}" in tmpl
+                if "{term_n}" in tmpl or n1:
+                    n = e.get("n")
+                    terms: list[Optional[str]] = list(
+                        _terms_equal(spec, ai, None if n is None else n - n1, exclude=(a, b)))
+                else:
+                    terms = [None]
                 for term in terms:
-                    expr = _expand(tmpl, dict(e, term_n=term))
+                    expr = _expand(tmpl, dict(e, term_n=term, term_n1=term))
                     if expr is None or expr in seen:
                         continue
                     if holds(expr, ai):
@@ -381,27 +497,27 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                     seen.add(expr)
                     # every violated reading, best first: the learner adopts the
                     # first its checks keep and tries the next after a rejection
-                    (out if strong else weak).append(Candidate(expr, fam.name, key))
+                    (out if strong else weak).append(Candidate(expr, fam.name, key, strong))
     return out + weak
 
 
-def _terms_equal(spec: ApiSpec, ai: AbstractInput, n: Optional[int], exclude: Optional[str]) -> list[str]:
-    """Terms of ``ai`` (tensor dims and ranks, list lengths of arguments
-    other than ``exclude``) whose value is ``n``."""
+def _terms_equal(spec: ApiSpec, ai: AbstractInput, n: Optional[int], exclude: tuple = ()) -> list[str]:
+    """Terms of ``ai`` (tensor ranks, list lengths, then dims of arguments
+    other than those in ``exclude``) whose value is ``n``."""
     if n is None:
         return []
-    out = []
+    out: list[str] = []
     for a in spec.args:
-        if a.name == exclude:
+        if a.name in exclude:
             continue
         v = ai.args.get(a.name)
         t = v if isinstance(v, TensorDesc) else None
         if t is not None:
-            out += [f"{a.name}.dim[{k}]" for k in (0, 1, -1) if -t.rank <= k < t.rank and t.shape[k] == n]
             if t.rank == n:
-                out.append(f"{a.name}.rank")
+                out.insert(0, f"{a.name}.rank")
+            out += [f"{a.name}.dim[{k}]" for k in (0, 1, -1) if -t.rank <= k < t.rank and t.shape[k] == n]
         elif a.kind in (INT_LIST, SHAPE) and isinstance(v, list) and len(v) == n:
-            out.append(f"len({a.name})")
+            out.insert(0, f"len({a.name})")
     return list(dict.fromkeys(out))
 
 
@@ -424,6 +540,10 @@ def _arg_options(spec: ApiSpec, ai: AbstractInput, groups: dict, g: str, shape_g
             hits = [n for n in _of_kind(spec, kinds) if ai.args.get(n) == v]
         else:
             hits = [n for n in _of_kind(spec, kinds) if value_of(f"{n}.value", ai) == v]
+            # else a small int tensor holding it among its elements ("5 is out of range")
+            # (or v - k: a negative index the op wrapped by a rank k first)
+            for off in range(0, MAX_DIMS + 1):
+                hits = hits or [n for n in _of_kind(spec, kinds) if v - off in (_int_elements(ai, n) or ())]
         if hits:
             return hits, len(hits)
     # not named (or a name the spec does not have): every argument of the

@@ -33,6 +33,8 @@ from .evaluate import _UNKNOWN, _Eval, _Unsupported, _const_index, _elements, _p
 #: dims and list lengths a repair may set (larger values are left alone)
 MAX_DIM = 64
 MAX_RANK = 8
+#: a value with one bound is drawn this far past it at most
+SMALL = 4
 
 
 class _Fail(Exception):
@@ -77,6 +79,7 @@ class _Repair:
         if self.holds(n):
             return
         if isinstance(n, ast.BoolOp) and isinstance(n.op, ast.And):
+            self.draw_values(n)
             for v in n.values:
                 self.make_true(v)
             return
@@ -110,6 +113,111 @@ class _Repair:
                 left = right
             return
         raise _Fail(type(n).__name__)
+
+    # -- values of small integer tensors, all at once ----------------------------------
+    def draw_values(self, n: ast.AST) -> None:
+        """Elements of small integer tensors that the conjunction ``n`` bounds
+        (``lo <= p[i] < hi``, ``p[i] >= 0``, ``p[i] <= t.dim[i] - b[i]``) and
+        keeps distinct (``p[i] != p[j]``, a permutation): when one of them breaks
+        its bounds, they are drawn at random within them (distinct ones without
+        replacement), instead of being set to a bound one at a time (which
+        collides for a permutation and always picks the extreme value)."""
+        lows: dict[tuple, int] = {}
+        highs: dict[tuple, int] = {}
+        distinct: dict[str, set] = {}
+        broken: set[str] = set()
+        for atom in self._atoms(n):
+            links = list(zip([atom.left] + list(atom.comparators[:-1]), atom.ops, atom.comparators))
+            for left, op, right in links:
+                el, er = self._element_ref(left), self._element_ref(right)
+                if el is not None and er is not None:
+                    if isinstance(op, ast.NotEq) and el[0] == er[0]:
+                        distinct.setdefault(el[0], set()).update((el[1], er[1]))
+                        if not self.holds(ast.Compare(left=left, ops=[op], comparators=[right])):
+                            broken.add(el[0])
+                    continue
+                if el is None and er is None:
+                    continue
+                ref, other, flip = (el, right, False) if el is not None else (er, left, True)
+                assert ref is not None
+                v = self.value(other)
+                if not isinstance(v, int) or isinstance(v, bool):
+                    continue
+                kind = type(op).__name__
+                if flip:
+                    kind = {"Lt": "Gt", "LtE": "GtE", "Gt": "Lt", "GtE": "LtE"}.get(kind, kind)
+                if kind in ("Lt", "LtE", "Eq"):
+                    hi = v - 1 if kind == "Lt" else v
+                    highs[ref] = min(highs.get(ref, hi), hi)
+                if kind in ("Gt", "GtE", "Eq"):
+                    lo = v + 1 if kind == "Gt" else v
+                    lows[ref] = max(lows.get(ref, lo), lo)
+                if kind in ("Lt", "LtE", "Gt", "GtE", "Eq") \
+                        and not self.holds(ast.Compare(left=left, ops=[op], comparators=[right])):
+                    broken.add(ref[0])
+        refs = set(lows) | set(highs)
+        for name in sorted(broken):
+            t = self.ai.args.get(name)
+            vals = _elements(t, self.ai.value_seed, name)
+            if not isinstance(t, TensorDesc) or vals is None:
+                continue
+            new = list(vals)
+            idx = sorted(i for i in distinct.get(name, ()) if i < len(new))
+            if idx:
+                dlo = max(lows.get((name, i), -MAX_DIM) for i in idx)
+                dhi = min(highs.get((name, i), MAX_DIM) for i in idx)
+                if dhi - dlo + 1 < len(idx):
+                    continue
+                for i, x in zip(idx, self.rng.sample(range(dlo, dhi + 1), len(idx))):
+                    new[i] = x
+            for (nm, i) in sorted(r for r in refs if r[0] == name and r[1] not in idx and r[1] < len(new)):
+                blo, bhi = lows.get((nm, i)), highs.get((nm, i))
+                cur = new[i]
+                if blo is not None and bhi is not None:
+                    if blo > bhi or blo <= cur <= bhi:
+                        continue
+                    new[i] = self.rng.randint(blo, bhi)
+                elif blo is not None:
+                    # one bound (paddings >= 0): a small value past it; a huge
+                    # one (ACETest draws up to 1024) pads a tensor out of memory
+                    if blo <= cur <= blo + MAX_DIM:
+                        continue
+                    new[i] = blo + self.rng.randint(0, SMALL)
+                elif bhi is not None:
+                    if bhi - MAX_DIM <= cur <= bhi:
+                        continue
+                    new[i] = bhi - self.rng.randint(0, SMALL)
+            self.ai.args[name] = dataclasses.replace(t, values=tuple(int(x) for x in new))
+
+    def _atoms(self, n: ast.AST):
+        """The comparisons a conjunction requires: nested ``and``s flattened,
+        ``guard or X`` (a length or dim compared with a constant) read as X
+        while the guard does not hold."""
+        if isinstance(n, ast.BoolOp) and isinstance(n.op, ast.And):
+            for v in n.values:
+                yield from self._atoms(v)
+        elif isinstance(n, ast.BoolOp) and len(n.values) == 2:
+            guards = [v for v in n.values if _is_guard(v)]
+            if len(guards) == 1 and not self.holds(guards[0]):
+                yield from self._atoms(next(v for v in n.values if v is not guards[0]))
+        elif isinstance(n, ast.Compare) and not any(isinstance(o, (ast.In, ast.NotIn)) for o in n.ops):
+            yield n
+
+    def _element_ref(self, n: ast.AST) -> Optional[tuple]:
+        """(tensor, flat index) when ``n`` is ``p[i]`` of a small integer tensor."""
+        if not (isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)):
+            return None
+        t = self.ai.args.get(n.value.id)
+        if not isinstance(t, TensorDesc) or not t.dtype.startswith(("int", "uint")):
+            return None
+        vals = _elements(t, self.ai.value_seed, n.value.id)
+        try:
+            i = _const_index(n.slice)
+        except _Unsupported:
+            return None
+        if vals is None or not -len(vals) <= i < len(vals):
+            return None
+        return (n.value.id, i % len(vals))
 
     def make_false(self, n: ast.AST) -> None:
         if isinstance(n, ast.Name):
@@ -148,6 +256,10 @@ class _Repair:
                     self.assign(left, self.rng.choice(others))
                     return
             raise _Fail("!=")
+        if isinstance(op, ast.Eq) and isinstance(left, ast.BinOp) and isinstance(left.op, ast.Mod) \
+                and self.value(right) == 0:
+            self.make_divisible(left.left, left.right)
+            return
         step = {ast.Eq: 0, ast.LtE: 0, ast.GtE: 0, ast.Lt: -1, ast.Gt: 1}.get(type(op))
         if step is None:
             raise _Fail("op")
@@ -163,6 +275,38 @@ class _Repair:
             if self.holds(ast.Compare(left=left, ops=[op], comparators=[right])):
                 return
         raise _Fail("compare")
+
+    def make_divisible(self, total: ast.expr, by: ast.expr) -> None:
+        """``total % by == 0`` for a sum ``total`` (a padded dim: a dim plus
+        two paddings): one assignable term (an element or item first, then a
+        dim) is raised by what the sum lacks to the next multiple."""
+        m, x = self.value(by), self.value(total)
+        if not isinstance(m, int) or not isinstance(x, int) or m <= 0:
+            raise _Fail("divisor")
+        need = (-x) % m
+        terms = []
+        stack = [total]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, ast.BinOp) and isinstance(t.op, ast.Add):
+                stack += [t.right, t.left]
+            else:
+                terms.append(t)
+        terms.sort(key=lambda t: 0 if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) else 1)
+        for t in terms:
+            v = self.value(t)
+            if not isinstance(v, int) or isinstance(v, bool):
+                continue
+            saved = copy.deepcopy(self.ai.args)
+            try:
+                self.assign(t, v + need)
+            except (_Fail, _Unsupported, IndexError):
+                self.ai.args = saved
+                continue
+            if self.value(total) % m == 0:
+                return
+            self.ai.args = saved
+        raise _Fail("divisible")
 
     def _options(self, n: ast.AST) -> list:
         return []  # enum alternatives are not known here (the spec is not at hand)
@@ -263,11 +407,26 @@ class _Repair:
         self.ai.args[name] = dataclasses.replace(t, values=tuple(new))
 
 
+def _is_guard(n: ast.AST) -> bool:
+    """``p.dim[k] <= c`` / ``len(l) <= c`` (or ``<``): a length guard of a
+    rule on the elements past it (``@permutation``)."""
+    if not (isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], (ast.LtE, ast.Lt))):
+        return False
+    left, right = n.left, n.comparators[0]
+    if not (isinstance(right, ast.Constant) and isinstance(right.value, int)):
+        return False
+    if isinstance(left, ast.Call):
+        return isinstance(left.func, ast.Name) and left.func.id == "len"
+    return isinstance(left, ast.Subscript) and isinstance(left.value, ast.Attribute) \
+        and left.value.attr in ("dim", "shape")
+
+
 def _is_condition(n: ast.AST) -> bool:
-    """A flag, a negated flag or a comparison of an argument with a string."""
+    """A flag, a negated flag, a comparison of an argument with a string, or
+    a length guard (repaired last: the rule's substance is the other side)."""
     if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not):
         n = n.operand
-    if isinstance(n, ast.Name):
+    if isinstance(n, ast.Name) or _is_guard(n):
         return True
     return (isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.left, ast.Name)
             and isinstance(n.comparators[0], ast.Constant) and isinstance(n.comparators[0].value, str))

@@ -33,7 +33,7 @@ from .rules import Terms, compile_rule
 MAX_RANK = 6
 MAX_LIST = 8
 #: elements of a small tensor that rules may decide (``x.value``, ``x[i]``)
-MAX_TENSOR_VALUES = 4
+MAX_TENSOR_VALUES = 16
 TENSOR_VALUE_RANGE = (-16, 64)
 #: share of cheap mutations that change the structure (a rank, a length, a
 #: dtype or enum code, a flag) instead of dims and values

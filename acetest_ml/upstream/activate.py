@@ -21,6 +21,15 @@ variable                   meaning                                default
 ``ACETEST_ML_PROBES``      random fills scored per solver sample  ``4``
 ``ACETEST_ML_KNOWN_CRASH_K`` crashes/timeouts like one seen this  ``3``
                            often are drawn again; ``0``: off
+``ACETEST_ML_MIN_PER_CLASS`` online: valid and invalid runs       ``3``
+                           needed before the first training
+``ACETEST_ML_RETRAIN_EVERY`` online: retrain after this many      ``10``
+                           more labelled runs (at least)
+``ACETEST_ML_THRESHOLD``   online: a number, ``auto`` or          ``precision``
+                           ``precision`` (see FilterConfig)
+``ACETEST_ML_RULES``       ``1``: learn rules from upstream's     ``1``
+                           messages and draw again what breaks
+                           them; ``0``: off
 =========================  =====================================  ==========
 """
 from __future__ import annotations
@@ -30,7 +39,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 from ..errors import ConfigError, UserError
 from .hook import FilterConfig, FilterHook, install
@@ -53,6 +62,10 @@ class HookSettings:
     reallocate: bool = True
     probes: int = 4
     known_crash_k: int = 3
+    min_per_class: int = 3
+    retrain_every: int = 10
+    threshold: Union[float, str] = "precision"
+    rules: bool = True
 
     @property
     def wanted(self) -> bool:
@@ -66,7 +79,9 @@ class HookSettings:
                             max_tries=self.max_tries, warmup=self.warmup,
                             seed=self.seed if self.seed is not None else 0,
                             collect=self.collect, reallocate=self.reallocate, probes=self.probes,
-                            known_crash_k=self.known_crash_k).validate()
+                            known_crash_k=self.known_crash_k, min_per_class=self.min_per_class,
+                            retrain_every=self.retrain_every, threshold=self.threshold,
+                            rules=self.rules).validate()
 
 
 def _number(environ: Mapping[str, str], name: str, cast, default):
@@ -80,6 +95,21 @@ def _number(environ: Mapping[str, str], name: str, cast, default):
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not a finite number")
     return value
+
+
+def _threshold(environ: Mapping[str, str], default: Union[float, str]) -> Union[float, str]:
+    raw = (environ.get(ENV_PREFIX + "THRESHOLD") or "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("auto", "precision"):
+        return raw.lower()
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}THRESHOLD={raw!r}: use a number in [0, 1], auto or precision") from None
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{ENV_PREFIX}THRESHOLD={raw!r}: use a number in [0, 1], auto or precision")
+    return v
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -110,7 +140,11 @@ def settings_from_env(environ: Mapping[str, str]) -> HookSettings:
                      collect=(environ.get(ENV_PREFIX + "COLLECT") or None),
                      reallocate=_flag(environ, "REALLOCATE", True),
                      probes=_number(environ, "PROBES", int, 4),
-                     known_crash_k=_number(environ, "KNOWN_CRASH_K", int, 3))
+                     known_crash_k=_number(environ, "KNOWN_CRASH_K", int, 3),
+                     min_per_class=_number(environ, "MIN_PER_CLASS", int, 3),
+                     retrain_every=_number(environ, "RETRAIN_EVERY", int, 10),
+                     threshold=_threshold(environ, "precision"),
+                     rules=_flag(environ, "RULES", True))
     if s.models:
         s.models = os.path.abspath(s.models)
     if s.collect:

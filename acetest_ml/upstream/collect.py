@@ -20,8 +20,9 @@ from ..execute.supervisor import crash_signature
 from ..model import AbstractInput, ApiSpec
 from ..store import DB_NAME, Store
 
+from .messages import InvalidLog
+
 _STORE_OUTCOMES = {"pass", "invalid", "crash", "timeout", "oom", "unsupported"}
-MAX_MESSAGE = 2000
 
 
 def check_collect_dir(path: str) -> None:
@@ -45,7 +46,7 @@ class Collector:
         self._store: Optional[Store] = None
         self._next: dict[str, int] = {}
         self._specs: set[str] = set()
-        self._log_pos: dict[str, int] = {}
+        self._log = InvalidLog()
         self.recorded = 0
 
     @property
@@ -57,25 +58,7 @@ class Collector:
     def mark_log(self, output_dir: Optional[str]) -> None:
         """Remember how far ``<output_dir>/invalid.log`` is, so the next
         invalid run's message is what upstream appends after this point."""
-        if output_dir and output_dir not in self._log_pos:
-            path = os.path.join(output_dir, "invalid.log")
-            self._log_pos[output_dir] = os.path.getsize(path) if os.path.isfile(path) else 0
-
-    def _new_log_text(self, output_dir: Optional[str]) -> Optional[str]:
-        if not output_dir:
-            return None
-        path = os.path.join(output_dir, "invalid.log")
-        if not os.path.isfile(path):
-            return None
-        start = self._log_pos.get(output_dir, 0)
-        with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read()
-        self._log_pos[output_dir] = start + len(data)
-        text = data.decode("utf-8", "replace")
-        # upstream writes "<mode>\n<message>\n" per invalid run
-        lines = text.split("\n", 1)
-        return (lines[1] if len(lines) > 1 else lines[0]).strip()[:MAX_MESSAGE] or None
+        self._log.mark(output_dir)
 
     def record(self, spec: Optional[ApiSpec], ai: AbstractInput, outcome: str, decision: str,
                runner=None, score: Optional[float] = None) -> None:
@@ -91,7 +74,7 @@ class Collector:
             self._next[api] = store.next_index(api, self.seed)
         output_dir = getattr(runner, "output_dir", None)
         message = signature = exc_type = None
-        log_text = self._new_log_text(output_dir)
+        log_text = self._log.new_text(output_dir)
         if outcome == "invalid":
             message = log_text
             exc_type = "upstream-invalid"

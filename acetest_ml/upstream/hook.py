@@ -42,7 +42,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ..errors import ConfigError, UserError
 from ..filter import int_outside
@@ -50,6 +50,7 @@ from ..model import AbstractInput, ApiSpec
 from ..learner import OnlineLearner
 from ..outcome import EXECUTED, Outcome
 from . import convert
+from .messages import InvalidLog
 
 STATS_FILE = "acetest_ml_filter.json"
 MODES = ("none", "models", "online")
@@ -60,8 +61,12 @@ DECISIONS = ("accepted", "crash_kept", "explored", "forced", "unfiltered", "unco
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "rounds_moved", "rounds_spent_at_end")
 #: where the hook's own time goes (``ApiFilter.phase_time``)
-PHASES = ("generate", "convert", "score", "train", "probe")
+PHASES = ("generate", "convert", "score", "train", "probe", "rules")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
+#: refusals of a dtype spelling the features cannot see before it is drawn again
+LOSSY_K = 2
+#: outcomes the rule learner observes
+_RULE_OUTCOMES = (Outcome.PASS.value, Outcome.INVALID.value, Outcome.CRASH.value)
 # Upstream's modules and the classes the hook patches in them.
 _MANAGER_MODULE, _RUNNER_MODULE = "APIManager", "Runner"
 _UPSTREAM_CLASSES = {_MANAGER_MODULE: "APIManager", _RUNNER_MODULE: "Runner"}
@@ -88,7 +93,16 @@ class FilterConfig:
     crash class, see ``known_crash_floor``) is never discarded unless it is
     predicted (nearest recorded crash input) to reproduce a crash or timeout
     seen ``known_crash_k`` times (0 = off): upstream waits ``round_timeout``
-    seconds on every timeout and restarts its worker after it."""
+    seconds on every timeout and restarts its worker after it.
+    Online training: the first model is trained once ``warmup`` runs are
+    labelled and each side (valid / invalid) has ``min_per_class`` runs, then
+    again every ``retrain_every`` labels or when the data grew by
+    ``retrain_factor``, whichever comes first; ``threshold`` is a number or a
+    policy picked on out-of-fold scores (``"auto"``: balanced accuracy,
+    ``"precision"``: the valid class's precision at half its recall).
+    ``rules``: learn rules from upstream's error messages and from the runs
+    (the campaign's rule learner) and draw again a candidate that breaks an
+    active rule."""
 
     mode: str = "models"
     models: Optional[str] = None
@@ -97,9 +111,12 @@ class FilterConfig:
     seed: int = 0
     warmup: int = 100
     retrain_factor: float = 2.0
+    retrain_every: int = 10
+    min_per_class: int = 3
     kind: str = "lightgbm"
     params: dict = field(default_factory=dict)
-    threshold: float = 0.5
+    threshold: Union[float, str] = "precision"
+    rules: bool = True
     collect: Optional[str] = None
     reallocate: bool = True
     probes: int = 4
@@ -125,6 +142,18 @@ class FilterConfig:
             raise ConfigError(f"known_crash_k must be >= 0, got {self.known_crash_k!r}")
         if int(self.warmup) < 2:
             raise ConfigError(f"warmup must be at least 2, got {self.warmup!r}")
+        if int(self.min_per_class) < 1:
+            raise ConfigError(f"min_per_class must be at least 1, got {self.min_per_class!r}")
+        if int(self.retrain_every) < 1:
+            raise ConfigError(f"retrain_every must be at least 1, got {self.retrain_every!r}")
+        thr = self.threshold
+        if isinstance(thr, str):
+            from ..classify.model import THRESHOLD_POLICIES
+            if thr not in THRESHOLD_POLICIES:
+                raise ConfigError(f"threshold must be a number in [0, 1] or one of "
+                                  f"{', '.join(THRESHOLD_POLICIES)}, got {thr!r}")
+        elif isinstance(thr, bool) or not (0.0 <= float(thr) <= 1.0):
+            raise ConfigError(f"threshold must be a number in [0, 1], got {thr!r}")
         if check_models and self.mode == "models" and not self.models:
             raise ConfigError("the models filter needs a model registry file (--models)")
         if check_models and self.mode == "models" and not os.path.isfile(self.models or ""):
@@ -185,8 +214,10 @@ def train_scorer(spec: ApiSpec, inputs: list[AbstractInput], labels: list[int], 
     from ..classify import train_model
     if config.models and os.path.isfile(config.models):
         cfg = load_registry(config.models).config_for(spec.name)
-        return train_model(spec, inputs, labels, cfg.kind, dict(cfg.params), cfg.threshold)
-    return train_model(spec, inputs, labels, config.kind, dict(config.params) or None, config.threshold)
+        return train_model(spec, inputs, labels, cfg.kind, dict(cfg.params), cfg.threshold,
+                           min_per_class=int(config.min_per_class))
+    return train_model(spec, inputs, labels, config.kind, dict(config.params) or None, config.threshold,
+                       min_per_class=int(config.min_per_class))
 
 
 def model_spec(scorer) -> Optional[ApiSpec]:
@@ -232,13 +263,24 @@ class ApiFilter:
         self.scorer_source = "none"
         self.pending: Optional[_Pending] = None
         warmup = int(self.config.warmup)
-        # the campaign's learner and labelling rule; the hook retrains
-        # geometrically and lets the trainer judge the class balance
-        self.learner = OnlineLearner(self.spec, self._fit, warmup=warmup, retrain_every=1,
+        # the campaign's learner and labelling rule: the first model as soon
+        # as both classes have min_per_class runs (after the warm-up), then
+        # every retrain_every labels or when the data grew by retrain_factor
+        every = int(self.config.retrain_every)
+        self.learner = OnlineLearner(self.spec, self._fit, warmup=warmup, retrain_every=every,
                                      retrain_factor=float(self.config.retrain_factor),
-                                     retry_after=max(10, warmup // 10), min_per_class=1)
+                                     retry_after=max(1, min(every, warmup // 10)),
+                                     min_per_class=int(self.config.min_per_class))
+        # learned rules (config.rules): made once the spec is known
+        self.rules: Any = None  # learn.RuleLearner
+        self.rule_backlog: list[tuple] = []  # runs before the first passing one
+        self.messages = InvalidLog()
+        # outcomes by the upstream dtype spellings the features cannot see
+        # (quantized types convert to the int type of their width)
+        self.lossy: dict[tuple, list[int]] = {}
         self.warned = False
-        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected")
+        self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected", "rule_rejected",
+                                      "lossy_rejected")
                        + DECISIONS + SAMPLE_COUNTS}
         # crash / timeout inputs seen, by signature (known-crash rule); None: off
         self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
@@ -285,6 +327,69 @@ class ApiFilter:
             self.phase_time["generate"] += time.perf_counter() - t0
             self.counts["generated"] += 1
 
+    # -- learned rules
+    def rule_learner(self):
+        """The rule learner (``config.rules``), made once the spec is known."""
+        if not self.config.rules or self.spec is None:
+            return None
+        if self.rules is None:
+            from ..learn import RuleLearner
+            # rules from the op's own messages only: predicates mined from a
+            # few runs (one passing run, early on) are what the classifier
+            # learns already, and a wrong one would discard valid inputs
+            self.rules = RuleLearner(self.spec, self._rules_usable, sources=("message",))
+        return self.rules
+
+    def _rules_usable(self, rules) -> Optional[str]:
+        """``check_sat`` of the rule learner. The hook does not solve (upstream
+        does), so a rule set is usable when a passing run satisfies it all:
+        the learner keeps only rules every passing run satisfies, so one
+        passing run is enough."""
+        from ..learn.evaluate import holds
+        passing = self.rules.passing if self.rules is not None else []
+        if not passing:
+            return "no passing run yet"
+        if not any(all(holds(e, ai) for e in rules) for ai in passing[-20:]):
+            return "no passing run satisfies them together"
+        return None
+
+    @staticmethod
+    def _lossy_key(ai: AbstractInput) -> tuple:
+        return tuple(sorted(str(d) for d in (ai.origin or {}).get("lossy_dtypes") or ()))
+
+    def lossy_refused(self, ai: AbstractInput) -> bool:
+        """Is ``ai`` drawn with upstream dtype spellings (quantized types) that
+        were refused ``LOSSY_K`` times and never got past validation? The
+        features see them as plain ints, so no model can learn it."""
+        key = self._lossy_key(ai)
+        if not key:
+            return False
+        valid, invalid = self.lossy.get(key, (0, 0))
+        return valid == 0 and invalid >= LOSSY_K
+
+    def _filtering(self) -> bool:
+        """Is there anything to filter with yet (a scorer, an active learned
+        rule, a refused dtype spelling)? Never in mode ``none``."""
+        if self.config.mode == "none":
+            return False
+        return (self.scorer is not None or bool(self.active_rules())
+                or any(v == 0 and i >= LOSSY_K for v, i in self.lossy.values()))
+
+    def active_rules(self) -> list[str]:
+        return self.rules.active() if self.rules is not None else []
+
+    def breaks_rule(self, ai: AbstractInput) -> bool:
+        """Does ``ai`` break a learned rule that is active now?"""
+        active = self.active_rules()
+        if not active:
+            return False
+        from ..learn.evaluate import holds
+        t0 = time.perf_counter()
+        try:
+            return any(not holds(e, ai) for e in active)
+        finally:
+            self.phase_time["rules"] += time.perf_counter() - t0
+
     def warn(self, msg: str) -> None:
         if not self.warned:
             self.warned = True
@@ -324,7 +429,7 @@ class ApiFilter:
         result = None
         score: Optional[float] = None
         explore_sample = bool(getattr(manager, "_acetest_ml_explore", False))
-        if self.scorer is None or explore_sample:
+        if not self._filtering() or explore_sample:
             # no scorer yet, or a solver sample predicted invalid that runs
             # its exploration share of rounds as drawn
             result = self._generate(manager, original)
@@ -335,7 +440,7 @@ class ApiFilter:
             else:
                 decision = "explored" if explore_sample else "unfiltered"
         else:
-            threshold = float(getattr(self.scorer, "threshold", 0.5))
+            threshold = float(getattr(self.scorer, "threshold", 0.5)) if self.scorer is not None else 0.5
             band = float(self.config.explore_band)
             best: Optional[tuple[float, list, AbstractInput]] = None
             decision = ""
@@ -356,6 +461,31 @@ class ApiFilter:
                     if best is None:
                         best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
                     continue
+                if self.lossy_refused(ai):
+                    self.counts["lossy_rejected"] += 1
+                    self.counts["discarded"] += 1
+                    if best is None or best[0] < -2.5:
+                        best = (-2.5, [a.arg_value for a in manager.arg_list], ai)
+                    continue
+                with keep_global_rng():
+                    broken = self.breaks_rule(ai)
+                if broken and self._may_explore() and self.rng.random() < 0.5:
+                    # a share of rule breakers runs, so that a wrong rule
+                    # meets the passing run that rejects it
+                    decision = "explored"
+                    score = None
+                    break
+                if broken:
+                    # an active learned rule says the API rejects it
+                    self.counts["rule_rejected"] += 1
+                    self.counts["discarded"] += 1
+                    if best is None or best[0] < -2.0:
+                        best = (-2.0, [a.arg_value for a in manager.arg_list], ai)
+                    continue
+                if self.scorer is None:  # rules only, so far
+                    decision = "accepted"
+                    score = None
+                    break
                 t0 = time.perf_counter()
                 with keep_global_rng():
                     p, p_crash = self._assess(ai)
@@ -407,7 +537,7 @@ class ApiFilter:
         streams are left as they were, so its own draws do not change."""
         with keep_global_rng():
             self.prepare(manager.arg_list)
-        if self.scorer is None:
+        if not self._filtering():
             return None
         with keep_global_rng():
             inputs = []
@@ -428,12 +558,19 @@ class ApiFilter:
                     clear()
             if not inputs:
                 return None
-            t0 = time.perf_counter()
-            scores = self.scorer.score_batch(inputs)
-            dt = time.perf_counter() - t0
-            self.score_time += dt
-            self.phase_time["score"] += dt
-        self.counts["scored"] += len(inputs)
+            # a fill that breaks a learned rule (or has a refused dtype
+            # spelling) counts as predicted invalid
+            ok = [not (self.lossy_refused(ai) or self.breaks_rule(ai)) for ai in inputs]
+            if self.scorer is None:
+                scores = [1.0 if k else 0.0 for k in ok]
+            else:
+                t0 = time.perf_counter()
+                raw = self.scorer.score_batch(inputs)
+                dt = time.perf_counter() - t0
+                self.score_time += dt
+                self.phase_time["score"] += dt
+                scores = [float(x) if k else 0.0 for x, k in zip(raw, ok)]
+                self.counts["scored"] += len(inputs)
         self.counts["samples_scored"] += 1
         return float(max(scores))
 
@@ -476,6 +613,30 @@ class ApiFilter:
             self.crashes.observe(p.ai, outcome, sig)
         if self.hook.collector is not None and p.ai is not None:
             self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
+        key = self._lossy_key(p.ai) if p.ai is not None else ()
+        if key and outcome in EXECUTED:
+            tally = self.lossy.setdefault(key, [0, 0])
+            tally[1 if outcome == Outcome.INVALID else 0] += 1
+        if self.config.rules and self.config.mode == "online":
+            message = self.messages.new_text(getattr(runner, "output_dir", None))
+            learner = self.rule_learner()
+            if learner is not None and p.ai is not None and str(outcome) in _RULE_OUTCOMES:
+                # not timeouts: upstream's are wall-clock verdicts that include
+                # its worker's start-up (the first rounds of a loaded machine
+                # time out whatever the input), so a rule the op's own message
+                # states is not refused for excluding one; crashes still count
+                t0 = time.perf_counter()
+                run = (p.ai, str(outcome), message if str(outcome) == Outcome.INVALID else None)
+                if not learner.passing and str(outcome) != Outcome.PASS:
+                    # a rule is checked against the passing runs seen: until
+                    # one passed, keep the runs and replay them after it
+                    self.rule_backlog.append(run)
+                else:
+                    learner.observe(*run)
+                    backlog, self.rule_backlog = self.rule_backlog, []
+                    for r in backlog:
+                        learner.observe(*r)
+                self.phase_time["rules"] += time.perf_counter() - t0
         if self.config.mode == "online" and p.ai is not None:
             errors = self.learner.train_errors
             self.learner.spec = self.spec
@@ -517,7 +678,12 @@ class ApiFilter:
             "outcomes": self.outcomes,
         }
         if self.config.mode == "online":
-            out["online"] = {**self.learner.info(), "warmup": self.config.warmup}
+            out["online"] = {**self.learner.info(), "warmup": self.config.warmup,
+                             "min_per_class": self.config.min_per_class,
+                             "retrain_every": self.config.retrain_every,
+                             "threshold_policy": self.config.threshold}
+        if self.rules is not None:
+            out["rules"] = self.rules.info()
         return out
 
     def write_stats(self, directory: str) -> Optional[str]:
@@ -768,6 +934,7 @@ class FilterHook:
                 flt.modes.append(mode)
             if hook.collector is not None:
                 hook.collector.mark_log(getattr(runner, "output_dir", None))
+            flt.messages.mark(getattr(runner, "output_dir", None))
             if not getattr(runner, "_acetest_ml_spending", False):
                 times = _Reallocator.of(runner).plan(flt, manager, times)
             manager._acetest_ml_runner = runner
