@@ -35,7 +35,7 @@ from .model import AbstractInput, ApiSpec
 #: modules the fork server imports once, so each child starts at once
 PRELOAD = ["acetest_ml.model", "acetest_ml.solve.sampler", "acetest_ml.solve.registry",
            "acetest_ml.solve.rules", "acetest_ml.solve.acetest", "acetest_ml.spec.acetest_data",
-           "acetest_ml.campaign"]
+           "acetest_ml.campaign", "acetest_ml.learn.warm"]
 
 _CTX_LOCK = threading.Lock()
 _CTX: Any = None

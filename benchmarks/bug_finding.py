@@ -127,6 +127,12 @@ def build(apis, arms: dict[str, dict], train: dict, train_rep: dict, args) -> di
                                  "signatures": train["apis"].get(api, {}).get("crash_signatures", []),
                                  "model": train_rep.get(api, {}).get("status"),
                                  "crash_class": train_rep.get(api, {}).get("crash_class")}
+    return {"time_budget_s": args.time_budget, "train_time_s": args.train_time, "seeds": [args.seed_train, args.seed],
+            "jobs": 1, "exploration": args.exploration, "known_crash_k": args.known_crash_k,
+            "arms": list(arms), "apis": per_api, "overall": overall_of(apis, list(arms), per_api)}
+
+
+def overall_of(apis, arms, per_api: dict) -> dict:
     overall: dict[str, dict] = {}
     base = {api: set(per_api[api]["baseline"]["signatures"]) for api in apis} if "baseline" in arms else {}
     for arm in arms:
@@ -145,9 +151,25 @@ def build(apis, arms: dict[str, dict], train: dict, train_rep: dict, args) -> di
                         "pass_rate": passed / executed if executed else 0.0,
                         "valid_exec_per_s": passed / cpu_s if cpu_s else 0.0,
                         "lost_vs_baseline": lost, "new_vs_baseline": new}
-    return {"time_budget_s": args.time_budget, "train_time_s": args.train_time, "seeds": [args.seed_train, args.seed],
-            "jobs": 1, "exploration": args.exploration, "known_crash_k": args.known_crash_k,
-            "arms": list(arms), "apis": per_api, "overall": overall}
+    return overall
+
+
+def resign(json_path: str) -> dict:
+    """Re-read a finished report's signatures with today's normalisation
+    (they were normalised when recorded; later rules, such as element type
+    names, only merge signatures further) and recount every arm."""
+    from acetest_ml.execute.supervisor import renormalise
+    with open(json_path) as f:
+        res = json.load(f)
+    for rows in res["apis"].values():
+        for row in rows.values():
+            if isinstance(row, dict) and "signatures" in row:
+                row["signatures"] = sorted({renormalise(x) for x in row["signatures"]})
+    before = {arm: o["signatures"] for arm, o in res["overall"].items()}
+    res["overall"] = overall_of(list(res["apis"]), res["arms"], res["apis"])
+    res["note"] = ("Signatures recounted with element type names normalised (`--resign`; as recorded: "
+                   + ", ".join(f"{a} {n}" for a, n in before.items()) + ").")
+    return res
 
 
 def markdown(res: dict, command: str) -> str:
@@ -160,7 +182,8 @@ def markdown(res: dict, command: str) -> str:
              f"The filtered arm's models come from a {res['train_time_s']:g} s training campaign per API, "
              "not counted in the arms' time. The clock of every campaign starts on a running worker; "
              "restarts after crashes and timeouts are inside it. CPU-hours: the sum of the arms' "
-             "per-API wall times (one campaign drives one worker).", "",
+             "per-API wall times (one campaign drives one worker)."
+             + (f" {res['note']}" if res.get("note") else ""), "",
              "| arm | unique signatures | per CPU-hour | crashes | executions | pass rate | valid exec/s | lost vs baseline | new vs baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
@@ -215,7 +238,20 @@ def main(argv=None) -> int:
     ap.add_argument("--acetest-data", default=DATA)
     ap.add_argument("--out", default=os.path.join(REPO, "runs", "bug-finding"))
     ap.add_argument("--report-dir", default=HERE)
+    ap.add_argument("--resign", metavar="JSON", default=None,
+                    help="recount a finished report's signatures with the current normalisation; "
+                         "writes JSON and its .md beside it, runs nothing")
     args = ap.parse_args(argv)
+    if args.resign:
+        try:
+            res = resign(args.resign)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"bug_finding: cannot recount {args.resign}: {e}", file=sys.stderr)
+            return 2
+        with open(args.resign, "w") as f:
+            json.dump(res, f, indent=1)
+        render(args.resign, os.path.splitext(args.resign)[0] + ".md", res.get("command", ""))
+        return 0
     if not args.time_budget > 0 or not args.train_time > 0:
         print("bug_finding: --time-budget and --train-time must be positive", file=sys.stderr)
         return 2

@@ -355,6 +355,13 @@ def test_crash_signature_parsing():
     seg = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x00007f8f96e92b80\n"
     assert crash_signature(-11, seg) == "SIGSEGV: Fatal Python error: Segmentation fault"
     assert crash_signature(-9, "") == "SIGKILL"
+    # one check failing for different dtype pairs is one bug; other checks stay apart
+    dt = "F0000 00:00:1.5 7 tensor.cc:896] Check failed: dtype() == expected_dtype (1 vs. 3) {} expected, got {}\n"
+    sigs = {crash_signature(-6, dt.format(x, y)) for x, y in
+            (("float", "int32"), ("half", "int32"), ("int32", "bfloat16"), ("uint64", "int64"))}
+    assert sigs == {"SIGABRT: tensor.cc:896] Check failed: dtype() == expected_dtype (N vs. N) T expected, got T"}
+    assert crash_signature(-6, dt.format("float", "int32")) != crash_signature(-6, dt.replace("896", "897"))
+    assert "index" in crash_signature(-6, a) and "C" in crash_signature(-6, a)
     assert crash_signature(3, "nothing useful") == "exit 3"
 
 

@@ -133,15 +133,26 @@ _FATAL_LINES = [
                r"Illegal instruction)\b.*)$"),
 ]
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
+#: element type names: one check failing for two dtype pairs is one bug
+#: ("float expected, got int32" / "half expected, got int32")
+_DTYPE = re.compile(r"\b(?:DT_[A-Z0-9_]+|b?float(?:16|32|64)?|half|double|q?u?int(?:8|16|32|64)|"
+                    r"complex(?:64|128)|bool|string|resource|variant|qint\d+|quint\d+)\b")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 
 
 def _normalise(text: str) -> str:
     """Drop what varies between runs of the same bug: addresses, pids,
-    and the input-dependent numbers in the message."""
+    element type names and the input-dependent numbers in the message."""
     text = _HEX.sub("0x?", text)
+    text = _DTYPE.sub("T", text)
     text = _NUMBER.sub("N", text)
     return " ".join(text.split())[:300]
+
+
+def renormalise(signature: str) -> str:
+    """A signature recorded by an earlier version, with the normalisation
+    added since (element type names)."""
+    return _DTYPE.sub("T", signature)
 
 
 def fatal_line(stderr_text: str) -> str | None:

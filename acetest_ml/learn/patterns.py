@@ -333,13 +333,33 @@ def _product_is_numel(shape: str, t: str, not_len: Callable[[int], str]) -> str:
     return " and ".join(out)
 
 
+def _diag_len(d: str, t: str, k: str) -> str:
+    """``d`` holds diagonal ``k`` of the matrices of ``t``: ``t``'s batch dims
+    and the diagonal's length min(M + min(k, 0), N - max(k, 0)) (M, N: the
+    two inner dims); a band (``k`` of two elements) is left open."""
+    m, n, kv = f"{t}.dim[-2]", f"{t}.dim[-1]", f"{k}.value"
+    batch = " and ".join(f"({t}.rank < {i + 3} or {d}.dim[{i}] == {t}.dim[{i}])" for i in range(MAX_DIMS - 2))
+    length = (f"(({kv} >= 0 and (({m} <= {n} - {kv} and {d}.dim[-1] == {m}) or ({m} >= {n} - {kv} and "
+              f"{d}.dim[-1] == {n} - {kv}))) or ({kv} < 0 and (({m} + {kv} <= {n} and {d}.dim[-1] == {m} + {kv}) "
+              f"or ({m} + {kv} >= {n} and {d}.dim[-1] == {n}))))")
+    return f"({k}.rank >= 1 and {k}.dim[0] == 2) or ({d}.rank == {t}.rank - 1 and {batch} and {length})"
+
+
 _MACROS: dict[str, Callable[..., str]] = {
+    "diag_len": _diag_len,
     # values of small int tensors (flat elements) and list items
     "values_ge": lambda p, lo: _each(VALUE_ITEMS, lambda i: f"{p}[{i}] >= {lo}"),
     "values_ne": lambda p, c: _each(VALUE_ITEMS, lambda i: f"{p}[{i}] != {c}"),
     "values_in": lambda p, lo, hi: _each(VALUE_ITEMS, lambda i: f"{lo} <= {p}[{i}] and {p}[{i}] < {hi}"),
     "items_ge": lambda l, lo: _each(LIST_ITEMS, lambda i: f"{l}[{i}] >= {lo}"),
     "permutation": _permutation,
+    # t's trailing dims are l's items (layer_norm: input [*, normalized_shape])
+    "trailing_dims_from_list": lambda t, l: " and ".join(
+        f"(len({l}) != {k} or ({t}.rank >= {k} and "
+        + " and ".join(f"{t}.dim[{i - k}] == {l}[{i}]" for i in range(k)) + "))" for k in range(1, MAX_DIMS + 1)),
+    # t's shape is l (weight of the same shape as normalized_shape)
+    "shape_is_list": lambda t, l: f"{t}.rank == len({l}) and " + " and ".join(
+        f"(len({l}) <= {i} or {t}.dim[{i}] == {l}[{i}])" for i in range(MAX_DIMS)),
     "product_is_numel": lambda l, t: _product_is_numel(l, t, lambda k: f"len({l}) != {k}"),
     "product_is_numel_tensor": lambda l, t: _product_is_numel(l, t, lambda k: f"{l}.dim[0] != {k}"),
     # the padded spatial dims divisible by the block (SpaceToBatch: int

@@ -41,12 +41,28 @@ class _Fail(Exception):
     pass
 
 
+def _copy(v):
+    # containers copied, everything else shared: TensorDesc is frozen and
+    # the scalars are immutable (deepcopy was a third of a repair's cost)
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, tuple):
+        return tuple(_copy(x) for x in v)
+    return v
+
+
+def _copy_args(args: dict) -> dict:
+    return {k: _copy(v) for k, v in args.items()}
+
+
 def repair_all(rules: Sequence[str], ai: AbstractInput, rng: random.Random,
                rounds: int = 2) -> Optional[AbstractInput]:
     """A copy of ``ai`` edited to satisfy every rule of ``rules``, or None."""
     if all(holds(r, ai) for r in rules):
         return ai
-    out = AbstractInput(ai.api, copy.deepcopy(ai.args), ai.value_seed, list(ai.solved), dict(ai.origin))
+    out = AbstractInput(ai.api, _copy_args(ai.args), ai.value_seed, list(ai.solved), dict(ai.origin))
     for _ in range(rounds):
         for r in rules:
             if not holds(r, out):
@@ -88,7 +104,7 @@ class _Repair:
             self.rng.shuffle(options)
             options.sort(key=_is_condition)
             for v in options:
-                saved = copy.deepcopy(self.ai.args)
+                saved = _copy_args(self.ai.args)
                 try:
                     self.make_true(v)
                 except (_Fail, _Unsupported, TypeError, ValueError, IndexError):
@@ -297,7 +313,7 @@ class _Repair:
             v = self.value(t)
             if not isinstance(v, int) or isinstance(v, bool):
                 continue
-            saved = copy.deepcopy(self.ai.args)
+            saved = _copy_args(self.ai.args)
             try:
                 self.assign(t, v + need)
             except (_Fail, _Unsupported, IndexError):

@@ -33,7 +33,7 @@ import z3
 
 from ..model import AbstractInput, ApiSpec
 from ..solve.registry import RegistryProblem
-from ..solve.rules import RuleError
+from ..solve.rules import RuleError, compile_rule
 from ..solve.sampler import NoSolutionError, Sampler
 from .evaluate import holds
 from .learner import RuleLearner
@@ -50,18 +50,36 @@ def registry_check(spec: ApiSpec, base_rules: Sequence[str] = ()) -> Callable[[S
     """``check_sat`` for the learner: None when ``base_rules + rules`` compile
     against ``spec`` and have a solution, else the reason."""
 
+    # one problem and solver for every check: the rules of a check are
+    # compiled against it and asserted in a push / pop scope (building the
+    # problem anew for each proposal cost ~0.1 s)
+    base: dict = {}
+
+    def _base():
+        if "problem" not in base:
+            p = RegistryProblem(spec, list(base_rules), rules_source="learned")
+            s = z3.Solver(ctx=p.ctx)
+            s.set("timeout", SAT_TIMEOUT_MS)
+            s.add(*p.formulas())
+            base.update(problem=p, solver=s, n=len(p.formulas()))
+        return base["problem"], base["solver"], base["n"]
+
     @functools.lru_cache(maxsize=256)
     def check(rules: tuple) -> Optional[str]:
         try:
-            p = RegistryProblem(spec, list(base_rules) + list(rules), rules_source="learned")
+            p, s, n = _base()
+            fs = [compile_rule(r, p, where=f"learned: {spec.name}[{i}]") for i, r in enumerate(rules)]
         except RuleError as e:
             return f"does not compile ({str(e).split(': ')[-1][:80]})"
         except Exception as e:  # a spec the registry encoder cannot take
             return f"cannot encode ({type(e).__name__})"
-        s = z3.Solver(ctx=p.ctx)
-        s.set("timeout", SAT_TIMEOUT_MS)
-        s.add(*p.formulas())
-        r = s.check()
+        s.push()
+        try:
+            # bounds of element variables the rules' compilation added
+            s.add(*p.formulas()[n:], *fs)
+            r = s.check()
+        finally:
+            s.pop()
         if r == z3.sat:
             return None
         return "makes the constraints unsatisfiable" if r == z3.unsat else "solver gave up"
