@@ -52,6 +52,22 @@ def load_args(up):
     return [up.Argument.Argument(name, p) for name, p in props.items()]
 
 
+def run_hooked(up, opt, h, seed, batches, rounds):
+    """Upstream's Runner with hook ``h`` installed: ``batches`` managers of
+    ``rounds`` rounds each after ``random.seed(seed)``; the runner and the
+    hook's statistics file."""
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(seed)
+        r = up.Runner.Runner(API, opt)
+        for _ in range(batches):
+            r.run(up.APIManager.APIManager(API, load_args(up), opt), rounds)
+        r.terminate()
+    finally:
+        h.uninstall()
+    return r, json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+
+
 def make_option(up, tmp_path, test_round=100):
     opt = up.Option.TestOption()
     opt.test_round = test_round
@@ -314,16 +330,7 @@ def test_online_mode_trains_on_real_tensorflow_outcomes(up, tmp_path):
     opt = make_option(up, tmp_path, test_round=240)
     # rules off: the warm-up then runs unfiltered (learned rules are tested apart)
     h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=40, seed=0, rules=False))
-    h.install(up.APIManager.APIManager, up.Runner.Runner)
-    try:
-        random.seed(1)
-        r = up.Runner.Runner(API, opt)
-        for _ in range(6):
-            r.run(up.APIManager.APIManager(API, load_args(up), opt), 40)
-        r.terminate()
-    finally:
-        h.uninstall()
-    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    r, st = run_hooked(up, opt, h, 1, 6, 40)
     assert st["runs"] == r.total_times == 240
     assert st["online"]["labelled"] == 240 and st["online"]["trainings"] >= 1
     assert st["online"]["trained_at"][0] >= 40 and st["unfiltered"] >= 40
@@ -930,16 +937,7 @@ def test_online_retrains_every_few_labels_early_on(up, tmp_path):
     opt = make_option(up, tmp_path, test_round=90)
     h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, retrain_every=10,
                                           retrain_factor=1.1, rules=False))
-    h.install(up.APIManager.APIManager, up.Runner.Runner)
-    try:
-        random.seed(1)
-        r = up.Runner.Runner(API, opt)
-        for _ in range(3):
-            r.run(up.APIManager.APIManager(API, load_args(up), opt), 30)
-        r.terminate()
-    finally:
-        h.uninstall()
-    st = json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+    r, st = run_hooked(up, opt, h, 1, 3, 30)
     at = st["online"]["trained_at"]
     assert st["runs"] == 90 and at[0] <= 20, at
     assert len(at) >= 6 and all(b - a <= 11 for a, b in zip(at, at[1:])), at
@@ -982,16 +980,7 @@ def test_learned_rules_reject_candidates_upstream_would_refuse(up, tmp_path):
         opt = make_option(up, base, test_round=150)
         h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, rules=rules, reallocate=False,
                                               exploration=0.0), trainer=never)
-        h.install(up.APIManager.APIManager, up.Runner.Runner)
-        try:
-            random.seed(3)
-            r = up.Runner.Runner(API, opt)
-            for _ in range(3):
-                r.run(up.APIManager.APIManager(API, load_args(up), opt), 50)
-            r.terminate()
-        finally:
-            h.uninstall()
-        return r, json.loads((Path(r.output_dir) / hook.STATS_FILE).read_text())
+        return run_hooked(up, opt, h, 3, 3, 50)
 
     r, st = campaign(True)
     plain_r, plain = campaign(False)

@@ -162,25 +162,26 @@ def _recorded(cfg: BenchConfig, out: str, budget: int) -> dict:
     (``{"apis": {}}`` when it holds nothing)."""
     if not os.path.exists(os.path.join(out, "runs.sqlite")):
         return {"apis": {}, "not_run": True}
+    s = _summarize(cfg, out, budget)
+    s["not_run"] = True
+    return s
+
+
+def _summarize(cfg: BenchConfig, out: str, budget: int, learn: bool = False) -> dict:
+    """The summary of an arm's store over every API of the bench."""
     from ..store import Store
     from ..summary import summarize
     ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=cfg.seed_eval, resume=True,
-                          constraints_by_api=cfg.constraints_by_api())
+                          constraints_by_api=cfg.constraints_by_api(), learn_rules=learn)
     with Store(out) as st:
-        s = summarize(st, ccfg)
-    s["not_run"] = True
-    return s
+        return summarize(st, ccfg)
 
 
 def _arm_summary(cfg: BenchConfig, out: str, budget: int, learn: bool) -> dict:
     """An arm's summary over every API once all its chunks ran (also its
     summary.json and, for learning arms, learned_rules.yaml)."""
-    from ..store import Store
-    from ..summary import summarize, write_summary
-    ccfg = CampaignConfig(apis=cfg.apis, out=out, budget=budget, seed=cfg.seed_eval, resume=True,
-                          constraints_by_api=cfg.constraints_by_api(), learn_rules=learn)
-    with Store(out) as st:
-        s = summarize(st, ccfg)
+    from ..summary import write_summary
+    s = _summarize(cfg, out, budget, learn)
     write_summary(out, s)
     if learn:
         from ..learn import learned_from_summary, write_rules_yaml

@@ -477,6 +477,8 @@ class ApiFilter:
             threshold = float(getattr(self.scorer, "threshold", 0.5)) if self.scorer is not None else 0.5
             band = float(self.config.explore_band)
             best: Optional[tuple[float, list, AbstractInput]] = None
+            refusals = (("int64_rejected", beyond_int64, -3.0), ("int32_rejected", self.out_of_int32, -3.0),
+                        ("lossy_rejected", self.lossy_refused, -2.5))
             decision = ""
             ai = None
             for _ in range(int(self.config.max_tries)):
@@ -486,26 +488,16 @@ class ApiFilter:
                 if ai is None:
                     decision = "unconvertible"
                     break
-                if beyond_int64(ai):
-                    # TF cannot convert it ("int too big to convert"): the op is
-                    # never reached, so the run can only be invalid; the features
-                    # do not see it, so no model learns it
-                    self.counts["int64_rejected"] += 1
+                # refused before scoring, with the rank it has as a last resort:
+                # beyond int64 TF cannot convert it ("int too big to convert"),
+                # so the op is never reached; the features see neither that nor
+                # an int32 attribute the op refused, nor a refused lossy dtype
+                refused = next(((key, rank) for key, check, rank in refusals if check(ai)), None)
+                if refused is not None:
+                    self.counts[refused[0]] += 1
                     self.counts["discarded"] += 1
-                    if best is None:
-                        best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
-                    continue
-                if self.out_of_int32(ai):
-                    self.counts["int32_rejected"] += 1
-                    self.counts["discarded"] += 1
-                    if best is None:
-                        best = (-3.0, [a.arg_value for a in manager.arg_list], ai)
-                    continue
-                if self.lossy_refused(ai):
-                    self.counts["lossy_rejected"] += 1
-                    self.counts["discarded"] += 1
-                    if best is None or best[0] < -2.5:
-                        best = (-2.5, [a.arg_value for a in manager.arg_list], ai)
+                    if best is None or best[0] < refused[1]:
+                        best = (refused[1], [a.arg_value for a in manager.arg_list], ai)
                     continue
                 with keep_global_rng():
                     broken = self.breaks_rule(ai)
