@@ -133,6 +133,7 @@ class ResumeState:
     explored: int = 0
     elapsed: float = 0.0
     idle: int = 0               # candidates not run since the last executed one
+    passes: int = 0             # executed runs that passed
 
     @classmethod
     def read(cls, store: Store, cfg: CampaignConfig, name: str) -> "ResumeState":
@@ -144,7 +145,10 @@ class ResumeState:
         return cls(start=start, executed=store.count_executed(name, seed),
                    explored=store.count_decision(name, seed, Decision.EXPLORE),
                    elapsed=float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0,
-                   idle=start - (last_run + 1 if last_run is not None else 0))
+                   idle=start - (last_run + 1 if last_run is not None else 0),
+                   passes=int(store.db.execute(
+                       "SELECT COUNT(*) FROM candidates WHERE api = ? AND seed = ? AND outcome = ?",
+                       (name, seed, Outcome.PASS.value)).fetchone()[0]))
 
 
 class StoreSink:
@@ -239,6 +243,10 @@ class ApiCampaign:
         crashes = 0
         self.bug_errors: list[str] = []
         filt = self._make_filter(spec)
+        gate = None  # filter policy rate: is a predicted-invalid candidate worth its run?
+        if filt is not None and cfg.filter_policy == "rate":
+            from .filter import RateGate
+            gate = RateGate(state.passes, state.elapsed)
         # exploration runs so far (their share of executed runs is bounded)
         self.explored = state.explored
         self.idle = state.idle  # candidates in a row not run
@@ -294,6 +302,9 @@ class ApiCampaign:
                                 and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = Decision.EXPLORE
                             self.explored += 1
+                        elif (decision == Decision.REJECT and gate is not None
+                              and gate.worth(score, time.time() - t0)):
+                            decision = Decision.CHEAP
                         elif (decision == Decision.REJECT and cfg.known_crash_floor
                               and self.idle >= REJECT_FLOOR_FACTOR * cfg.known_crash_floor):
                             # the model rejects nearly everything (e.g. learned rules
@@ -315,7 +326,10 @@ class ApiCampaign:
                         continue
                     if cfg.time_budget is not None and time.time() - t0 >= cfg.time_budget:
                         break  # not recorded: a resumed campaign regenerates it identically
+                    t_run = time.perf_counter()
                     res = self._execute(executor, spec, ai)
+                    if gate is not None:
+                        gate.observe(res.outcome, time.perf_counter() - t_run)
                     self.idle = 0
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
@@ -348,6 +362,8 @@ class ApiCampaign:
             info = {**notes, "elapsed": state.elapsed + (time.time() - t0), "health": health}
             if filt is not None:
                 info["filter"] = filt.info()
+                if gate is not None:
+                    info["filter"]["rate"] = gate.info(time.time() - t0)
             if self.bug_errors:
                 info["bug_folder_errors"] = self.bug_errors[:5]
             if cfg.learn_rules:

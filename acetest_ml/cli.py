@@ -12,8 +12,8 @@ import os
 import sys
 
 from .errors import UserError
-from .settings import (CONSTRAINT_SOURCES, DEFAULT_MODELS_DIR, DEFAULTS as D, FRAMEWORKS,
-                       ML_FILTERS, SettingError)
+from .settings import (CONSTRAINT_SOURCES, DEFAULT_MODELS_DIR, DEFAULTS as D, FILTER_POLICIES,
+                       FRAMEWORKS, ML_FILTERS, SettingError)
 
 EXIT_USER_ERROR = 2
 #: settings whose command-line option is not ``--<name with dashes>``
@@ -64,6 +64,11 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exploration", type=float, default=D["exploration"],
                    help="share of the executed budget spent on predicted-invalid inputs, run "
                    "anyway to measure the filter's misses (default %(default)s; 0 = none)")
+    p.add_argument("--filter-policy", choices=list(FILTER_POLICIES), default=D["filter_policy"],
+                   help="score: discard every input scoring below the threshold; rate: discard one "
+                   "only when running it would lower the API's valid executions per second, from "
+                   "its score, the measured time of invalid runs and the valid rate so far "
+                   "(decisions then depend on timing) (default %(default)s)")
     p.add_argument("--batch", type=int, default=D["batch"],
                    help="candidates scored per batch (default %(default)s)")
     p.add_argument("--warmup", type=int, default=D["warmup"],
@@ -148,7 +153,8 @@ def _campaign_config(args, apis: list[str]):
                           rules=args.rules, timeout=args.timeout,
                           jobs=args.jobs, resume=args.resume, ml_filter=args.ml_filter,
                           models=args.models, models_dir=args.models_dir,
-                          exploration=args.exploration, batch=args.batch, warmup=args.warmup,
+                          exploration=args.exploration,
+                          filter_policy=getattr(args, "filter_policy", "score"), batch=args.batch, warmup=args.warmup,
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
                           learn_rules=args.learn_rules, prior_rules=getattr(args, "prior_rules", None),
                           cheap=not getattr(args, "no_cheap", False),

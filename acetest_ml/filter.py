@@ -265,6 +265,73 @@ def explorable(decision: str, score: Optional[float], threshold: float, band: fl
     return decision == Decision.REJECT and score is not None and score >= threshold - band
 
 
+class RateGate:
+    """Filter policy ``rate``: is a predicted-invalid candidate worth its run?
+
+    The candidate is already drawn, so what a run costs is its execution
+    time. Run it when what it is expected to give, ``score`` valid runs (the
+    model's P(not invalid)), arrives at least as fast as the API's valid runs
+    do so far: ``score / t_invalid >= valid rate``, with ``t_invalid`` the
+    measured wall time of the API's invalid runs (a predicted-invalid input
+    that runs is mostly one of those). Discarding then only drops inputs whose
+    run would lower valid executions per second, and where invalid runs cost
+    about nothing (a shape check failing in microseconds) the API keeps the
+    unfiltered stream's executions, and with them its crashes. Achieved rate
+    and invalid-run time are measured, so decisions depend on timing; the
+    inputs themselves do not (candidate i is the same whatever was run).
+
+    Until an invalid run has been timed, one predicted-invalid candidate in
+    ``PROBE_EVERY`` (the first one included) runs to time it.
+    """
+
+    PROBE_EVERY = 16
+
+    def __init__(self, passes: int = 0, elapsed: float = 0.0):
+        self.passes = int(passes)
+        self.elapsed0 = float(elapsed)
+        self.t_invalid: Optional[float] = None
+        self.n_invalid = 0
+        self.let_through = 0
+        self._since_probe = self.PROBE_EVERY - 1
+
+    def observe(self, outcome, wall_s: float) -> None:
+        from .outcome import Outcome
+        if outcome == Outcome.PASS:
+            self.passes += 1
+        elif outcome == Outcome.INVALID:
+            self.n_invalid += 1
+            w = max(0.0, float(wall_s))
+            if self.t_invalid is None:
+                self.t_invalid = w
+            else:  # running mean over the first 20, then an exponential average
+                a = max(1.0 / self.n_invalid, 0.05)
+                self.t_invalid += a * (w - self.t_invalid)
+
+    def rate(self, elapsed: float) -> float:
+        """Valid runs per second so far (one pass and one second of prior)."""
+        return (self.passes + 1) / (self.elapsed0 + max(0.0, elapsed) + 1.0)
+
+    def worth(self, score: Optional[float], elapsed: float) -> bool:
+        if score is None:
+            return False
+        if self.t_invalid is None:
+            self._since_probe += 1
+            if self._since_probe < self.PROBE_EVERY:
+                return False
+            self._since_probe = 0
+            self.let_through += 1
+            return True
+        if float(score) >= self.rate(elapsed) * self.t_invalid:
+            self.let_through += 1
+            return True
+        return False
+
+    def info(self, elapsed: float) -> dict:
+        return {"policy": "rate", "t_invalid_ms": (None if self.t_invalid is None
+                                                   else round(1e3 * self.t_invalid, 3)),
+                "valid_rate": round(self.rate(elapsed), 3), "let_through": self.let_through}
+
+
 class OfflineFilter(_Filter):
     mode = "offline"
 

@@ -61,6 +61,9 @@ class Decision(_StrEnum):
     REJECT = "reject"      #: predicted invalid (becomes EXPLORE or DISCARD; never stored)
     EXPLORE = "explore"    #: predicted invalid, executed anyway (measures the filter's misses)
     DISCARD = "discard"    #: predicted invalid, not executed
+    #: predicted invalid, executed because at the API's measured valid rate
+    #: and invalid-run time its score is worth the run (filter policy ``rate``)
+    CHEAP = "cheap"
     #: predicted to crash or hang: never discarded (becomes ACCEPT or KNOWN; never stored)
     CRASH = "crash"
     #: predicted to reproduce a crash signature already seen known_crash_k times: not executed

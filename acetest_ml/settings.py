@@ -24,6 +24,10 @@ DEFAULT_MODELS_DIR = "models"
 CONSTRAINT_SOURCES = ("registry", "acetest")
 FRAMEWORKS = ("tf", "torch")
 ML_FILTERS = ("offline", "online")
+#: score: discard every candidate scoring below the threshold (the paper's
+#: filter); rate: discard one only when running it would lower the API's valid
+#: executions per second (see acetest_ml/filter.py RateGate)
+FILTER_POLICIES = ("score", "rate")
 
 
 class SettingError(UserError):
@@ -92,6 +96,7 @@ class CampaignConfig:
     #: folder of model files (None: the registry's models_dir, ./models for the packaged one)
     models_dir: Optional[str] = None
     exploration: float = 0.05               #: share of executed runs spent on predicted-invalid
+    filter_policy: str = "score"            #: score | rate (FILTER_POLICIES)
     batch: int = 16                         #: candidates scored per batch
     max_candidates_per_exec: int = 50       #: candidate cap = budget x this
     warmup: int = 60                        #: online: labelled runs before the first model
@@ -169,6 +174,7 @@ class CampaignConfig:
         if not isinstance(self.resume, bool):
             raise SettingError("resume", f"must be true or false (got {self.resume!r})")
         _choice("ml_filter", self.ml_filter, ML_FILTERS, optional=True)
+        _choice("filter_policy", self.filter_policy, FILTER_POLICIES)
         if self.onednn is not None and not isinstance(self.onednn, bool):
             raise SettingError("onednn", f"must be true, false or unset (got {self.onednn!r})")
         if not isinstance(self.models, str) or not self.models:

@@ -81,6 +81,10 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "discarded": decisions.get(Decision.DISCARD, 0),
             "known_crash_skipped": decisions.get(Decision.KNOWN, 0),
             "explored": decisions.get(Decision.EXPLORE, 0),
+            # predicted invalid, run because they were worth it (filter policy rate)
+            "cheap_runs": decisions.get(Decision.CHEAP, 0),
+            "policy": (f.get("rate") or {}).get("policy", "score"),
+            "rate": f.get("rate"),
             # the share of executed runs spent on exploration (bounded by --exploration)
             "explore_share": exp_exec / executed if executed else 0.0,
             "accepted": decisions.get(Decision.ACCEPT, 0),

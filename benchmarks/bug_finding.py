@@ -73,7 +73,13 @@ def _arm_configs(args, models_yaml: str) -> dict[str, dict]:
             "online": {"ml_filter": "online", "models": models_yaml}}
     if "learn_rules" in {f.name for f in dataclasses.fields(CampaignConfig)}:
         arms["learned+filter"] = {"ml_filter": "offline", "models": models_yaml, "learn_rules": True}
-    wanted = args.arms.split(",") if args.arms else [a for a in arms if a != "online"]
+    if "filter_policy" in {f.name for f in dataclasses.fields(CampaignConfig)}:
+        # filter policy rate: discard only what would lower valid executions per second
+        arms["filtered-rate"] = {**arms["filtered"], "filter_policy": "rate"}
+        if "learned+filter" in arms:
+            arms["learned+filter-rate"] = {**arms["learned+filter"], "filter_policy": "rate"}
+    wanted = (args.arms.split(",") if args.arms
+              else [a for a in arms if a != "online" and not a.endswith("-rate")])
     return {a: arms[a] for a in wanted if a in arms}
 
 
@@ -116,7 +122,7 @@ def _row(v: dict) -> dict:
             "signatures": list(v.get("crash_signatures") or []),
             "filter": {k: (v.get("filter") or {}).get(k) for k in
                        ("mode", "candidates", "discarded", "explored", "known_crash_skipped",
-                        "crash_kept", "crash_class")} if v.get("filter") else None}
+                        "crash_kept", "crash_class", "cheap_runs", "rate")} if v.get("filter") else None}
 
 
 def build(apis, arms: dict[str, dict], train: dict, train_rep: dict, args) -> dict:

@@ -102,6 +102,52 @@ def test_filtered_campaign_runs_budget_and_records_every_decision(trained, capsy
     assert rep["balanced_accuracy"] > 0.6  # held out (seed 1 vs seed 0), still better than chance
 
 
+def test_rate_policy_runs_cheap_predicted_invalid_inputs(trained):
+    """--filter-policy rate on the same model and seed: the input stream is the
+    same; predicted-invalid inputs that score at least valid rate x invalid-run
+    time are executed (decision cheap) instead of discarded, so fewer
+    candidates are drawn per executed run; accepted ones stay accepted."""
+    tmp, models, _ = trained
+    common = ["campaign", "--api", API, "--budget", "60", "--seed", "5", "--ml-filter",
+              "--models", models, "--exploration", "0", "--no-progress"]
+    score, rate = str(tmp / "policy-score"), str(tmp / "policy-rate")
+    assert main(common + ["--out", score]) == 0
+    assert main(common + ["--out", rate, "--filter-policy", "rate"]) == 0
+    a, b = _history(score), _history(rate)
+    n = min(len(a), len(b))
+    assert [r[1] for r in a[:n]] == [r[1] for r in b[:n]]  # candidate i is the same input
+    thr = json.load(open(tmp / "models" / f"{safe_name(API)}.json"))["threshold"]
+    cheap = [r for r in b if r[2] == "cheap"]
+    assert cheap and all(r[3] < thr and r[4] is not None for r in cheap)
+    for x, y in zip(a[:n], b[:n]):  # rate only turns discards into runs
+        assert (x[2] == "accept") == (y[2] == "accept")
+        if y[2] == "discard":
+            assert x[2] == "discard"
+    f = {p: json.load(open(os.path.join(o, "summary.json")))["apis"][API]["filter"]
+         for p, o in (("score", score), ("rate", rate))}
+    assert f["score"]["policy"] == "score" and f["score"]["cheap_runs"] == 0
+    assert f["rate"]["policy"] == "rate" and f["rate"]["cheap_runs"] == len(cheap)
+    assert f["rate"]["rate"]["t_invalid_ms"] > 0 and f["rate"]["rate"]["valid_rate"] > 0
+    assert f["rate"]["candidates_per_exec"] < f["score"]["candidates_per_exec"]
+
+
+def test_rate_gate_arithmetic():
+    from acetest_ml.filter import RateGate
+    from acetest_ml.outcome import Outcome
+    g = RateGate(passes=9, elapsed=4.0)  # (9 + 1) passes / (4 + 1) s: 2 valid runs per second
+    # no invalid run timed yet: the first rejected candidate and every 16th runs to time one
+    assert [g.worth(0.01, 0.0) for _ in range(33)] == [i % 16 == 0 for i in range(33)]
+    g.let_through = 0
+    g.observe(Outcome.INVALID, 0.05)
+    g.observe(Outcome.INVALID, 0.15)  # mean 0.1 s per invalid run
+    assert g.t_invalid == pytest.approx(0.1)
+    assert g.rate(0.0) == pytest.approx(2.0)
+    assert g.worth(0.21, 0.0) and not g.worth(0.19, 0.0)  # worth it from 2 x 0.1 = 0.2
+    g.observe(Outcome.PASS, 0.01)  # passes count; their time does not move t_invalid
+    assert g.passes == 10 and g.t_invalid == pytest.approx(0.1)
+    assert not g.worth(None, 0.0) and g.let_through == 1
+
+
 def test_swapping_kind_in_yaml_changes_the_model(trained):
     tmp, models, train_out = trained
     doc = yaml.safe_load(open(models))

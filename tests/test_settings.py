@@ -19,7 +19,7 @@ BAD = [
     ("timeout", 0), ("timeout", -1.0), ("timeout", math.inf), ("timeout", math.nan), ("timeout", "10"),
     ("jobs", 0), ("exploration", -0.1), ("exploration", 1.5), ("exploration", math.nan),
     ("batch", 0), ("warmup", 0), ("retrain_every", 0), ("max_candidates_per_exec", 0),
-    ("constraints", "smt"), ("ml_filter", "yes"), ("framework", "jax"),
+    ("constraints", "smt"), ("ml_filter", "yes"), ("framework", "jax"), ("filter_policy", "fast"),
     ("mem_limit_mb", 0), ("seed", 1.5), ("resume", "no"),
     ("constraints_by_api", {API: "other"}), ("apis", []), ("apis", [""]),
 ]
@@ -63,7 +63,7 @@ def test_cli_defaults_are_the_settings_defaults():
     ns = build_parser().parse_args(["campaign", "--api", API, "--out", "x"])
     for name in ("budget", "seed", "constraints", "acetest_data", "rules", "timeout", "jobs",
                  "ml_filter", "models", "models_dir", "exploration", "batch", "warmup",
-                 "retrain_every", "mem_limit_mb"):
+                 "retrain_every", "mem_limit_mb", "filter_policy"):
         assert getattr(ns, name) == DEFAULTS[name], name
 
 
