@@ -109,10 +109,11 @@ def messages(out: str, keys: list) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [f"# Whole-framework campaigns: --jobs {res['jobs']} vs --ray local ({res['jobs']} workers)",
-             "", f"Budget {res['budget']} runs per API, seed {res['seed']}, {res['when']}. APIs: "
+             "", f"Budget {res['budget']} runs per API, seed {res['seed']}. APIs: "
              + "; ".join(f"{fw}: " + (f"{len(r['apis'])} of {r['supported']} supported (deterministic sample, evenly "
                                        "spaced over the sorted names)" if len(r["apis"]) < r["supported"]
                                        else f"all {r['supported']} supported")
+                         + f", measured {r.get('when', res['when'])}"
                          for fw, r in res["frameworks"].items()) + ".", "",
              "| framework | mode | APIs | completed | skipped | error | wall s | executed | exec/s | valid exec/s | pooled pass |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -140,9 +141,31 @@ def markdown(res: dict) -> str:
         lines += ["", "The sample:", ""]
         for fw, r in small.items():
             lines.append(f"- {fw}: {', '.join(r['apis'])}")
-    if res.get("note"):
+    notes = [f"{fw}: {r['note']}" for fw, r in res["frameworks"].items() if r.get("note")]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    elif res.get("note"):
         lines += ["", res["note"]]
     return "\n".join(lines) + "\n"
+
+
+def merge_earlier(res: dict, path: str) -> None:
+    """Keep the frameworks this invocation did not run from an earlier report
+    with the same budget and seed (each framework carries its own date and
+    note), so `--framework torch` updates the torch rows only."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return
+    if (old.get("budget"), old.get("seed"), old.get("jobs")) != (res["budget"], res["seed"], res["jobs"]):
+        return
+    for fw, r in (old.get("frameworks") or {}).items():
+        if fw not in res["frameworks"]:
+            r.setdefault("when", old.get("when"))
+            r.setdefault("note", old.get("note"))
+            res["frameworks"][fw] = r
+    res["frameworks"] = {fw: res["frameworks"][fw] for fw in ("tf", "torch") if fw in res["frameworks"]}
 
 
 def parse_samples(values: list[str], p: argparse.ArgumentParser) -> dict:
@@ -178,9 +201,11 @@ def main(argv=None) -> int:
         apis = api_list(fw, samples.get(fw, samples.get("*")))
         r = {"apis": apis, "supported": len(supported(fw)), "jobs": one(fw, apis, "jobs", args, root), "ray": one(fw, apis, "ray", args, root)}
         r["compare"] = compare(r["jobs"]["out"], r["ray"]["out"])
+        r["when"], r["note"] = res["when"], args.note
         res["frameworks"][fw] = r
         print(json.dumps({k: v for k, v in r.items() if k != "apis"}, indent=1))
     os.makedirs(args.write_to, exist_ok=True)
+    merge_earlier(res, os.path.join(args.write_to, "whole_framework.json"))
     with open(os.path.join(args.write_to, "whole_framework.json"), "w") as f:
         json.dump(res, f, indent=1)
     with open(os.path.join(args.write_to, "whole_framework.md"), "w") as f:
