@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-cheap", action="store_true",
                     help="every registry candidate from Z3 (the old scheme), to measure cheap candidates")
+    ap.add_argument("--filter-policy", choices=["score", "rate"], default=None,
+                    help="the filtered arms' filter policy (default: the config's filter_policy, else score)")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report to benchmarks/RESULTS.md (full runs only)")
     ap.add_argument("--upstream", action="store_true",
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
     try:
         cfg = load_bench_config(args.config, quick=args.quick)
         cfg.cheap = not args.no_cheap
+        if args.filter_policy:
+            cfg.filter_policy = args.filter_policy
         if args.arms:
             from .protocol import ARMS
             bad = sorted(set(args.arms) - set(ARMS))

@@ -50,6 +50,8 @@ class BenchConfig:
     quick: bool = False
     #: cheap candidates (CampaignConfig.cheap); bench --no-cheap measures the old scheme
     cheap: bool = True
+    #: the filtered arms' filter policy (CampaignConfig.filter_policy)
+    filter_policy: str = DEFAULTS["filter_policy"]
     #: evaluation arms to run (None: all); any other arm is summarized from
     #: what its folder holds already (nothing: reported as not run)
     arms: Optional[tuple] = None
@@ -91,7 +93,8 @@ def load_bench_config(path: str, quick: bool = False) -> BenchConfig:
                       jobs=doc.get("jobs", DEFAULTS["jobs"]),
                       exploration=doc.get("exploration", DEFAULTS["exploration"]),
                       rules=doc.get("rules"), models=doc.get("models", DEFAULTS["models"]),
-                      min_per_class=int(doc.get("min_per_class", 10)))
+                      min_per_class=int(doc.get("min_per_class", 10)),
+                      filter_policy=doc.get("filter_policy", DEFAULTS["filter_policy"]))
     if quick:
         q = get(doc, "quick", dict, {})
         qapis = set(get(q, "apis", list, []))
@@ -113,7 +116,7 @@ def load_bench_config(path: str, quick: bool = False) -> BenchConfig:
     for budget in (cfg.budget_train, cfg.budget_eval):
         try:
             CampaignConfig(apis=cfg.apis, out=".", budget=budget, timeout=cfg.timeout,
-                           jobs=cfg.jobs, exploration=cfg.exploration)
+                           jobs=cfg.jobs, exploration=cfg.exploration, filter_policy=cfg.filter_policy)
         except SettingError as e:
             raise ConfigError(f"{path}: {e}") from None
     base = os.path.dirname(os.path.abspath(path))
@@ -145,7 +148,8 @@ def _campaign(cfg: BenchConfig, out: str, *, seed: int, budget: int, acetest_dat
                           acetest_data=acetest_data, rules=cfg.rules, timeout=cfg.timeout, jobs=cfg.jobs,
                           resume=resume, ml_filter=ml_filter, models=models or cfg.models,
                           exploration=cfg.exploration, constraints_by_api=cfg.constraints_by_api(),
-                          learn_rules=learn_rules, prior_rules=prior_rules, cheap=cfg.cheap)
+                          learn_rules=learn_rules, prior_rules=prior_rules, cheap=cfg.cheap,
+                          filter_policy=cfg.filter_policy if ml_filter else "score")
     if resume and os.path.exists(done_marker):
         with open(done_marker) as f:
             prev = json.load(f)

@@ -62,7 +62,8 @@ def build_results(cfg, train_sum: dict, train_rep: dict, arms: dict, clf: dict, 
         "config": {"path": cfg.path, "quick": cfg.quick, "seed_train": cfg.seed_train,
                    "seed_eval": cfg.seed_eval, "budget_train": cfg.budget_train,
                    "budget_eval": cfg.budget_eval, "jobs": cfg.jobs, "exploration": cfg.exploration,
-                   "min_per_class": cfg.min_per_class, "apis_listed": len(cfg.apis)},
+                   "min_per_class": cfg.min_per_class, "apis_listed": len(cfg.apis),
+                   "filter_policy": getattr(cfg, "filter_policy", "score")},
         "timings": timings,
         "overall": overall(per_api, trainable),
         "overall_all": overall(per_api, list(per_api)),
@@ -185,6 +186,7 @@ def report_md(results: dict) -> str:
            f"{'Quick subset' if c['quick'] else 'Full list'}: {c['apis_listed']} APIs; training seed "
            f"{c['seed_train']} ({c['budget_train']} executions per API), evaluation seed {c['seed_eval']} "
            f"({c['budget_eval']} executions per API and arm), exploration {c['exploration']}, "
+           f"filter policy {c.get('filter_policy', 'score')}, "
            f"{c['jobs']} workers; wall time {results['timings'].get('total_s', 0):.0f} s.", "",
            f"`overall`: the {o['n_apis']} APIs whose training data had at least {c['min_per_class']} passing "
            f"and {c['min_per_class']} failing runs (a classifier can be trained); `overall_all`: all "
