@@ -329,7 +329,8 @@ class ApiCampaign:
                     t_run = time.perf_counter()
                     res = self._execute(executor, spec, ai)
                     if gate is not None:
-                        gate.observe(res.outcome, time.perf_counter() - t_run)
+                        gate.observe(res.outcome, time.perf_counter() - t_run,
+                                     accepted=decision == Decision.ACCEPT)
                     self.idle = 0
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))

@@ -273,7 +273,10 @@ class RateGate:
     model's P(not invalid)), arrives at least as fast as the API's valid runs
     do so far: ``score / t_invalid >= valid rate``, with ``t_invalid`` the
     measured wall time of the API's invalid runs (a predicted-invalid input
-    that runs is mostly one of those). Discarding then only drops inputs whose
+    that runs is mostly one of those), timed on the runs the model did not
+    accept (exploration, cheap and warm-up runs) once there are
+    ``MIN_TIMED`` of those: inputs the model accepts and that still fail get
+    further into the kernel and cost more than an early shape check. Discarding then only drops inputs whose
     run would lower valid executions per second, and where invalid runs cost
     about nothing (a shape check failing in microseconds) the API keeps the
     unfiltered stream's executions, and with them its crashes. Achieved rate
@@ -285,27 +288,35 @@ class RateGate:
     """
 
     PROBE_EVERY = 16
+    MIN_TIMED = 3
 
     def __init__(self, passes: int = 0, elapsed: float = 0.0):
         self.passes = int(passes)
         self.elapsed0 = float(elapsed)
-        self.t_invalid: Optional[float] = None
-        self.n_invalid = 0
+        self._t: dict[bool, Optional[float]] = {False: None, True: None}
+        self._n: dict[bool, int] = {False: 0, True: 0}
         self.let_through = 0
         self._since_probe = self.PROBE_EVERY - 1
 
-    def observe(self, outcome, wall_s: float) -> None:
+    @property
+    def t_invalid(self) -> Optional[float]:
+        """Seconds per invalid run: of the runs the model did not accept
+        once there are MIN_TIMED of them, else of any."""
+        if self._n[False] >= self.MIN_TIMED:
+            return self._t[False]
+        return self._t[True]
+
+    def observe(self, outcome, wall_s: float, accepted: bool = False) -> None:
         from .outcome import Outcome
         if outcome == Outcome.PASS:
             self.passes += 1
         elif outcome == Outcome.INVALID:
-            self.n_invalid += 1
             w = max(0.0, float(wall_s))
-            if self.t_invalid is None:
-                self.t_invalid = w
-            else:  # running mean over the first 20, then an exponential average
-                a = max(1.0 / self.n_invalid, 0.05)
-                self.t_invalid += a * (w - self.t_invalid)
+            for key in ({True, bool(accepted)}):  # True: any run; False: not accepted
+                self._n[key] += 1
+                t = self._t[key]
+                # a running mean over the first 20, then an exponential average
+                self._t[key] = w if t is None else t + max(1.0 / self._n[key], 0.05) * (w - t)
 
     def rate(self, elapsed: float) -> float:
         """Valid runs per second so far (one pass and one second of prior)."""
@@ -329,6 +340,7 @@ class RateGate:
     def info(self, elapsed: float) -> dict:
         return {"policy": "rate", "t_invalid_ms": (None if self.t_invalid is None
                                                    else round(1e3 * self.t_invalid, 3)),
+                "timed_not_accepted": self._n[False], "timed_any": self._n[True],
                 "valid_rate": round(self.rate(elapsed), 3), "let_through": self.let_through}
 
 

@@ -146,6 +146,13 @@ def test_rate_gate_arithmetic():
     g.observe(Outcome.PASS, 0.01)  # passes count; their time does not move t_invalid
     assert g.passes == 10 and g.t_invalid == pytest.approx(0.1)
     assert not g.worth(None, 0.0) and g.let_through == 1
+    # accepted inputs that fail get further and cost more: once 3 runs the
+    # model did not accept are timed, those set the time
+    g.observe(Outcome.INVALID, 0.7, accepted=True)
+    assert g.t_invalid == pytest.approx(0.3)  # (0.05 + 0.15 + 0.7) / 3, all runs
+    for _ in range(3):
+        g.observe(Outcome.INVALID, 0.01, accepted=False)
+    assert g.t_invalid == pytest.approx((0.05 + 0.15 + 3 * 0.01) / 5)  # the accepted one left out
 
 
 def test_swapping_kind_in_yaml_changes_the_model(trained):
