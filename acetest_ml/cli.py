@@ -89,8 +89,8 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
                    "reproduce it run only from the exploration share (default %(default)s; 0 = off)")
     p.add_argument("--known-crash-floor", type=int, default=D["known_crash_floor"], metavar="N",
                    help="crash classes with fewer training runs are cut at 3x their share; after N "
-                        "candidates in a row not run, the next predicted-invalid one runs, after 4 x N "
-                        "the next known crash (0: off; default %(default)s)")
+                        "candidates in a row not run, the next known crash runs (0: off; default "
+                        "%(default)s)")
     p.add_argument("--explore-band", type=float, default=D["explore_band"],
                    help="filter: explore predicted-invalid inputs scoring within this distance "
                    "below the threshold (default %(default)s; 1 = any)")

@@ -20,6 +20,7 @@ CPUs; ``auto``, ``host:port`` or ``ray://host:port`` join a running cluster
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import queue
@@ -223,9 +224,20 @@ def run_on_ray(cfg, address: str) -> None:
                 attempts[api] = attempts.get(api, 0) + 1
                 running[task.remote(cfg, api, spec, state, prior)] = (api, name)
 
-            for api in cfg.apis:
-                submit(api)
-            while running:
+            # a bounded number of tasks in flight: the driver waits on few
+            # generators, and the specs of later APIs are read as they start
+            window = _window(ray, cfg.jobs)
+            pending = collections.deque(cfg.apis)
+
+            def top_up() -> None:
+                while pending and len(running) < window:
+                    submit(pending.popleft())
+
+            top_up()
+            while running or pending:
+                top_up()
+                if not running:
+                    continue
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 for gen in ready:
                     api, name = running[gen]
@@ -252,6 +264,18 @@ def run_on_ray(cfg, address: str) -> None:
     finally:
         if owned:
             ray.shutdown()
+
+
+#: tasks in flight per CPU of the cluster
+TASKS_PER_CPU = 2
+
+
+def _window(ray, jobs: int) -> int:
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", jobs))
+    except Exception:
+        cpus = jobs
+    return max(2, TASKS_PER_CPU * max(1, cpus))
 
 
 def _apply(sink, batch) -> None:

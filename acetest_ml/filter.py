@@ -28,12 +28,11 @@ Crash-aware filtering (the model keeps crash/timeout as a class of its own):
   on them (``mkl_layout_pass ... has value -N out of range``) and the
   features, which clip such values, cannot tell them from ordinary ones;
 - once ``known_crash_floor`` candidates in a row were not run, the next
-  predicted-invalid one runs (a model that rejects nearly everything, e.g.
-  after learned rules moved the inputs away from its training runs, cannot
-  starve the API); after 4x that many, the next known crash runs (an API
-  whose inputs all crash or are invalid would otherwise spend its time
-  drawing and scoring). The cheap, possibly new run comes before the worker
-  restart that reproduces a known bug.
+  known crash runs (an API whose inputs all crash or are invalid would
+  otherwise spend its time drawing and scoring); after 4x that many, the
+  next predicted-invalid one runs (a model that rejects nearly everything,
+  e.g. after learned rules moved the inputs away from its training runs,
+  cannot starve the API).
 """
 from __future__ import annotations
 

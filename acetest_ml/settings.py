@@ -115,8 +115,7 @@ class CampaignConfig:
     #: reproduce it run only from the exploration share (0: off)
     known_crash_k: int = 3
     #: crash classes trained on fewer runs are cut at 3x their share; after
-    #: this many candidates in a row not run, the next predicted-invalid one
-    #: runs, after 4x that many the next known crash (0: off)
+    #: this many candidates in a row not run, the next known crash runs (0: off)
     known_crash_floor: int = 16
     #: exploration draws predicted-invalid inputs scoring within this distance
     #: below the threshold (1.0: any score)

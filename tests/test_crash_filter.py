@@ -183,22 +183,21 @@ def test_campaign_runs_predicted_crashes_until_their_signature_is_known(tmp_path
 
 @needs_tf_crash
 def test_known_crash_floor_runs_a_known_crash_when_nothing_else_ran(tmp_path, monkeypatch):
-    # the same campaign with a floor of 1: once 4 x 1 candidates in a row were
-    # not run, the next known crash runs (a crash-only API keeps running); the
-    # reject floor (which comes first) is off here (test_reject_floor_... tests it)
-    from acetest_ml.campaign import KNOWN_FLOOR_FACTOR
+    # the same campaign with a floor of 4: once 4 candidates in a row were not
+    # run, the next known crash runs (a crash-only API keeps running); the
+    # reject floor (4x longer) is off here (test_reject_floor_... tests it)
     monkeypatch.setattr("acetest_ml.campaign.REJECT_FLOOR_FACTOR", 10 ** 6)
     rules, models, _ = _crash_model(tmp_path)
     out = str(tmp_path / "c")
     assert main(["campaign", "--api", LSTM, "--rules", str(rules), "--budget", "4", "--seed", "2",
                  "--out", out, "--no-progress", "--jobs", "1", "--ml-filter", "--models", str(models),
-                 "--exploration", "0", "--known-crash-k", "2", "--known-crash-floor", "1"]) == 0
+                 "--exploration", "0", "--known-crash-k", "2", "--known-crash-floor", "4"]) == 0
     rows = candidates(out, "idx, decision, outcome", order="idx")
     ran = [i for i, (idx, d, o) in enumerate(rows) if o is not None]
     assert len(ran) == 4 and all(rows[i][2] == "crash" for i in ran)
-    # each run after the first two follows at least 4 x 1 candidates not run
+    # each run after the first two follows at least 4 candidates not run
     for a, b in zip(ran[1:], ran[2:]):
-        assert b - a - 1 >= KNOWN_FLOOR_FACTOR and rows[b][1] == "accept"
+        assert b - a - 1 >= 4 and rows[b][1] == "accept"
     s = json.load(open(os.path.join(out, "summary.json")))["apis"][LSTM]["filter"]
     assert s["known_crash_floor_runs"] == 2
     assert s["known_crash_skipped"] == sum(1 for r in rows if r[1] == "known") >= 1
