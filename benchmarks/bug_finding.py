@@ -178,6 +178,34 @@ def resign(json_path: str) -> dict:
     return res
 
 
+def merge(paths: list[str]) -> dict:
+    """One report from several on disjoint API lists with the same arms and
+    settings; the overall figures are recounted over all their APIs."""
+    parts = []
+    for p in paths:
+        with open(p) as f:
+            parts.append(json.load(f))
+    first = parts[0]
+    keys = ("time_budget_s", "train_time_s", "seeds", "exploration", "known_crash_k", "arms")
+    for p, r in zip(paths[1:], parts[1:]):
+        for k in keys:
+            if r.get(k) != first.get(k):
+                raise ValueError(f"{p}: {k} is {r.get(k)!r}, not {first.get(k)!r} as in {paths[0]}")
+        both = set(r["apis"]) & set(first["apis"])
+        if both:
+            raise ValueError(f"{p}: {sorted(both)[0]} is in more than one report")
+    res = {k: first[k] for k in keys}
+    res["jobs"] = first.get("jobs", 1)
+    res["apis"] = {a: v for r in parts for a, v in r["apis"].items()}
+    res["overall"] = overall_of(list(res["apis"]), res["arms"], res["apis"])
+    res["skipped_apis"] = {a: w for r in parts for a, w in (r.get("skipped_apis") or {}).items()}
+    res["not_run_apis"] = [a for r in parts for a in (r.get("not_run_apis") or []) if a not in res["apis"]]
+    res["command"] = " + ".join(r.get("command", "") for r in parts)
+    notes = [r["note"] for r in parts if r.get("note")]
+    res["note"] = " ".join(notes) if notes else None
+    return res
+
+
 def markdown(res: dict, command: str) -> str:
     arms = res["arms"]
     lines = ["# Equal-time bug finding: unique crash signatures per arm", "",
@@ -247,7 +275,21 @@ def main(argv=None) -> int:
     ap.add_argument("--resign", metavar="JSON", default=None,
                     help="recount a finished report's signatures with the current normalisation; "
                          "writes JSON and its .md beside it, runs nothing")
+    ap.add_argument("--merge", metavar="JSON", nargs="+", default=None,
+                    help="join reports of the same arms and settings on disjoint API lists (runs of the "
+                         "same code split over several invocations) into --report-dir; runs nothing")
     args = ap.parse_args(argv)
+    if args.merge:
+        try:
+            res = merge(args.merge)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"bug_finding: cannot merge: {e}", file=sys.stderr)
+            return 2
+        out = os.path.join(args.report_dir, "bug_finding.json")
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+        render(out, os.path.join(args.report_dir, "bug_finding.md"), res["command"])
+        return 0
     if args.resign:
         try:
             res = resign(args.resign)
