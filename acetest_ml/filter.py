@@ -87,13 +87,20 @@ class Assessment:
 class KnownCrashes:
     """The crash inputs of a campaign and their signatures; predicts the
     signature a candidate would reproduce as that of its nearest recorded
-    crash input (range-scaled L1 distance over the shape features)."""
+    crash input (range-scaled L1 distance over the shape features) among the
+    recorded crashes whose arguments holding an integer outside int32 are
+    the same as the candidate's; with no such crash recorded the signature
+    is unknown (None). The features clip huge integers, and which attribute
+    overflows decides which check aborts: DepthwiseConv2dNative's
+    ``strides`` and ``dilations`` aborts are two signatures, and a dilations
+    overflow must not pass for a known strides one."""
 
     def __init__(self, spec: ApiSpec, k: int):
         self.k = int(k)
         self.spec = spec
         self._schema = None
         self.rows: list[np.ndarray] = []
+        self.flags: list[tuple] = []  # per crash: the arguments beyond int32
         self.sigs: list[str] = []
         self.counts: dict[str, int] = {}
 
@@ -109,7 +116,11 @@ class KnownCrashes:
         sig = signature or str(getattr(outcome, "value", outcome))
         self.counts[sig] = self.counts.get(sig, 0) + 1
         self.rows.append(self.schema().matrix([ai])[0])
+        self.flags.append(self._flags(ai))
         self.sigs.append(sig)
+
+    def _flags(self, ai: AbstractInput) -> tuple:
+        return tuple(a.name for a in self.spec.args if _arg_beyond_int32(ai.args.get(a.name)))
 
     @property
     def saturated(self) -> set[str]:
@@ -124,8 +135,16 @@ class KnownCrashes:
         both = np.vstack([ref, X])
         span = both.max(axis=0) - both.min(axis=0)
         span[span == 0] = 1.0
-        d = np.abs(X[:, None, :] - ref[None, :, :]) / span
-        return [self.sigs[j] for j in d.sum(axis=2).argmin(axis=1)]
+        d = (np.abs(X[:, None, :] - ref[None, :, :]) / span).sum(axis=2)
+        out: list[Optional[str]] = []
+        for i, ai in enumerate(batch):
+            f = self._flags(ai)
+            same = np.array([g == f for g in self.flags])
+            if not same.any():
+                out.append(None)  # overflows no recorded crash had: unknown
+                continue
+            out.append(self.sigs[int(np.where(same, d[i], np.inf).argmin())])
+        return out
 
     def known(self, batch: list[AbstractInput]) -> np.ndarray:
         sat = self.saturated
@@ -158,6 +177,20 @@ def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -
             if dtype.startswith(("int", "uint")) and any(
                     b is not None and not (lo <= b <= hi) for b in (v.low, v.high)):
                 return True
+    return False
+
+
+def _arg_beyond_int32(v) -> bool:
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, bool):
+            continue
+        if isinstance(x, int):
+            if x < INT32_MIN or x > INT32_MAX:
+                return True
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
     return False
 
 

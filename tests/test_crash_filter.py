@@ -124,6 +124,31 @@ def test_known_signature_is_the_nearest_crash():
     assert KnownCrashes(SPEC, 0).known([_ai(1, 1)]).tolist() == [False]  # k = 0: off
 
 
+def test_known_signature_tells_which_attribute_overflows_int32():
+    """The features clip huge integers, so a strides overflow and a
+    dilations overflow look alike to them; a crash input is matched only
+    against recorded crashes overflowing the same arguments (DepthwiseConv2dNative's
+    two mkl_layout_pass aborts, one of which the filtered arms lost as 'known')."""
+    spec = ApiSpec("tf.raw_ops.Fake2", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
+                                              ArgSpec("strides", "int_list"), ArgSpec("dilations", "int_list")])
+    big = 2 ** 40
+
+    def ai(strides, dilations, rank=4):
+        return AbstractInput(spec.name, {"x": TensorDesc("float32", (2,) * rank), "strides": strides,
+                                         "dilations": dilations}, value_seed=0)
+    kc = KnownCrashes(spec, 1)
+    kc.observe(ai([1, big, 1, 1], [1, 1, 1, 1]), "crash", "strides")
+    kc.observe(ai([1, 1, 1, 1], [1, 2, 1, 1], rank=3), "crash", "rank")
+    dil = ai([1, 1, 1, 1], [1, big, 1, 1])
+    # no recorded crash overflows dilations: unknown, so it runs
+    assert kc.predict([dil, ai([1, big, 1, 1], [1, 1, 1, 1], rank=3), ai([1, 1, 1, 1], [1, 1, 1, 1])]) \
+        == [None, "strides", "rank"]
+    assert kc.known([dil]).tolist() == [False]
+    kc.observe(dil, "crash", "dilations")
+    assert kc.predict([ai([1, 1, 1, 1], [1, big, 2, 1])]) == ["dilations"]
+    assert kc.known([ai([1, 1, 1, 1], [1, big, 2, 1])]).tolist() == [True]
+
+
 def test_exploration_targets_the_uncertain_band():
     assert explorable("reject", 0.40, 0.5, 0.25) and not explorable("reject", 0.2, 0.5, 0.25)
     assert explorable("reject", 0.0, 0.5, 1.0)  # band 1: any score
