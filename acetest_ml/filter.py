@@ -160,7 +160,10 @@ def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -
     """Does an integer argument or list item lie outside [lo, hi]? With
     ``tensors``, also a tensor's dimensions and explicit integer elements,
     and the bounds an integer tensor's elements are drawn between."""
-    stack: list = list(ai.args.values())
+    return _values_outside(list(ai.args.values()), lo, hi, tensors)
+
+
+def _values_outside(stack: list, lo: int, hi: int, tensors: bool = False) -> bool:
     while stack:
         v = stack.pop()
         if isinstance(v, bool):
@@ -181,17 +184,8 @@ def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -
 
 
 def _arg_beyond_int32(v) -> bool:
-    stack = [v]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, bool):
-            continue
-        if isinstance(x, int):
-            if x < INT32_MIN or x > INT32_MAX:
-                return True
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
-    return False
+    """Does one argument value (an integer or a list of them) leave int32?"""
+    return _values_outside([v], INT32_MIN, INT32_MAX)
 
 
 def beyond_int32(ai: AbstractInput) -> bool:
