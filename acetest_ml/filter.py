@@ -101,6 +101,7 @@ class KnownCrashes:
         self._schema = None
         self.rows: list[np.ndarray] = []
         self.flags: list[tuple] = []  # per crash: the arguments beyond int32
+        self._ref: Any = None
         self.sigs: list[str] = []
         self.counts: dict[str, int] = {}
 
@@ -130,21 +131,30 @@ class KnownCrashes:
         """The nearest recorded crash's signature for each candidate."""
         if not self.rows or not batch:
             return [None] * len(batch)
-        ref = np.nan_to_num(np.vstack(self.rows), nan=-1.0)
+        ref, groups = self._reference()
         X = np.nan_to_num(self.schema().matrix(batch), nan=-1.0)
-        both = np.vstack([ref, X])
-        span = both.max(axis=0) - both.min(axis=0)
+        span = np.maximum(ref.max(axis=0), X.max(axis=0)) - np.minimum(ref.min(axis=0), X.min(axis=0))
         span[span == 0] = 1.0
         d = (np.abs(X[:, None, :] - ref[None, :, :]) / span).sum(axis=2)
         out: list[Optional[str]] = []
         for i, ai in enumerate(batch):
-            f = self._flags(ai)
-            same = np.array([g == f for g in self.flags])
-            if not same.any():
+            ix = groups.get(self._flags(ai))
+            if ix is None:
                 out.append(None)  # overflows no recorded crash had: unknown
                 continue
-            out.append(self.sigs[int(np.where(same, d[i], np.inf).argmin())])
+            out.append(self.sigs[int(ix[int(d[i, ix].argmin())])])
         return out
+
+    def _reference(self):
+        """The recorded crash rows as one matrix, and their indices by
+        overflow pattern (rebuilt only after new crashes)."""
+        if self._ref is None or len(self._ref[0]) != len(self.rows):
+            groups: dict[tuple, list[int]] = {}
+            for j, f in enumerate(self.flags):
+                groups.setdefault(f, []).append(j)
+            self._ref = (np.nan_to_num(np.vstack(self.rows), nan=-1.0),
+                         {f: np.array(ix) for f, ix in groups.items()})
+        return self._ref
 
     def known(self, batch: list[AbstractInput]) -> np.ndarray:
         sat = self.saturated
