@@ -150,9 +150,7 @@ class ResumeState:
                    explored=store.count_decision(name, seed, Decision.EXPLORE),
                    elapsed=float(prior.get("elapsed", 0.0)) if cfg.resume else 0.0,
                    idle=start - (last_run + 1 if last_run is not None else 0),
-                   passes=int(store.db.execute(
-                       "SELECT COUNT(*) FROM candidates WHERE api = ? AND seed = ? AND outcome = ?",
-                       (name, seed, Outcome.PASS.value)).fetchone()[0]))
+                   passes=store.count_outcome(name, seed, Outcome.PASS.value))
 
 
 class StoreSink:

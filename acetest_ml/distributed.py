@@ -233,7 +233,6 @@ def run_on_ray(cfg, address: str) -> None:
                 while pending and len(running) < window:
                     submit(pending.popleft())
 
-            top_up()
             while running or pending:
                 top_up()
                 if not running:

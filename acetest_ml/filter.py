@@ -313,8 +313,9 @@ class RateGate:
     that runs is mostly one of those), timed on the runs the model did not
     accept (exploration, cheap and warm-up runs) once there are
     ``MIN_TIMED`` of those: inputs the model accepts and that still fail get
-    further into the kernel and cost more than an early shape check. Discarding then only drops inputs whose
-    run would lower valid executions per second, and where invalid runs cost
+    further into the kernel and cost more than an early shape check.
+    Discarding then only drops inputs whose run would lower valid executions
+    per second, and where invalid runs cost
     about nothing (a shape check failing in microseconds) the API keeps the
     unfiltered stream's executions, and with them its crashes. Achieved rate
     and invalid-run time are measured, so decisions depend on timing; the

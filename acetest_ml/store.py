@@ -162,6 +162,10 @@ class Store:
         return int(self.db.execute("SELECT COUNT(*) FROM candidates WHERE api = ? AND seed = ? AND decision = ?",
                                    (api, seed, decision)).fetchone()[0])
 
+    def count_outcome(self, api: str, seed: int, outcome: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM candidates WHERE api = ? AND seed = ? AND outcome = ?",
+                                   (api, seed, outcome)).fetchone()[0])
+
     def apis(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT api FROM candidates ORDER BY api")]
 

@@ -254,6 +254,20 @@ def render(json_path: str, md_path: str, command: str) -> None:
         f.write(markdown(res, res.get("command", command)))
 
 
+def _rewrite(make, json_path: str, failing: str) -> int:
+    """Write the report ``make()`` returns to ``json_path`` and its .md
+    beside it (runs nothing); a report that cannot be read is one line, exit 2."""
+    try:
+        res = make()
+    except (OSError, ValueError, KeyError) as e:
+        print(f"bug_finding: {failing}: {e}", file=sys.stderr)
+        return 2
+    with open(json_path, "w") as f:
+        json.dump(res, f, indent=1)
+    render(json_path, os.path.splitext(json_path)[0] + ".md", res.get("command", ""))
+    return 0
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -280,26 +294,10 @@ def main(argv=None) -> int:
                          "same code split over several invocations) into --report-dir; runs nothing")
     args = ap.parse_args(argv)
     if args.merge:
-        try:
-            res = merge(args.merge)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"bug_finding: cannot merge: {e}", file=sys.stderr)
-            return 2
-        out = os.path.join(args.report_dir, "bug_finding.json")
-        with open(out, "w") as f:
-            json.dump(res, f, indent=1)
-        render(out, os.path.join(args.report_dir, "bug_finding.md"), res["command"])
-        return 0
+        return _rewrite(lambda: merge(args.merge), os.path.join(args.report_dir, "bug_finding.json"),
+                        "cannot merge")
     if args.resign:
-        try:
-            res = resign(args.resign)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"bug_finding: cannot recount {args.resign}: {e}", file=sys.stderr)
-            return 2
-        with open(args.resign, "w") as f:
-            json.dump(res, f, indent=1)
-        render(args.resign, os.path.splitext(args.resign)[0] + ".md", res.get("command", ""))
-        return 0
+        return _rewrite(lambda: resign(args.resign), args.resign, f"cannot recount {args.resign}")
     if not args.time_budget > 0 or not args.train_time > 0:
         print("bug_finding: --time-budget and --train-time must be positive", file=sys.stderr)
         return 2

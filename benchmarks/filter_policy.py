@@ -119,7 +119,11 @@ def main(argv=None) -> int:
     if not args.report_only:
         for pol in POLICIES:
             run(args.config, args.out, pol, args.arms, args.acetest_data)
-    res = collect(args.out, args.arms)
+    try:
+        res = collect(args.out, args.arms)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"filter_policy: cannot read the bench results in {args.out}: {e}", file=sys.stderr)
+        return 2
     res["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0))
     res["note"] = args.note
     command = "python benchmarks/filter_policy.py --config " + os.path.basename(args.config) + " --out DIR"

@@ -15,6 +15,7 @@ import shutil
 import sys
 
 from ..errors import UserError
+from ..settings import FILTER_POLICIES
 
 
 def main(argv=None) -> int:
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-cheap", action="store_true",
                     help="every registry candidate from Z3 (the old scheme), to measure cheap candidates")
-    ap.add_argument("--filter-policy", choices=["score", "rate"], default=None,
+    ap.add_argument("--filter-policy", choices=list(FILTER_POLICIES), default=None,
                     help="the filtered arms' filter policy (default: the config's filter_policy, else score)")
     ap.add_argument("--publish", action="store_true",
                     help="copy the report to benchmarks/RESULTS.md (full runs only)")
