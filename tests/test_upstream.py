@@ -1156,3 +1156,27 @@ def test_a_sample_whose_runs_are_forced_gives_its_rounds_away(up, tmp_path):
     plain_r, plain, plain_st = campaign(0)
     assert plain == [40, 40] and plain_st["samples_abandoned"] == 0
     assert plain_st["forced"] >= 40 and r.invalid < plain_r.invalid - 20, (r.invalid, plain_r.invalid)
+
+
+def test_the_rounds_of_a_lone_hopeless_sample_are_kept(up, tmp_path):
+    """With one solver sample, given up on after its forced runs, there is no
+    other sample to take its rounds: they run on it at the end, so upstream's
+    round count still holds (seen on Conv2DBackpropInput: 10 of 300 rounds)."""
+    import numpy as np
+    opt = make_option(up, tmp_path, test_round=40)
+    h = hook.FilterHook(hook.FilterConfig(mode="models", exploration=0.0, max_tries=5, seed=0, probes=3,
+                                          chunk=10, give_up_forced=2),
+                        scorer_factory=lambda m, a, s: StaleScorer())
+    h.install(up.APIManager.APIManager, up.Runner.Runner)
+    try:
+        random.seed(2)
+        np.random.seed(2)
+        r = up.Runner.Runner(API, opt)
+        r.run(up.APIManager.APIManager(API, rank_one_sample(up), opt), 40)
+        after_sample = r.total_times
+        r.terminate()
+    finally:
+        h.uninstall()
+    st = h.stats()[API]
+    assert after_sample == 10 and st["samples_abandoned"] == 1
+    assert r.total_times == 40 and st["rounds_spent_at_end"] == 30

@@ -765,6 +765,7 @@ class _Reallocator:
         self.bank = 0
         self.pool: list[tuple[float, int, Any]] = []  # (score, order, manager)
         self.order = 0
+        self.abandoned: list[Any] = []  # samples given up on, the last resort for banked rounds
 
     @classmethod
     def of(cls, runner) -> "_Reallocator":
@@ -830,6 +831,7 @@ class _Reallocator:
                 flt.counts["rounds_moved"] += left
                 flt.counts["samples_abandoned"] += 1
                 self.pool = [t for t in self.pool if t[2] is not manager]
+                self.abandoned.append(manager)
                 break
         return result
 
@@ -839,10 +841,14 @@ class _Reallocator:
         del self.pool[self.POOL:]
 
     def spend_rest(self, flt: "ApiFilter", runner, run: Callable[[Any, int], Any]) -> None:
-        if self.bank <= 0 or not self.pool:
+        if self.bank <= 0 or not (self.pool or self.abandoned):
             return
         limit = getattr(getattr(runner, "test_option", None), "test_round", None)
-        accepted = [m for rank, _, m in self.pool if rank >= 1.0] or [self.pool[0][2]]
+        # accepted samples first, else the best-scoring one; when every sample
+        # was given up on (one hopeless solver sample, say), its own forced
+        # rounds still run: upstream's round count is kept either way
+        accepted = ([m for rank, _, m in self.pool if rank >= 1.0] or [self.pool[0][2]]) if self.pool \
+            else self.abandoned[-1:]
         # mark them as accepted samples: their rounds go through the filter
         for m in accepted:
             m._acetest_ml_explore = False
