@@ -249,6 +249,10 @@ def _offline_arm(api, home, data, rounds, seed_train, seed_eval, out, models, wa
     train_wd = os.path.join(out, "work", api, "up-train")
     train_row = run_upstream_arm("upstream", api, home, data, rounds, seed_train, train_wd, models=models,
                                  collect=collect, round_timeout=round_timeout)
+    # the training run is an unfiltered upstream run of its own seed: kept beside the arms
+    # so the parity report can count it as that seed's upstream arm
+    with open(os.path.join(out, "arms", f"{api}.up-train.s{seed_train}.json"), "w") as f:
+        json.dump(train_row, f, indent=1)
     rep = train_all(collect, models, apis=[api]).get(api, {}) if train_row.get("runs") else {}
     wd = os.path.join(out, "work", api, "up-offline")
     if rep.get("status") != "trained":
