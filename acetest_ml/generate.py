@@ -13,7 +13,7 @@ The child talks over a pipe: it answers ``("take", n)`` with the next ``n``
 candidates (as JSON strings), and exits when the pipe closes.
 
 Prefetch (``cfg.prefetch``, 16): a thread of the campaign process keeps that
-many candidates drawn ahead, one at a time, while runs execute, so drawing
+many candidates drawn ahead, refilling the buffer in one round trip, while runs execute, so drawing
 overlaps running. It changes nothing in the order: the stream has one
 consumer, ``take(n)`` hands out the next ``n`` in order, and a draw that
 fails (no solution left, our error) is raised by the ``take`` whose ``n``
@@ -122,6 +122,16 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             if msg[0] == "learned":
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
                 continue
+            if msg[0] == "draw":  # prefetch: what could be drawn, then the failure if any
+                got: list = []
+                failure: Any = None
+                try:
+                    for _ in range(msg[1]):
+                        got.append(sampler.next().dumps())
+                except NoSolutionError as e:
+                    failure = ("nosolution", str(e))
+                conn.send(("some", got, failure))
+                continue
             if msg[0] != "take":
                 return
             try:
@@ -191,12 +201,30 @@ class CandidateStream:
                     self._lock.wait()
                 if self._closing:
                     return
-            drawn = self._draw(1)
+                k = self._depth - len(self._buffer)
+            # the buffer refilled in one round trip: a round trip per candidate
+            # costs more than drawing it on a loaded machine
+            drawn = self._draw_some(k)
             with self._lock:
                 self._buffer.extend(drawn)
                 self._lock.notify_all()
-                if isinstance(drawn[0], Exception):
+                if drawn and isinstance(drawn[-1], Exception):
                     return  # the stream stops at its first failure
+
+    def _draw_some(self, n: int) -> list:
+        """Up to ``n`` candidates in order, ending with the failure (an
+        exception) that stopped the draw, if one did."""
+        try:
+            self.conn.send(("draw", n))
+        except OSError as e:
+            return [GenerationError(f"generator process gone: {e}")]
+        msg = self._recv()
+        if msg[0] != "some":
+            return self._reply(msg)
+        out: list = [AbstractInput.loads(x) for x in msg[1]]
+        if msg[2] is not None:
+            out += self._reply(msg[2])
+        return out
 
     def _recv(self):
         try:

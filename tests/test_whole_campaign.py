@@ -111,3 +111,22 @@ def test_prefetch_does_not_change_the_order_of_candidates():
     plain = stream(0)
     assert stream(16) == plain and stream(1) == plain
     assert sum(len(b) for b in plain) == 40 and len({x for b in plain for x in b}) > 30
+
+
+def test_prefetch_raises_an_exhausted_stream_at_the_same_take(tmp_path):
+    # constraints no input meets: with or without prefetch (which refills its
+    # buffer in one round trip), the first take fails with NoSolutionError, and
+    # so does every later one
+    from acetest_ml.campaign import CampaignConfig
+    from acetest_ml.generate import CandidateStream
+    from acetest_ml.solve.sampler import NoSolutionError
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  tf.raw_ops.Relu:\n    - features.rank == 1\n    - features.rank == 2\n")
+    for prefetch in (0, 16):
+        cfg = CampaignConfig(apis=["tf.raw_ops.Relu"], out="unused", budget=10, seed=3, prefetch=prefetch,
+                             rules=str(rules))
+        with CandidateStream(cfg, "tf.raw_ops.Relu") as s:
+            assert s.status == "ready"
+            for n in (1, 16):
+                with pytest.raises(NoSolutionError):
+                    s.take(n)

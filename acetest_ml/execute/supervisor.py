@@ -137,7 +137,10 @@ _HEX = re.compile(r"0x[0-9a-fA-F]+")
 #: ("float expected, got int32" / "half expected, got int32")
 _DTYPE = re.compile(r"\b(?:DT_[A-Z0-9_]+|b?float(?:16|32|64)?|half|double|q?u?int(?:8|16|32|64)|"
                     r"complex(?:64|128)|bool|string|resource|variant|qint\d+|quint\d+)\b")
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+#: numbers with their sign: "has value -N out of range" and "has value N out of
+#: range" are one check failing on either side of the range
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_SIGNED_N = re.compile(r"(?<![\w.])-N\b")
 
 
 def _normalise(text: str) -> str:
@@ -151,8 +154,8 @@ def _normalise(text: str) -> str:
 
 def renormalise(signature: str) -> str:
     """A signature recorded by an earlier version, with the normalisation
-    added since (element type names)."""
-    return _DTYPE.sub("T", signature)
+    added since (element type names, the sign of numbers)."""
+    return _SIGNED_N.sub("N", _DTYPE.sub("T", signature))
 
 
 def fatal_line(stderr_text: str) -> str | None:

@@ -144,12 +144,12 @@ class Sampler:
         solver = st.solver
         solver.push()
         try:
-            lits = []
+            active = {}
             for i, t in enumerate(targets):
-                lit = z3.Bool(f"__target{i}", solver.ctx)
+                name = f"__target{i}"
+                lit = z3.Bool(name, solver.ctx)
                 solver.add(z3.Implies(lit, t))
-                lits.append(lit)
-            active = {str(l): l for l in lits}
+                active[name] = lit  # keyed by name: printing a z3 term is slow
             while True:
                 self.stats.solver_calls += 1
                 r = solver.check(*active.values())
@@ -160,7 +160,7 @@ class Sampler:
                 if r == z3.unknown:
                     active = {}
                     continue
-                core = [str(c) for c in solver.unsat_core() if str(c) in active]
+                core = [n for n in (c.decl().name() for c in solver.unsat_core()) if n in active]
                 if not core:
                     active = {}
                     continue
