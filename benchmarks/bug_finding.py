@@ -173,8 +173,10 @@ def resign(json_path: str) -> dict:
                 row["signatures"] = sorted({renormalise(x) for x in row["signatures"]})
     before = {arm: o["signatures"] for arm, o in res["overall"].items()}
     res["overall"] = overall_of(list(res["apis"]), res["arms"], res["apis"])
-    res["note"] = ("Signatures recounted with element type names and the sign of numbers normalised (`--resign`; as recorded: "
-                   + ", ".join(f"{a} {n}" for a, n in before.items()) + ").")
+    recount = ("Signatures recounted with element type names and the sign of numbers normalised (`--resign`; "
+               "as recorded: " + ", ".join(f"{a} {n}" for a, n in before.items()) + ").")
+    old = str(res.get("note") or "").split(" Signatures recounted with")[0].strip()
+    res["note"] = f"{old} {recount}".strip()  # the run's own provenance stays
     return res
 
 
