@@ -727,6 +727,9 @@ def test_collect_writes_a_store_that_train_accepts(up, tmp_path):
                for r in invalid)
     assert status["info"]["source"] == "acetest-upstream"
     assert recs[0].input.origin["source"] == "acetest-upstream"
+    # each run names upstream's solver sample it came from, in upstream's order
+    samples = [r.input.origin.get("sample") for r in recs]
+    assert all(isinstance(x, int) for x in samples) and samples == sorted(samples), samples[:20]
 
     yaml_path = tmp_path / "models.yaml"
     yaml_path.write_text("default: {kind: lightgbm, threshold: 0.5}\n"

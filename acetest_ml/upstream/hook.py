@@ -263,6 +263,8 @@ class _Pending:
     score: Optional[float] = None
     #: perf_counter when upstream got the input (its run starts then)
     started: float = 0.0
+    #: upstream's solver sample it was drawn from (its order in the runner), if known
+    sample: Optional[int] = None
 
 
 class ApiFilter:
@@ -559,7 +561,8 @@ class ApiFilter:
                 decision = "forced"
         self.counts[decision] += 1
         counters = ({k: getattr(runner, k, 0) for k in _COUNTERS} if runner is not None else None)
-        self.pending = _Pending(ai, decision, counters, score, time.perf_counter())
+        self.pending = _Pending(ai, decision, counters, score, time.perf_counter(),
+                                getattr(manager, "_acetest_ml_sample", None))
         return result
 
     # -- per-sample round reallocation
@@ -644,6 +647,8 @@ class ApiFilter:
             sig = "timeout" if outcome == Outcome.TIMEOUT else f"crash (exit {code})"
             self.crashes.observe(p.ai, outcome, sig)
         if self.hook.collector is not None and p.ai is not None:
+            if p.sample is not None:
+                p.ai.origin["sample"] = p.sample
             self.hook.collector.record(self.spec, p.ai, outcome, p.decision, runner, p.score)
         key = self._lossy_key(p.ai) if p.ai is not None else ()
         if key and outcome in EXECUTED:
@@ -766,6 +771,7 @@ class _Reallocator:
         self.pool: list[tuple[float, int, Any]] = []  # (score, order, manager)
         self.order = 0
         self.abandoned: list[Any] = []  # samples given up on, the last resort for banked rounds
+        self.samples = 0  # solver samples upstream has run so far
 
     @classmethod
     def of(cls, runner) -> "_Reallocator":
@@ -1020,6 +1026,12 @@ class FilterHook:
             if hook.collector is not None:
                 hook.collector.mark_log(getattr(runner, "output_dir", None))
             flt.messages.mark(getattr(runner, "output_dir", None))
+            if getattr(manager, "_acetest_ml_sample", None) is None:
+                # upstream's solver samples in the order it runs them (the
+                # collected runs name theirs: which samples ever pass)
+                realloc = _Reallocator.of(runner)
+                manager._acetest_ml_sample = realloc.samples
+                realloc.samples += 1
             if not getattr(runner, "_acetest_ml_spending", False):
                 times = _Reallocator.of(runner).plan(flt, manager, times)
             manager._acetest_ml_runner = runner
