@@ -35,6 +35,9 @@ def test_upstream_scope_on_the_standin(tmp_path):
     assert off["up_pass_rate"] > base["up_pass_rate"] + 0.15, (base, off)
     p = doc["pooled"]
     assert p["up-offline"]["invalid_cut"] > 0.3 and p["upstream"]["invalid_cut"] == 0.0
+    # the offline arm's training run is kept as that seed's upstream arm (parity reuses it)
+    train = json.loads((out / "arms" / f"{API}.up-train.s1.json").read_text())
+    assert train["runs"] == 80 and train["invalid"] == off["train_run"]["invalid"]
     assert doc["apis"]["tf.raw_ops.NotThere"] == {"skipped": "not in the ACETest data"}
     paths = scope.write(doc, str(out), arms)
     md = Path(paths[1]).read_text()
@@ -93,3 +96,20 @@ def test_parity_arms_are_claimed_so_two_processes_split_the_work(tmp_path):
     assert parity._claim(path)  # its process is gone: taken over
     parity._release(path)
     assert not (tmp_path / "tf.raw_ops.BiasAdd.upstream.s2.json.claim").exists()
+
+
+def test_the_invalid_run_cut_is_also_given_over_apis_with_a_normal_return():
+    # upstream's pass counts an OOM: an API whose only "passes" are OOMs is in the
+    # first cut's scope, not in the second's
+    def row(runs, invalid, passed):
+        return {"runs": runs, "invalid": invalid, "passed": passed, "seconds": 1.0}
+    results = {"A": {"upstream": row(100, 60, 40), "up-online": row(100, 15, 85)},
+               "B": {"upstream": row(100, 97, 0), "up-online": row(100, 97, 0)},
+               "C": {"upstream": row(100, 100, 0), "up-online": row(100, 100, 0)}}
+    p = scope.pooled(results, ("upstream", "up-online"))["up-online"]
+    assert p["invalid_cut_apis"] == 2 and p["invalid_cut_normal_apis"] == 1
+    assert abs(p["invalid_cut"] - (1 - 112 / 157)) < 1e-9
+    assert abs(p["invalid_cut_normal"] - 0.75) < 1e-9
+    md = scope.markdown({"rounds": 100, "seeds": {"train": 1, "eval": 2}, "apis": {},
+                         "pooled": scope.pooled(results, ("upstream", "up-online"))}, ("upstream", "up-online"))
+    assert "| up-online | 3 | 300 |" in md and "75.0% (1 APIs)" in md and "28.7% (2 APIs)" in md

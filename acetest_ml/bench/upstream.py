@@ -280,6 +280,7 @@ def pooled(results: dict, arms=ARMS) -> dict:
     out: dict[str, dict] = {}
     base_ok = [a for a, r in results.items() if r.get("upstream", {}).get("runs")
                and r["upstream"]["runs"] > r["upstream"]["invalid"]]
+    base_normal = [a for a in base_ok if results[a]["upstream"].get("passed", 0) > 0]
     for arm in arms:
         rows = [r[arm] for r in results.values() if r.get(arm, {}).get("runs")]
         runs = sum(r["runs"] for r in rows)
@@ -292,15 +293,18 @@ def pooled(results: dict, arms=ARMS) -> dict:
              "runs_per_s": runs / secs if secs else None,
              "valid_per_s": (runs - inv) / secs if secs else None,
              "crash_signatures": sorted({s for r in rows for s in r.get("crash_signatures", [])})}
-        # invalid-run cut against upstream, over APIs where upstream passes at least once
-        both = [a for a in base_ok if results[a].get(arm, {}).get("runs")]
-        b_runs = sum(results[a]["upstream"]["runs"] for a in both)
-        b_inv = sum(results[a]["upstream"]["invalid"] for a in both)
-        a_runs = sum(results[a][arm]["runs"] for a in both)
-        a_inv = sum(results[a][arm]["invalid"] for a in both)
-        if b_runs and a_runs and b_inv:
-            d["invalid_cut"] = 1 - (a_inv / a_runs) / (b_inv / b_runs)
-            d["invalid_cut_apis"] = len(both)
+        # invalid-run cut against upstream, over APIs where upstream passes at least
+        # once by its own definition (an OOM counts), and over those where one of its
+        # runs returned normally (a filter has something to find)
+        for key, base in (("invalid_cut", base_ok), ("invalid_cut_normal", base_normal)):
+            both = [a for a in base if results[a].get(arm, {}).get("runs")]
+            b_runs = sum(results[a]["upstream"]["runs"] for a in both)
+            b_inv = sum(results[a]["upstream"]["invalid"] for a in both)
+            a_runs = sum(results[a][arm]["runs"] for a in both)
+            a_inv = sum(results[a][arm]["invalid"] for a in both)
+            if b_runs and a_runs and b_inv:
+                d[key] = 1 - (a_inv / a_runs) / (b_inv / b_runs)
+                d[key + "_apis"] = len(both)
         out[arm] = d
     return out
 
@@ -321,16 +325,21 @@ def markdown(doc: dict, arms=ARMS, command: str = "") -> str:
              f"eval {doc['seeds']['eval']}; upstream round timeout {doc.get('round_timeout', 10)} s. " + (f"Command: `{command}`." if command else ""), "",
              "Arms: " + "; ".join(f"`{a}` = {LABELS[a]}" for a in arms) + ". "
              "`up pass` is upstream's definition ((runs - invalid) / runs); `pass` counts runs that "
-             "returned normally (crash, timeout and OOM excluded). `cut` = invalid-run cut against `upstream`.", "",
+             "returned normally (crash, timeout and OOM excluded). `cut` = invalid-run cut against `upstream`, "
+             "over the APIs where `upstream` passes at least once by its definition (an OOM counts), "
+             "and over those where one of its runs returned normally.", "",
              "## Pooled", "",
-             "| arm | APIs | runs | up pass | pass | invalid-run cut | runs/s | valid runs/s | crash signatures |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | APIs | runs | up pass | pass | invalid-run cut | cut, APIs with a normal return | runs/s | "
+             "valid runs/s | crash signatures |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         p = doc["pooled"].get(arm, {})
         cut = p.get("invalid_cut")
         cut_s = f"{100 * cut:.1f}% ({p.get('invalid_cut_apis')} APIs)" if cut is not None else ""
+        cut_n = p.get("invalid_cut_normal")
+        cut_ns = f"{100 * cut_n:.1f}% ({p.get('invalid_cut_normal_apis')} APIs)" if cut_n is not None else ""
         lines.append(f"| {arm} | {p.get('apis', 0)} | {p.get('runs', 0)} | {_pct(p.get('up_pass_rate'))} | "
-                     f"{_pct(p.get('pass_rate'))} | {cut_s} | {_num(p.get('runs_per_s'))} | "
+                     f"{_pct(p.get('pass_rate'))} | {cut_s} | {cut_ns} | {_num(p.get('runs_per_s'))} | "
                      f"{_num(p.get('valid_per_s'))} | {len(p.get('crash_signatures', []))} |")
     lines += ["", "## Per API (up pass / pass / runs per s)", "",
               "| API | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
