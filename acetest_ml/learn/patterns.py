@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import yaml
 
 from ..errors import ConfigError
-from ..model import (INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
+from ..model import (BOOL, INT, INT_LIST, SHAPE, TENSOR, TENSOR_LIST, AbstractInput, ApiSpec,
                      TensorDesc)
 from .evaluate import _elements, holds, value_of
 
@@ -46,6 +46,7 @@ _KINDS = {
     "tensor": (TENSOR, TENSOR_LIST),
     "list": (INT_LIST, SHAPE),
     "int": (INT,),
+    "bool": (BOOL,),
     "itensor": (TENSOR,),   # an integer tensor (paddings, perm, begin, block shapes)
     "shapetensor": (TENSOR,),  # an integer tensor that holds a shape (input_sizes, filter_sizes)
     "any": None,
