@@ -1,0 +1,42 @@
+"""The hook's online arm at another warm-up than the upstream scope's (40), on
+chosen APIs, same seed (2) and rounds (300) as the scope's arm.
+
+    python benchmarks/upstream_online_warmup.py --home ACETEST_HOME --warmup 10 --out DIR API ...
+
+Writes DIR/<api>.json (the scope's arm row) and prints one line per API."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def main() -> int:
+    from acetest_ml.bench import upstream as scope
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--home", required=True, help="upstream checkout (shijy16/ACETest)")
+    p.add_argument("--acetest-data", default=os.path.join(HERE, "..", "..", "shared", "acetest-data"))
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--round-timeout", type=int, default=20)
+    p.add_argument("--out", required=True)
+    p.add_argument("apis", nargs="+")
+    a = p.parse_args()
+    data = scope.data_root(a.home, a.acetest_data)
+    os.makedirs(a.out, exist_ok=True)
+    for api in a.apis:
+        row = scope.run_upstream_arm("up-online", api, a.home, data, a.rounds, a.seed, os.path.join(a.out, api),
+                                     models=None, warmup=a.warmup, round_timeout=a.round_timeout)
+        with open(os.path.join(a.out, f"{api}.json"), "w") as f:
+            json.dump(row, f, indent=1)
+        print(api, scope._short(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
