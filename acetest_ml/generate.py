@@ -9,8 +9,9 @@ sampled in a fresh child, forked from a clean server process that has
 imported the solver modules and never solved anything: the same
 (config, API, seed) gives the same candidates wherever the API runs.
 
-The child talks over a pipe: it answers ``("take", n)`` with the next ``n``
-candidates (as JSON strings), and exits when the pipe closes.
+The child talks over a pipe: it answers ``("draw", n)`` with the next ``n``
+candidates (as JSON strings), cut short by a failure it then names, and exits
+when the pipe closes.
 
 Prefetch (``cfg.prefetch``, 16): a thread of the campaign process keeps that
 many candidates drawn ahead, refilling the buffer in one round trip, while runs execute, so drawing
@@ -122,24 +123,17 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             if msg[0] == "learned":
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
                 continue
-            if msg[0] == "draw":  # prefetch: what could be drawn, then the failure if any
-                got: list = []
-                failure: Any = None
-                try:
-                    for _ in range(msg[1]):
-                        got.append(sampler.next().dumps())
-                except NoSolutionError as e:
-                    failure = ("nosolution", str(e))
-                conn.send(("some", got, failure))
-                continue
-            if msg[0] != "take":
+            if msg[0] != "draw":
                 return
+            # the next n candidates, up to the failure that stopped the draw, if any
+            got: list = []
+            failure: Any = None
             try:
-                out = [sampler.next().dumps() for _ in range(msg[1])]
+                for _ in range(msg[1]):
+                    got.append(sampler.next().dumps())
             except NoSolutionError as e:
-                conn.send(("nosolution", str(e)))
-                continue
-            conn.send(("ok", out))
+                failure = ("nosolution", str(e))
+            conn.send(("some", got, failure))
     except (BrokenPipeError, EOFError):
         return
     except Exception as e:  # our bug: reported against this API, never a traceback
@@ -187,12 +181,10 @@ class CandidateStream:
             self.close()
 
     def _draw(self, n: int) -> list:
-        """``n`` candidates from the child, or [failure] (an exception)."""
-        try:
-            self.conn.send(("take", n))
-        except OSError as e:
-            return [GenerationError(f"generator process gone: {e}")]
-        return self._reply(self._recv())
+        """``n`` candidates from the child, or [failure] (an exception): a
+        take that fails drops the candidates drawn before the failure."""
+        drawn = self._draw_some(n)
+        return drawn[-1:] if drawn and isinstance(drawn[-1], Exception) else drawn
 
     def _prefetch(self) -> None:
         while True:

@@ -27,10 +27,25 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("apis", nargs="+")
     a = p.parse_args()
-    data = scope.data_root(a.home, a.acetest_data)
+    from acetest_ml.errors import UserError
+    try:
+        home = scope.find_checkout(a.home)
+        if home is None:
+            raise UserError(f"--home {a.home}: not an ACETest checkout (no Tester/src)")
+        if a.rounds < 1 or a.warmup < 0:
+            raise UserError(f"--rounds must be at least 1 and --warmup at least 0, got {a.rounds} and {a.warmup}")
+        data = scope.data_root(home, a.acetest_data)
+        if os.path.isfile(a.out):
+            raise UserError(f"--out {a.out} is a file")
+        for api in a.apis:
+            if scope.op_of(data, api) is None:
+                raise UserError(f"{api}: not in {os.path.join(data, 'API2OP.csv')}")
+    except UserError as e:
+        print(f"upstream_online_warmup: {e}", file=sys.stderr)
+        return 2
     os.makedirs(a.out, exist_ok=True)
     for api in a.apis:
-        row = scope.run_upstream_arm("up-online", api, a.home, data, a.rounds, a.seed, os.path.join(a.out, api),
+        row = scope.run_upstream_arm("up-online", api, home, data, a.rounds, a.seed, os.path.join(a.out, api),
                                      models=None, warmup=a.warmup, round_timeout=a.round_timeout)
         with open(os.path.join(a.out, f"{api}.json"), "w") as f:
             json.dump(row, f, indent=1)

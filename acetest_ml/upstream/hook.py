@@ -1026,14 +1026,14 @@ class FilterHook:
             if hook.collector is not None:
                 hook.collector.mark_log(getattr(runner, "output_dir", None))
             flt.messages.mark(getattr(runner, "output_dir", None))
+            realloc = _Reallocator.of(runner)
             if getattr(manager, "_acetest_ml_sample", None) is None:
                 # upstream's solver samples in the order it runs them (the
                 # collected runs name theirs: which samples ever pass)
-                realloc = _Reallocator.of(runner)
                 manager._acetest_ml_sample = realloc.samples
                 realloc.samples += 1
             if not getattr(runner, "_acetest_ml_spending", False):
-                times = _Reallocator.of(runner).plan(flt, manager, times)
+                times = realloc.plan(flt, manager, times)
             manager._acetest_ml_runner = runner
             runner._acetest_ml_in_run = True
             try:
