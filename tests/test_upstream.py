@@ -977,21 +977,31 @@ def test_learned_rules_reject_candidates_upstream_would_refuse(up, tmp_path):
     def never(spec, inputs, labels, config):
         raise TooFewExamples(API, 0, 0, 1)
 
-    def campaign(rules):
-        base = tmp_path / f"rules{int(rules)}"
+    def campaign(rules, repair=False):
+        base = tmp_path / f"rules{int(rules)}{int(repair)}"
         base.mkdir()
         opt = make_option(up, base, test_round=150)
         h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, rules=rules, reallocate=False,
-                                              exploration=0.0), trainer=never)
+                                              exploration=0.0, repair=repair), trainer=never)
         return run_hooked(up, opt, h, 3, 3, 50)
 
     r, st = campaign(True)
     plain_r, plain = campaign(False)
     assert r.total_times == plain_r.total_times == 150
     active = st["rules"]["active"]
-    assert active and st["rule_rejected"] > 0, st["rules"]
+    assert active and st["rule_rejected"] > 0 and st["repaired"] == 0, st["rules"]
     assert "rules" not in plain and plain["rule_rejected"] == 0
     assert r.invalid < 0.6 * plain_r.invalid, (r.invalid, plain_r.invalid, active)
+
+    # repair: a rule breaker is edited to meet the rules instead of drawn
+    # again. The rule learned here gives the bias the last dim, wrong for
+    # NCHW: its repairs fail far more often than inputs that met the rules
+    # as drawn, so repair stops for that rule set and the rules filter again
+    fixed_r, fixed = campaign(True, repair=True)
+    assert fixed_r.total_times == 150
+    rep = fixed["repair"]
+    assert fixed["repaired"] >= hook.REPAIR_PROBATION and rep["times_off"] >= 1, rep
+    assert fixed["rule_rejected"] > 0 and fixed_r.invalid < 0.6 * plain_r.invalid, (fixed_r.invalid, rep)
 
 
 def test_a_refused_dtype_the_features_cannot_see_is_drawn_again(up, tmp_path):

@@ -19,6 +19,9 @@ variable                   meaning                                default
 ``ACETEST_ML_REALLOCATE``  ``1``: move rounds off rejected        ``1``
                            solver samples; ``0``: off
 ``ACETEST_ML_PROBES``      random fills scored per solver sample  ``8``
+``ACETEST_ML_REPAIR``      ``1``: edit a candidate that breaks a  ``1``
+                           learned rule to meet it; ``0``: draw
+                           it again
 ``ACETEST_ML_KNOWN_CRASH_K`` crashes/timeouts like one seen this  ``3``
                            often are drawn again; ``0``: off
 ``ACETEST_ML_MIN_PER_CLASS`` online: valid and invalid runs       ``3``
@@ -62,6 +65,7 @@ class HookSettings:
     seed: Optional[int] = None
     collect: Optional[str] = None
     reallocate: bool = True
+    repair: bool = True
     probes: int = 8
     known_crash_k: int = 3
     min_per_class: int = 3
@@ -82,6 +86,7 @@ class HookSettings:
                             max_tries=self.max_tries, warmup=self.warmup,
                             seed=self.seed if self.seed is not None else 0,
                             collect=self.collect, reallocate=self.reallocate, probes=self.probes,
+                            repair=self.repair,
                             known_crash_k=self.known_crash_k, min_per_class=self.min_per_class,
                             retrain_every=self.retrain_every, threshold=self.threshold,
                             rules=self.rules, early_rules=self.early_rules).validate()
@@ -142,6 +147,7 @@ def settings_from_env(environ: Mapping[str, str]) -> HookSettings:
                      seed=_number(environ, "SEED", int, None),
                      collect=(environ.get(ENV_PREFIX + "COLLECT") or None),
                      reallocate=_flag(environ, "REALLOCATE", True),
+                     repair=_flag(environ, "REPAIR", True),
                      probes=_number(environ, "PROBES", int, 8),
                      known_crash_k=_number(environ, "KNOWN_CRASH_K", int, 3),
                      min_per_class=_number(environ, "MIN_PER_CLASS", int, 3),

@@ -4,7 +4,7 @@ in a subprocess::
 
     python -m acetest_ml.upstream.bootstrap --home DIR [--filter models|online|none]
         [--models YAML] [--exploration X] [--max-tries N] [--warmup N] [--seed N]
-        [--collect DIR] [--reallocate 0|1] [--probes N] -- <upstream main.py options>
+        [--collect DIR] [--reallocate 0|1] [--probes N] [--repair 0|1] -- <upstream main.py options>
 
 Upstream runs in its own ``Tester/src`` as working directory with its own
 ``sys.argv``, so its option parsing, relative data paths and output folders
@@ -43,6 +43,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--collect", default=None)
     p.add_argument("--reallocate", type=int, choices=(0, 1), default=1)
     p.add_argument("--probes", type=int, default=8)
+    p.add_argument("--repair", type=int, choices=(0, 1), default=1)
     return p.parse_args(ours), upstream
 
 
@@ -50,7 +51,7 @@ def settings_from_namespace(ns: argparse.Namespace) -> HookSettings:
     return HookSettings(filter=ns.filter, models=ns.models, exploration=ns.exploration,
                         max_tries=ns.max_tries, warmup=ns.warmup, seed=ns.seed,
                         collect=os.path.abspath(ns.collect) if ns.collect else None,
-                        reallocate=bool(ns.reallocate), probes=ns.probes)
+                        reallocate=bool(ns.reallocate), probes=ns.probes, repair=bool(ns.repair))
 
 
 def _exit_code(code) -> int:

@@ -171,12 +171,15 @@ def _conv_tensor(v, ctx):
         return _plain(v.value, ctx)
     explicit = getattr(v, "value", None)
     if explicit is not None and not _is_none(explicit):
-        items = list(explicit) if isinstance(explicit, (list, tuple)) else [explicit]
-        # Upstream passes a Python list; the framework turns it into a 1-D tensor.
+        listed = isinstance(explicit, (list, tuple))
+        items = list(explicit) if listed else [explicit]
+        # Upstream passes a Python list (a number); the framework turns it
+        # into a 1-D (0-d) tensor.
+        shape = (len(items),) if listed else ()
         if all(isinstance(x, (int, bool)) for x in items):
-            return TensorDesc("int32", (len(items),), values=tuple(int(x) for x in items))
+            return TensorDesc("int32", shape, values=tuple(int(x) for x in items))
         if all(isinstance(x, (int, float)) for x in items):
-            return TensorDesc("float32", (len(items),), values=tuple(float(x) for x in items))
+            return TensorDesc("float32", shape, values=tuple(float(x) for x in items))
         return _plain(items, ctx)
     return TensorDesc(ctx.dtype(v.dtype), tuple(int(d) for d in shape),
                       low=_bound(getattr(v, "min_val", None)), high=_bound(getattr(v, "max_val", None)))
@@ -367,3 +370,144 @@ def spec_from_upstream(upstream_api: str, arg_list: Iterable[Any], framework: st
         specs.append(a)
     return ApiSpec(name=api_name(upstream_api, framework), framework=framework, args=specs,
                    source="acetest", notes={"from": "upstream argument list"})
+
+
+# ---------------------------------------------------------------- write back
+
+class _NoWriteBack(Exception):
+    pass
+
+
+def _spelling(canon: str, current: Any, framework: str) -> str:
+    """Upstream's spelling of canonical dtype ``canon``: the current one when
+    it already creates that dtype, else ``tf.<canon>`` (upstream spells
+    dtypes the TensorFlow way in both modes)."""
+    if isinstance(current, str):
+        try:
+            if upstream_dtype(current, framework)[0] == canon:
+                return current
+        except ValueError:
+            pass
+    spelled = f"tf.{canon}"
+    try:
+        if upstream_dtype(spelled, framework)[0] != canon:
+            raise _NoWriteBack(f"no upstream spelling of {canon}")
+    except ValueError:
+        raise _NoWriteBack(f"no upstream spelling of {canon}") from None
+    return spelled
+
+
+def _edited(obj: Any, old: Any, new: Any, framework: str) -> Any:
+    """A copy of upstream value object ``obj`` (converted: ``old``) that
+    converts to ``new``; the object itself is left alone (the hook keeps
+    references to drawn values). Raises _NoWriteBack for an edit upstream's
+    values cannot hold."""
+    import copy
+    if old == new:
+        return obj
+    kind = type(obj).__name__
+    if kind in ("IntValue", "FloatValue", "BoolValue", "StringValue", "TypeValue", "TensorValue",
+                "ListValue"):
+        out = copy.copy(obj)
+    elif isinstance(obj, (bool, int, float, str)) and isinstance(new, (bool, int, float, str)):
+        return new
+    else:
+        raise _NoWriteBack(f"value of type {kind}")
+    if kind in ("IntValue", "FloatValue", "BoolValue", "StringValue"):
+        if isinstance(new, TensorDesc):  # a tensor argument upstream passes as a number
+            if new.values is None or len(new.values) != 1 or new.shape != ():
+                raise _NoWriteBack("scalar from a tensor")
+            new = new.values[0]
+        if not isinstance(new, (bool, int, float, str)):
+            raise _NoWriteBack(f"{kind} from {type(new).__name__}")
+        out.value = {"IntValue": int, "FloatValue": float, "BoolValue": bool, "StringValue": str}[kind](new)
+        return out
+    if kind == "TypeValue":
+        if not isinstance(new, DTypeValue):
+            raise _NoWriteBack("dtype")
+        out.value = _spelling(new.name, obj.value, framework)
+        return out
+    if kind == "ListValue":
+        items = list(new.values) if isinstance(new, TensorDesc) and new.values is not None else new
+        if not isinstance(items, list):
+            raise _NoWriteBack("list")
+        cur = list(obj.value or [])
+        olds = list(old) if isinstance(old, list) else [None] * len(cur)
+        made = []
+        for i, v in enumerate(items):
+            if i < len(cur):
+                made.append(_edited(cur[i], olds[i] if i < len(olds) else None, v, framework))
+            elif isinstance(v, (bool, int, float)) and (not cur or not hasattr(cur[-1], "value")):
+                made.append(v)
+            elif cur:
+                made.append(_edited(cur[-1], olds[-1] if olds else None, v, framework))
+            else:
+                raise _NoWriteBack("list item")
+        out.value = made
+        if hasattr(out, "length"):
+            out.length = len(made)
+        return out
+    # TensorValue
+    if getattr(obj, "shape", None) is None:
+        raise _NoWriteBack("tensor from a default value")
+    explicit = getattr(obj, "value", None)
+    if isinstance(new, list) and explicit is not None and not _is_none(explicit):
+        out.value = list(new)
+        return out
+    if not isinstance(new, TensorDesc):
+        raise _NoWriteBack("tensor")
+    shape = [int(d) for d in new.shape]
+    if (explicit is not None and not _is_none(explicit)) or (
+            new.values is not None and (not isinstance(old, TensorDesc) or new.values != old.values)):
+        # elements: upstream writes them as a Python list (a number for 0-d);
+        # only small integer tensors, the kind rules name elements of
+        if new.values is None or len(shape) > 1 or len(new.values) > 64 \
+                or not new.dtype.startswith(("int", "uint")):
+            raise _NoWriteBack("tensor elements")
+        vals = [int(x) for x in new.values]
+        out.value = vals[0] if shape == [] else vals
+    canon = None
+    try:
+        canon = upstream_dtype(obj.dtype, framework)[0]
+    except ValueError:
+        pass
+    if new.dtype != canon:
+        out.dtype = _spelling(new.dtype, obj.dtype, framework)
+    out.shape = shape
+    if hasattr(obj, "ndim"):
+        out.ndim = len(shape)
+    if hasattr(obj, "num_elements"):
+        n = 1
+        for d in shape:
+            n *= d
+        out.num_elements = n
+    for attr, bound in (("min_val", new.low), ("max_val", new.high)):
+        if bound is not None and hasattr(obj, attr) and _bound(getattr(obj, attr)) != float(bound):
+            setattr(out, attr, int(bound) if float(bound).is_integer() else float(bound))
+    return out
+
+
+def write_back(arg_list: Iterable[Any], old: AbstractInput, new: AbstractInput, framework: str = "tf") -> bool:
+    """Set the values of upstream's ``arg_list`` so that they convert to
+    ``new`` (an edit of ``old``, their conversion: a learned rule's repair).
+    Changed arguments get edited copies of their value objects; nothing is
+    changed and False is returned when an edit cannot be expressed in
+    upstream's values (a float tensor's elements, an argument ``new`` adds
+    or drops)."""
+    args = list(arg_list)
+    edits = []
+    try:
+        for arg in args:
+            name = arg.name
+            if name not in new.args and name not in old.args:
+                continue
+            if (name in new.args) != (name in old.args):
+                raise _NoWriteBack(f"argument {name} added or dropped")
+            if new.args[name] == old.args[name]:
+                continue
+            edits.append((arg, _edited(arg.arg_value, old.args[name], new.args[name], framework)))
+    except (_NoWriteBack, TypeError, ValueError, AttributeError):
+        return False
+    for arg, value in edits:
+        arg.arg_value = value
+    return True

@@ -31,6 +31,7 @@ a sample, so they survive upstream's worker processes (the ncsu-swat fork's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -43,11 +44,11 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import ConfigError, UserError
 from ..filter import int_outside
-from ..model import AbstractInput, ApiSpec
+from ..model import AbstractInput, ApiSpec, TensorDesc
 from ..learner import OnlineLearner
 from ..outcome import EXECUTED, Outcome
 from . import convert
@@ -62,8 +63,12 @@ DECISIONS = ("accepted", "crash_kept", "explored", "forced", "unfiltered", "unco
 #: per-sample round reallocation counters (see ``_Reallocator``)
 SAMPLE_COUNTS = ("samples_scored", "samples_rejected", "samples_abandoned", "rounds_moved", "rounds_spent_at_end")
 #: where the hook's own time goes (``ApiFilter.phase_time``)
-PHASES = ("generate", "convert", "score", "train", "probe", "rules")
+PHASES = ("generate", "convert", "score", "train", "probe", "rules", "repair")
 _COUNTERS = ("invalid", "crash", "timeout", "OOM")
+#: repaired runs (and half as many runs meeting the rules as drawn) before
+#: repair may stop, and how much lower their valid share must be for it
+REPAIR_PROBATION = 10
+REPAIR_MARGIN = 0.25
 #: refusals of a dtype spelling the features cannot see before it is drawn again
 LOSSY_K = 2
 _INT32_ATTR = re.compile(r"Attr (\w+) has value -?\d+ out of range for an int32")
@@ -107,7 +112,8 @@ class FilterConfig:
     ``"precision"``: the valid class's precision at half its recall).
     ``rules``: learn rules from upstream's error messages and from the runs
     (the campaign's rule learner) and draw again a candidate that breaks an
-    active rule; ``early_rules``: adopt a message's rule before any run
+    active rule, unless ``repair`` can edit its values to meet the rules
+    (learn.repair; the edited input runs); ``early_rules``: adopt a message's rule before any run
     passed (upstream's AvgPoolGrad passes 12% of its runs: waiting for a
     pass leaves its first tens of runs to the op's known refusals). Also
     drawn again, in every filtering mode: a candidate with a dtype spelling
@@ -132,6 +138,7 @@ class FilterConfig:
     chunk: int = 10
     give_up_forced: int = 2
     collect: Optional[str] = None
+    repair: bool = True
     reallocate: bool = True
     probes: int = 8
     explore_band: float = 0.25
@@ -253,6 +260,26 @@ def beyond_int64(ai: AbstractInput) -> bool:
     return int_outside(ai, INT64_MIN, INT64_MAX, tensors=True)
 
 
+def _element_names(rules: Sequence[str]) -> list[str]:
+    """Arguments whose elements (``p[i]``, ``p.value``) one of ``rules`` reads."""
+    import ast
+    names: list[str] = []
+    for r in rules:
+        try:
+            tree = ast.parse(r, mode="eval")
+        except SyntaxError:
+            continue
+        for n in ast.walk(tree):
+            name = None
+            if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name):
+                name = n.value.id
+            elif isinstance(n, ast.Attribute) and n.attr == "value" and isinstance(n.value, ast.Name):
+                name = n.value.id
+            if name is not None and name not in names:
+                names.append(name)
+    return names
+
+
 # ------------------------------------------------------------ per-API state
 
 @dataclass
@@ -293,6 +320,16 @@ class ApiFilter:
         self.rules: Any = None  # learn.RuleLearner
         self.rule_backlog: list[tuple] = []  # runs before the first passing one
         self.rules_failed: Optional[str] = None
+        self.repair_rng = random.Random(f"{self.config.seed}|{api}|repair")
+        self._element_rules: tuple[tuple, list[str]] = ((), [])
+        # repaired runs against runs that met the rules as drawn, per active
+        # rule set: [valid, executed]; repair stops for a rule set whose
+        # repairs fail far more often (a rule the repair makes come true
+        # meets no passing run that breaks it, so only outcomes can tell)
+        self.repair_tally: dict[str, list[int]] = {"repaired": [0, 0], "natural": [0, 0]}
+        self.repair_key: tuple = ()
+        self.repair_off: Optional[str] = None
+        self.repair_offs = 0
         self.messages = InvalidLog()
         # outcomes by the upstream dtype spellings the features cannot see
         # (quantized types convert to the int type of their width)
@@ -301,7 +338,7 @@ class ApiFilter:
         self.int32_attrs: set[str] = set()
         self.warned = False
         self.counts = {k: 0 for k in ("generated", "scored", "discarded", "known", "int64_rejected", "rule_rejected",
-                                      "lossy_rejected", "int32_rejected")
+                                      "lossy_rejected", "int32_rejected", "repaired")
                        + DECISIONS + SAMPLE_COUNTS}
         # crash / timeout inputs seen, by signature (known-crash rule); None: off
         self.crashes: Any = None  # filter.KnownCrashes, made at the first crash
@@ -426,6 +463,99 @@ class ApiFilter:
         finally:
             self.phase_time["rules"] += time.perf_counter() - t0
 
+    def repairing(self) -> bool:
+        """Is repair on for the active rule set? A new rule set starts over."""
+        if not self.config.repair:
+            return False
+        key = tuple(self.active_rules())
+        if key != self.repair_key:
+            self.repair_key = key
+            self.repair_tally = {"repaired": [0, 0], "natural": [0, 0]}
+            self.repair_off = None
+        return self.repair_off is None
+
+    def _tally_repair(self, p: "_Pending", outcome: str) -> None:
+        if p.ai is None or p.decision not in ("accepted", "crash_kept") or outcome not in EXECUTED \
+                or not self.config.repair or self.repair_off is not None:
+            return
+        t = self.repair_tally["repaired" if p.ai.origin.get("repaired") else "natural"]
+        t[0] += int(outcome != Outcome.INVALID)
+        t[1] += 1
+        (rv, rn), (nv, nn) = self.repair_tally["repaired"], self.repair_tally["natural"]
+        if rn >= REPAIR_PROBATION and nn >= REPAIR_PROBATION // 2 and rv / rn < nv / nn - REPAIR_MARGIN:
+            self.repair_off = (f"repaired runs valid {rv}/{rn}, runs meeting the rules as drawn {nv}/{nn}: "
+                               f"drawing again")
+            self.repair_offs += 1
+
+    def hidden_elements(self, ai: AbstractInput) -> list[str]:
+        """Small integer tensors of ``ai`` whose elements an active rule
+        reads but upstream draws inside its worker (no explicit values): the
+        rule cannot be checked on them, so the hook draws them itself
+        (``repaired(pin=...)``) and upstream runs those values."""
+        active = self.active_rules()
+        if not active:
+            return []
+        key = tuple(active)
+        if self._element_rules[0] != key:
+            self._element_rules = (key, _element_names(active))
+        from ..learn.evaluate import MAX_ELEMENTS
+        out = []
+        for name in self._element_rules[1]:
+            t = ai.args.get(name)
+            if isinstance(t, TensorDesc) and t.values is None and t.rank <= 1 and t.numel <= MAX_ELEMENTS \
+                    and t.dtype.startswith(("int", "uint")):
+                out.append(name)
+        return out
+
+    def repaired(self, arg_list, ai: AbstractInput, count: bool = True,
+                 pin: Sequence[str] = ()) -> Optional[AbstractInput]:
+        """Edit upstream's drawn values (``arg_list``, converted: ``ai``) to
+        meet the active learned rules (learn.repair: the dims, ranks, list
+        items, flags or small integer elements a rule names) and return the
+        edited input's conversion; None, with the values as drawn, when no
+        edit meets them all or upstream's values cannot hold it. Upstream's
+        fill is random after its solver sample, so a rule relating two dims
+        is rarely met by drawing again (MatMul's inner dims, a perm as long
+        as a rank)."""
+        from ..learn.evaluate import _elements
+        from ..learn.repair import repair_all
+        t0 = time.perf_counter()
+        try:
+            active = self.active_rules()
+            base = ai
+            if pin:
+                # elements drawn here (in the tensor's range) and written out
+                # explicitly, so the rules judge what upstream will run
+                seed = self.repair_rng.randrange(2 ** 31)
+                args = dict(ai.args)
+                for name in pin:
+                    vals = _elements(args[name], seed, name)
+                    if vals is None:
+                        return None
+                    args[name] = dataclasses.replace(args[name], values=tuple(vals))
+                base = AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
+            fixed = repair_all(active, base, self.repair_rng)
+            if fixed is None or fixed is ai:
+                return None
+            saved = [a.arg_value for a in arg_list]
+            if not convert.write_back(arg_list, ai, fixed, self.framework):
+                return None
+            try:
+                out = convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
+            except (ValueError, KeyError, TypeError):
+                out = None
+            from ..learn.evaluate import holds
+            if out is None or not all(holds(e, out) for e in active):
+                for a, v in zip(arg_list, saved):
+                    a.arg_value = v
+                return None
+            out.origin["repaired"] = True
+            if count:
+                self.counts["repaired"] += 1
+            return out
+        finally:
+            self.phase_time["repair"] += time.perf_counter() - t0
+
     def warn(self, msg: str) -> None:
         if not self.warned:
             self.warned = True
@@ -509,6 +639,16 @@ class ApiFilter:
                     decision = "explored"
                     score = None
                     break
+                if self.repairing():
+                    hidden = self.hidden_elements(ai)
+                    if broken or hidden:
+                        with keep_global_rng():
+                            fixed = self.repaired(manager.arg_list, ai, pin=hidden)
+                        if fixed is not None:
+                            ai, broken = fixed, False
+                        elif hidden:
+                            # the rule reads values upstream draws later: not known to hold
+                            broken = True
                 if broken:
                     # an active learned rule says the API rejects it
                     self.counts["rule_rejected"] += 1
@@ -585,6 +725,9 @@ class ApiFilter:
                 finally:
                     self.phase_time["probe"] += time.perf_counter() - t_probe
                 ai = self.convert(manager.arg_list)
+                if ai is not None and self.repairing() and self.breaks_rule(ai):
+                    # a fill the rules' repair can fix is not a reason to give the sample up
+                    ai = self.repaired(manager.arg_list, ai, count=False) or ai
                 if ai is not None:
                     inputs.append(ai)
             for arg in manager.arg_list:
@@ -637,6 +780,7 @@ class ApiFilter:
         self.run_time[outcome] = self.run_time.get(outcome, 0.0) + time.perf_counter() - p.started
         by = self.outcomes.setdefault(p.decision, {})
         by[outcome] = by.get(outcome, 0) + 1
+        self._tally_repair(p, str(outcome))
         if (outcome in (Outcome.CRASH, Outcome.TIMEOUT) and p.ai is not None and self.spec is not None
                 and int(self.config.known_crash_k) > 0):
             if self.crashes is None:
@@ -736,6 +880,8 @@ class ApiFilter:
                              "threshold_policy": self.config.threshold}
         if self.rules is not None:
             out["rules"] = self.rules.info()
+        if self.config.repair:
+            out["repair"] = {"tally": self.repair_tally, "off": self.repair_off, "times_off": self.repair_offs}
         if self.rules_failed:
             out["rules_failed"] = self.rules_failed
         return out

@@ -234,11 +234,12 @@ def _normalise_filter(ml_filter) -> Optional[str]:
 
 def _bootstrap_cmd(python: str, home: str, mode: Optional[str], models: Optional[str], exploration: float,
                    seed: Optional[int], max_tries: int, warmup: int, args: list[str],
-                   collect: Optional[str] = None, reallocate: bool = True, probes: int = 8) -> list[str]:
+                   collect: Optional[str] = None, reallocate: bool = True, probes: int = 8,
+                   repair: bool = True) -> list[str]:
     cmd = [python, "-m", "acetest_ml.upstream.bootstrap", "--home", home, "--filter", mode or "none",
            "--exploration", repr(float(exploration)), "--max-tries", str(int(max_tries)),
            "--warmup", str(int(warmup)), "--reallocate", str(int(bool(reallocate))),
-           "--probes", str(int(probes))]
+           "--probes", str(int(probes)), "--repair", str(int(bool(repair)))]
     if collect:
         cmd += ["--collect", collect]
     if models:
@@ -253,7 +254,7 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
                  seed: Optional[int] = None, max_tries: int = 100, warmup: int = 10,
                  python: Optional[str] = None, out: Optional[TextIO] = None,
                  log: Optional[str] = None, collect: Optional[str] = None, reallocate: bool = True,
-                 probes: int = 8, out_dir: Optional[str] = None) -> int:
+                 probes: int = 8, out_dir: Optional[str] = None, repair: bool = True) -> int:
     """Run upstream's main.py (unmodified) in a subprocess, with the filter when
     ``ml_filter`` is ``"models"``/True or ``"online"``; with ``compare``, once
     without and once with it (same options and seed, separate work folders).
@@ -324,7 +325,7 @@ def run_upstream(upstream_args: list[str], *, ml_filter=None, models: str = DEFA
         before = _line_counts(base_dir, framework)
         cmd = _bootstrap_cmd(python or sys.executable, home, arm_mode, models_path, exploration, seed,
                              max_tries, warmup, _with_work_path(upstream_args, work), collect=collect,
-                             reallocate=reallocate, probes=probes)
+                             reallocate=reallocate, probes=probes, repair=repair)
         if log:
             with open(log, "a") as logf:
                 proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
@@ -372,6 +373,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-reallocate", dest="reallocate", action="store_false",
                    help="do not move rounds off solver samples the filter rejects (filter each input only)")
     p.add_argument("--probes", type=int, default=8, help="random fills scored per solver sample")
+    p.add_argument("--no-repair", dest="repair", action="store_false",
+                   help="draw again a candidate that breaks a learned rule instead of editing it to meet the rule")
     p.add_argument("upstream_args", nargs=argparse.REMAINDER, help="-- then upstream main.py options")
     return p
 
@@ -387,7 +390,7 @@ def run_from_namespace(ns: argparse.Namespace) -> int:
     return run_upstream(args, ml_filter=ns.ml_filter, models=ns.models, acetest_home=ns.acetest_home,
                         compare=ns.compare, exploration=ns.exploration, seed=ns.seed,
                         max_tries=ns.max_tries, warmup=ns.warmup, collect=ns.collect,
-                        reallocate=ns.reallocate, probes=ns.probes, out_dir=ns.out_dir)
+                        reallocate=ns.reallocate, probes=ns.probes, out_dir=ns.out_dir, repair=ns.repair)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
