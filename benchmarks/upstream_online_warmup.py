@@ -25,6 +25,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--round-timeout", type=int, default=20)
     p.add_argument("--out", required=True)
+    p.add_argument("--no-repair", dest="repair", action="store_false",
+                   help="the hook draws a rule breaker again instead of repairing it")
     p.add_argument("apis", nargs="+")
     a = p.parse_args()
     from acetest_ml.errors import UserError
@@ -46,7 +48,8 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     for api in a.apis:
         row = scope.run_upstream_arm("up-online", api, home, data, a.rounds, a.seed, os.path.join(a.out, api),
-                                     models=None, warmup=a.warmup, round_timeout=a.round_timeout)
+                                     models=None, warmup=a.warmup, round_timeout=a.round_timeout,
+                                     repair=a.repair)
         with open(os.path.join(a.out, f"{api}.json"), "w") as f:
             json.dump(row, f, indent=1)
         print(api, scope._short(row), flush=True)

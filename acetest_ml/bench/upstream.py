@@ -128,7 +128,8 @@ def _arm_row(runs: int, invalid: int, crash: int, timeout: int, oom: int, second
 
 def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, work_dir: str, *,
                      models: Optional[str], collect: Optional[str] = None, warmup: int = 40,
-                     exploration: float = 0.05, reallocate: bool = True, round_timeout: int = 10) -> dict:
+                     exploration: float = 0.05, reallocate: bool = True, round_timeout: int = 10,
+                     repair: bool = True) -> dict:
     """One upstream run of ``api``; its res.csv row and statistics as a dict."""
     from ..upstream.runner import run_upstream
     priv = private_home(home, data, api, os.path.join(work_dir, "home"))
@@ -142,7 +143,7 @@ def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed
                          f"--round_timeout={int(round_timeout)}", f"--work_path={work}"], ml_filter=mode, models=models or DEFAULT_MODELS,
                         acetest_home=priv, seed=seed, warmup=warmup, exploration=exploration,
                         out=out, log=os.path.join(work_dir, "upstream.log"), collect=collect,
-                        reallocate=reallocate)
+                        reallocate=reallocate, repair=repair)
     wall = time.time() - t0
     from ..upstream.runner import collect_results
     res = collect_results(arm, work, "tf", {})
@@ -158,7 +159,8 @@ def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed
         row["filter"] = {k: st.get(k) for k in ("scorer", "threshold", "generated", "discarded", "accepted",
                                                  "explored", "forced", "unfiltered", "samples_scored",
                                                  "samples_rejected", "rounds_moved", "rounds_spent_at_end",
-                                                 "score_us_per_candidate", "candidates_per_run")}
+                                                 "score_us_per_candidate", "candidates_per_run", "repaired",
+                                                 "rule_rejected", "repair")}
         if "online" in st:
             row["filter"]["trainings"] = st["online"].get("trainings")
     return row
