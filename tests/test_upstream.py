@@ -1193,3 +1193,106 @@ def test_the_rounds_of_a_lone_hopeless_sample_are_kept(up, tmp_path):
     st = h.stats()[API]
     assert after_sample == 10 and st["samples_abandoned"] == 1
     assert r.total_times == 40 and st["rounds_spent_at_end"] == 30
+
+
+# ------------------------------------------------------------------ repair
+
+def test_write_back_edits_copies_of_upstreams_values(up):
+    """``convert.write_back`` sets upstream's value objects so that they
+    convert to an edited input: shapes (and rank), dtypes, ints, flags, list
+    items and length, small integer elements (written out explicitly); the
+    drawn objects are left as they were (the hook keeps references to them)
+    and an edit upstream's values cannot hold changes nothing."""
+    V = up.ArgumentValue
+    value = V.TensorValue("value", "tf.float32", [2, 3])
+    perm = V.TensorValue("perm", "tf.int32", [3])
+    ksize = V.ListValue("ksize", [V.IntValue(None, 1), V.IntValue(None, 2)])
+    args = [_arg(up, "T", "type", V.TypeValue("T", "tf.float32"), is_mid=True),
+            _arg(up, "value", "tensor", value), _arg(up, "perm", "tensor", perm),
+            _arg(up, "axis", "int", V.IntValue("axis", -1)), _arg(up, "flag", "bool", V.BoolValue("flag", True)),
+            _arg(up, "ksize", "list", ksize)]
+    old = convert.to_abstract_input(API, args, "tf")
+    new_args = dict(old.args)
+    new_args.update(T=DTypeValue("float64"), value=TensorDesc("float64", (2, 3, 4), low=-1024.0, high=1024.0),
+                    perm=TensorDesc("int32", (3,), values=(2, 0, 1), low=-1024.0, high=1024.0),
+                    axis=2, flag=False, ksize=[1, 2, 1, 5])
+    new = AbstractInput(API, new_args)
+    assert convert.write_back(args, old, new, "tf")
+    back = convert.to_abstract_input(API, args, "tf")
+    assert back.args == {**new.args, "perm": TensorDesc("int32", (3,), values=(2, 0, 1))}
+    assert [i.value for i in args[5].arg_value.value] == [1, 2, 1, 5]
+    # the drawn objects themselves are unchanged
+    assert value.shape == [2, 3] and value.dtype == "tf.float32" and perm.value is None
+    assert [i.value for i in ksize.value] == [1, 2]
+    # a float tensor's elements cannot be written: nothing changes
+    before = [a.arg_value for a in args]
+    floats = AbstractInput(API, {**back.args, "value": TensorDesc("float64", (1,), values=(0.5,))})
+    assert not convert.write_back(args, back, floats, "tf")
+    assert [a.arg_value for a in args] == before
+    # an argument the edit drops cannot be expressed either
+    dropped = AbstractInput(API, {k: v for k, v in back.args.items() if k != "axis"})
+    assert not convert.write_back(args, back, dropped, "tf")
+
+
+def test_repair_meets_correct_rules_with_fewer_draws(up, tmp_path):
+    """With rules that are right (BiasAdd's, written by hand), repairing a
+    rule breaker instead of drawing it again runs about as validly on the
+    stand-in's real TensorFlow op and draws far fewer candidates."""
+    from acetest_ml.classify import TooFewExamples
+
+    def never(spec, inputs, labels, config):
+        raise TooFewExamples(API, 0, 0, 1)
+
+    rules = ["value.rank >= 2", "bias.rank == 1",
+             "data_format != 'NCHW' or bias.dim[0] == value.dim[1]",
+             "data_format == 'NCHW' or bias.dim[0] == value.dim[-1]"]
+
+    def campaign(repair):
+        base = tmp_path / f"repair{int(repair)}"
+        base.mkdir()
+        opt = make_option(up, base, test_round=90)
+        h = hook.FilterHook(hook.FilterConfig(mode="online", warmup=10, seed=0, rules=False, reallocate=False,
+                                              exploration=0.0, repair=repair), trainer=never)
+        flt = h.filter_for(API, "tf")
+        flt.active_rules = lambda: list(rules)  # type: ignore[method-assign]
+        return run_hooked(up, opt, h, 3, 3, 30)
+
+    fixed_r, fixed = campaign(True)
+    drawn_r, drawn = campaign(False)
+    assert fixed_r.total_times == drawn_r.total_times == 90
+    assert fixed["repaired"] > 20 and fixed["repair"]["off"] is None, fixed["repair"]
+    assert drawn["repaired"] == 0 and drawn["rule_rejected"] > 0
+    assert fixed["generated"] < 0.6 * drawn["generated"], (fixed["generated"], drawn["generated"])
+    assert fixed_r.invalid <= drawn_r.invalid + 2, (fixed_r.invalid, drawn_r.invalid)
+
+
+def test_elements_a_rule_reads_are_drawn_by_the_hook(up):
+    """Upstream draws a tensor's elements inside its worker, so a rule on
+    them (Transpose's perm) cannot be checked on its candidate: the hook
+    draws them itself, repairs them to meet the rule and passes them
+    explicitly; the drawn value object is untouched."""
+    V = up.ArgumentValue
+    flt = hook.FilterHook(hook.FilterConfig(mode="online")).filter_for("tf.raw_ops.Transpose", "tf")
+    perm = V.TensorValue("perm", "tf.int32", [3])
+    args = [_arg(up, "x", "tensor", V.TensorValue("x", "tf.float32", [2, 3, 4])),
+            _arg(up, "perm", "tensor", perm)]
+    flt.spec = convert.spec_from_upstream("tf.raw_ops.Transpose", args, "tf")
+    rule = ("perm.rank == 1 and perm.dim[0] == x.rank and 0 <= perm[0] and perm[0] < x.rank and 0 <= perm[1] "
+            "and perm[1] < x.rank and 0 <= perm[2] and perm[2] < x.rank and perm[0] != perm[1] "
+            "and perm[0] != perm[2] and perm[1] != perm[2]")
+    flt.active_rules = lambda: [rule]  # type: ignore[method-assign]
+    ai = convert.to_abstract_input("tf.raw_ops.Transpose", args, "tf", flt.spec)
+    assert flt.hidden_elements(ai) == ["perm"]
+    seen = set()
+    for _ in range(20):
+        args[1].arg_value = perm
+        fixed = flt.repaired(args, ai, pin=flt.hidden_elements(ai))
+        assert fixed is not None and fixed.origin["repaired"]
+        written = args[1].arg_value.value
+        assert sorted(written) == [0, 1, 2], written
+        assert fixed.args["perm"].values == tuple(written)
+        seen.add(tuple(written))
+    assert perm.value is None and len(seen) > 1  # fresh draws, not one fixed permutation
+    import tensorflow as tf
+    out = tf.raw_ops.Transpose(x=tf.zeros([2, 3, 4]), perm=list(written))
+    assert sorted(out.shape.as_list()) == [2, 3, 4]
