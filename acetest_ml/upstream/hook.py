@@ -482,10 +482,27 @@ class ApiFilter:
         t[0] += int(outcome != Outcome.INVALID)
         t[1] += 1
         (rv, rn), (nv, nn) = self.repair_tally["repaired"], self.repair_tally["natural"]
-        if rn >= REPAIR_PROBATION and nn >= REPAIR_PROBATION // 2 and rv / rn < nv / nn - REPAIR_MARGIN:
+        if (rn >= REPAIR_PROBATION and nn >= REPAIR_PROBATION // 2 and rv / rn < nv / nn - REPAIR_MARGIN) \
+                or (rn >= 2 * REPAIR_PROBATION and rv == 0):
+            # repairs fail far more often than drawn inputs, or never pass
             self.repair_off = (f"repaired runs valid {rv}/{rn}, runs meeting the rules as drawn {nv}/{nn}: "
                                f"drawing again")
             self.repair_offs += 1
+
+    def _allowed(self, fixed: AbstractInput, ai: AbstractInput) -> bool:
+        """Does every value the repair changed stay within what upstream's
+        op_json enumerates for its argument (a rule saying ``data_format ==
+        'NHWC'`` learned from a Conv3D message must not set it)?"""
+        spec = self.spec
+        if spec is None:
+            return True
+        for name, v in fixed.args.items():
+            if v == ai.args.get(name) or not spec.has_arg(name):
+                continue
+            allowed = spec.arg(name).allowed
+            if allowed and isinstance(v, (str, int)) and not isinstance(v, bool) and v not in allowed:
+                return False
+        return True
 
     def hidden_elements(self, ai: AbstractInput) -> list[str]:
         """Small integer tensors of ``ai`` whose elements an active rule
@@ -535,7 +552,7 @@ class ApiFilter:
                     args[name] = dataclasses.replace(args[name], values=tuple(vals))
                 base = AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
             fixed = repair_all(active, base, self.repair_rng)
-            if fixed is None or fixed is ai:
+            if fixed is None or fixed is ai or not self._allowed(fixed, ai):
                 return None
             saved = [a.arg_value for a in arg_list]
             if not convert.write_back(arg_list, ai, fixed, self.framework):
