@@ -127,7 +127,7 @@ def _arm_row(runs: int, invalid: int, crash: int, timeout: int, oom: int, second
 
 
 def run_upstream_arm(arm: str, api: str, home: str, data: str, rounds: int, seed: int, work_dir: str, *,
-                     models: Optional[str], collect: Optional[str] = None, warmup: int = 40,
+                     models: Optional[str], collect: Optional[str] = None, warmup: int = 10,
                      exploration: float = 0.05, reallocate: bool = True, round_timeout: int = 10,
                      repair: bool = True) -> dict:
     """One upstream run of ``api``; its res.csv row and statistics as a dict."""
@@ -204,7 +204,7 @@ def models_yaml_for(out: str, base_yaml: str) -> str:
 
 def run_scope(apis: list[str], home: str, acetest_data: str, out: str, *, rounds: int = 300,
               seed_train: int = 1, seed_eval: int = 2, arms: tuple = ARMS, base_models: str = DEFAULT_MODELS,
-              warmup: int = 40, round_timeout: int = 10, progress=print, report_only: bool = False) -> dict:
+              warmup: int = 10, round_timeout: int = 10, progress=print, report_only: bool = False) -> dict:
     """Run (or, with ``report_only``, only read) every arm of every API."""
     data = data_root(home, acetest_data)
     os.makedirs(os.path.join(out, "arms"), exist_ok=True)
