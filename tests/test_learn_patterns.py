@@ -313,6 +313,12 @@ def executors():
         e.close()
 
 
+#: families whose rule an earlier family of the table also states for the
+#: case's message (the candidate is credited to the first): the earlier one
+#: guesses among every small int tensor, the later one only shape-named ones
+SHADOWED = {"output_dims_positive": "values_positive"}
+
+
 def test_every_family_in_the_table_has_a_case():
     assert {f.name for f in load_families()} >= set(CASES)
 
@@ -325,7 +331,7 @@ def test_family_learned_from_a_real_message(family, executors):
     ai = AbstractInput(api=api, args=args, value_seed=1)
     res = executors(spec.framework, family not in ONEDNN_OFF).run(spec, ai)
     assert res.outcome == "invalid", (res.outcome, res.message)
-    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
+    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family in (family, SHADOWED.get(family))]
     assert cands, f"no {family} rule from {res.message!r}"
     rule = cands[0].expr
     assert want in rule, (rule, res.message)
@@ -350,7 +356,7 @@ def test_indirect_names_resolved(case, executors):
     ai = AbstractInput(api=api, args=args, value_seed=1)
     res = executors(spec.framework).run(spec, ai)
     assert res.outcome == "invalid", (res.outcome, res.message)
-    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family == family]
+    cands = [c for c in candidates_from_message(spec, ai, res.message) if c.family in (family, SHADOWED.get(family))]
     assert cands and cands[0].expr == want, ([c.expr for c in cands], res.message)
 
 

@@ -482,9 +482,9 @@ class ApiFilter:
         t[0] += int(outcome != Outcome.INVALID)
         t[1] += 1
         (rv, rn), (nv, nn) = self.repair_tally["repaired"], self.repair_tally["natural"]
-        if (rn >= REPAIR_PROBATION and nn >= REPAIR_PROBATION // 2 and rv / rn < nv / nn - REPAIR_MARGIN) \
-                or (rn >= 2 * REPAIR_PROBATION and rv == 0):
-            # repairs fail far more often than drawn inputs, or never pass
+        # (not when repairs never pass: nor do drawn inputs, so far, and the
+        # rules that make repairs pass may still be learned: OneHot)
+        if rn >= REPAIR_PROBATION and nn >= REPAIR_PROBATION // 2 and rv / rn < nv / nn - REPAIR_MARGIN:
             self.repair_off = (f"repaired runs valid {rv}/{rn}, runs meeting the rules as drawn {nv}/{nn}: "
                                f"drawing again")
             self.repair_offs += 1
