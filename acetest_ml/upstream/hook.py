@@ -504,6 +504,43 @@ class ApiFilter:
                 return False
         return True
 
+    def pinned(self, arg_list, ai: Optional[AbstractInput]) -> Optional[AbstractInput]:
+        """With repair (online): ``ai`` after the hook drew the elements of
+        every small int32 tensor upstream would fill in its worker (same
+        range) and passed them explicitly, so each run's values are known to
+        the rules and the model (a rule on a resize size is otherwise checked
+        on values the conversion derives, not the ones that ran). int32 only:
+        upstream writes explicit elements as a Python list, which the
+        framework makes int32."""
+        if ai is None or not self.config.repair or self.config.mode != "online":
+            return ai
+        from ..learn.evaluate import MAX_ELEMENTS, _elements
+        names = [n for n, t in ai.args.items() if isinstance(t, TensorDesc) and t.values is None
+                 and t.dtype == "int32" and t.rank <= 1 and 0 < t.numel <= MAX_ELEMENTS]
+        if not names:
+            return ai
+        t0 = time.perf_counter()
+        try:
+            with keep_global_rng():
+                seed = self.repair_rng.randrange(2 ** 31)
+                args = dict(ai.args)
+                for n in names:
+                    vals = _elements(args[n], seed, n)
+                    if vals is None:
+                        return ai
+                    args[n] = dataclasses.replace(args[n], values=tuple(int(v) for v in vals))
+                drawn = AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
+                if not convert.write_back(arg_list, ai, drawn, self.framework):
+                    return ai
+                try:
+                    out = convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
+                except (ValueError, KeyError, TypeError):
+                    return ai
+            out.origin.update(ai.origin)
+            return out
+        finally:
+            self.phase_time["repair"] += time.perf_counter() - t0
+
     def hidden_elements(self, ai: AbstractInput) -> list[str]:
         """Small integer tensors of ``ai`` whose elements an active rule
         reads but upstream draws inside its worker (no explicit values): the
@@ -617,7 +654,7 @@ class ApiFilter:
             # its exploration share of rounds as drawn
             result = self._generate(manager, original)
             with keep_global_rng():
-                ai = self.convert(manager.arg_list)
+                ai = self.pinned(manager.arg_list, self.convert(manager.arg_list))
             if ai is None:
                 decision = "unconvertible"
             else:
@@ -633,7 +670,7 @@ class ApiFilter:
             for _ in range(int(self.config.max_tries)):
                 result = self._generate(manager, original)
                 with keep_global_rng():
-                    ai = self.convert(manager.arg_list)
+                    ai = self.pinned(manager.arg_list, self.convert(manager.arg_list))
                 if ai is None:
                     decision = "unconvertible"
                     break
@@ -741,7 +778,7 @@ class ApiFilter:
                     continue
                 finally:
                     self.phase_time["probe"] += time.perf_counter() - t_probe
-                ai = self.convert(manager.arg_list)
+                ai = self.pinned(manager.arg_list, self.convert(manager.arg_list))
                 if ai is not None and self.repairing() and self.breaks_rule(ai):
                     # a fill the rules' repair can fix is not a reason to give the sample up
                     ai = self.repaired(manager.arg_list, ai, count=False) or ai
