@@ -1296,3 +1296,32 @@ def test_elements_a_rule_reads_are_drawn_by_the_hook(up):
     import tensorflow as tf
     out = tf.raw_ops.Transpose(x=tf.zeros([2, 3, 4]), perm=list(written))
     assert sorted(out.shape.as_list()) == [2, 3, 4]
+
+
+def test_small_int32_tensors_are_drawn_by_the_hook(up):
+    """Online with repair, the hook draws the elements of every small int32
+    tensor upstream would fill in its worker (in its range) and passes them
+    explicitly, so the run's values are known; other tensors, and the hook
+    without repair, leave upstream's values alone."""
+    V = up.ArgumentValue
+
+    def args():
+        return [_arg(up, "size", "tensor", V.TensorValue("size", "tf.int32", [2], min_val=-5, max_val=5)),
+                _arg(up, "big", "tensor", V.TensorValue("big", "tf.int32", [40])),
+                _arg(up, "wide", "tensor", V.TensorValue("wide", "tf.int64", [2])),
+                _arg(up, "x", "tensor", V.TensorValue("x", "tf.float32", [2, 2]))]
+
+    for repair in (True, False):
+        flt = hook.FilterHook(hook.FilterConfig(mode="online", repair=repair)).filter_for(
+            "tf.raw_ops.ResizeBilinear", "tf")
+        arg_list = args()
+        flt.spec = convert.spec_from_upstream("tf.raw_ops.ResizeBilinear", arg_list, "tf")
+        drawn = arg_list[0].arg_value
+        ai = flt.pinned(arg_list, convert.to_abstract_input("tf.raw_ops.ResizeBilinear", arg_list, "tf", flt.spec))
+        if repair:
+            vals = arg_list[0].arg_value.value
+            assert len(vals) == 2 and all(-5 <= v <= 5 for v in vals), vals
+            assert ai.args["size"].values == tuple(vals) and drawn.value is None
+        else:
+            assert arg_list[0].arg_value is drawn and ai.args["size"].values is None
+        assert all(a.arg_value.value is None for a in arg_list[1:])
