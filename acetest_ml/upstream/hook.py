@@ -263,10 +263,11 @@ def beyond_int64(ai: AbstractInput) -> bool:
 def _element_names(rules: Sequence[str]) -> list[str]:
     """Arguments whose elements (``p[i]``, ``p.value``) one of ``rules`` reads."""
     import ast
+    from ..learn.evaluate import _parse
     names: list[str] = []
     for r in rules:
         try:
-            tree = ast.parse(r, mode="eval")
+            tree = _parse(r)
         except SyntaxError:
             continue
         for n in ast.walk(tree):
@@ -514,7 +515,7 @@ class ApiFilter:
         framework makes int32."""
         if ai is None or not self.config.repair or self.config.mode != "online":
             return ai
-        from ..learn.evaluate import MAX_ELEMENTS, _elements
+        from ..learn.evaluate import MAX_ELEMENTS
         names = [n for n, t in ai.args.items() if isinstance(t, TensorDesc) and t.values is None
                  and t.dtype == "int32" and t.rank <= 1 and 0 < t.numel <= MAX_ELEMENTS]
         if not names:
@@ -522,24 +523,45 @@ class ApiFilter:
         t0 = time.perf_counter()
         try:
             with keep_global_rng():
-                seed = self.repair_rng.randrange(2 ** 31)
-                args = dict(ai.args)
-                for n in names:
-                    vals = _elements(args[n], seed, n)
-                    if vals is None:
-                        return ai
-                    args[n] = dataclasses.replace(args[n], values=tuple(int(v) for v in vals))
-                drawn = AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
-                if not convert.write_back(arg_list, ai, drawn, self.framework):
-                    return ai
-                try:
-                    out = convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
-                except (ValueError, KeyError, TypeError):
-                    return ai
+                drawn = self._draw_elements(ai, names)
+                out = self._write(arg_list, ai, drawn) if drawn is not None else None
+            if out is None:
+                return ai
             out.origin.update(ai.origin)
             return out
         finally:
             self.phase_time["repair"] += time.perf_counter() - t0
+
+    def _draw_elements(self, ai: AbstractInput, names: Sequence[str]) -> Optional[AbstractInput]:
+        """A copy of ``ai`` whose small int tensors ``names`` hold elements
+        drawn here in their ranges (None if one has no elements to draw)."""
+        from ..learn.evaluate import _elements
+        seed = self.repair_rng.randrange(2 ** 31)
+        args = dict(ai.args)
+        for n in names:
+            vals = _elements(args[n], seed, n)
+            if vals is None:
+                return None
+            args[n] = dataclasses.replace(args[n], values=tuple(int(v) for v in vals))
+        return AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
+
+    def _write(self, arg_list, ai: AbstractInput, new: AbstractInput,
+               check: Callable[[AbstractInput], bool] = lambda _: True) -> Optional[AbstractInput]:
+        """Write ``new`` (an edit of ``ai``) into upstream's values and
+        return their conversion; None, with the values as they were, when
+        upstream's values cannot hold it or the conversion fails ``check``."""
+        saved = [a.arg_value for a in arg_list]
+        if not convert.write_back(arg_list, ai, new, self.framework):
+            return None
+        try:
+            out: Optional[AbstractInput] = convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
+        except (ValueError, KeyError, TypeError):
+            out = None
+        if out is None or not check(out):
+            for a, v in zip(arg_list, saved):
+                a.arg_value = v
+            return None
+        return out
 
     def hidden_elements(self, ai: AbstractInput) -> list[str]:
         """Small integer tensors of ``ai`` whose elements an active rule
@@ -571,37 +593,21 @@ class ApiFilter:
         fill is random after its solver sample, so a rule relating two dims
         is rarely met by drawing again (MatMul's inner dims, a perm as long
         as a rank)."""
-        from ..learn.evaluate import _elements
+        from ..learn.evaluate import holds
         from ..learn.repair import repair_all
         t0 = time.perf_counter()
         try:
             active = self.active_rules()
-            base = ai
-            if pin:
-                # elements drawn here (in the tensor's range) and written out
-                # explicitly, so the rules judge what upstream will run
-                seed = self.repair_rng.randrange(2 ** 31)
-                args = dict(ai.args)
-                for name in pin:
-                    vals = _elements(args[name], seed, name)
-                    if vals is None:
-                        return None
-                    args[name] = dataclasses.replace(args[name], values=tuple(vals))
-                base = AbstractInput(ai.api, args, ai.value_seed, list(ai.solved), dict(ai.origin))
+            # pinned elements are drawn here (in the tensor's range) and
+            # written out explicitly, so the rules judge what upstream will run
+            base = self._draw_elements(ai, pin) if pin else ai
+            if base is None:
+                return None
             fixed = repair_all(active, base, self.repair_rng)
             if fixed is None or fixed is ai or not self._allowed(fixed, ai):
                 return None
-            saved = [a.arg_value for a in arg_list]
-            if not convert.write_back(arg_list, ai, fixed, self.framework):
-                return None
-            try:
-                out = convert.to_abstract_input(self.api, arg_list, self.framework, self.spec)
-            except (ValueError, KeyError, TypeError):
-                out = None
-            from ..learn.evaluate import holds
-            if out is None or not all(holds(e, out) for e in active):
-                for a, v in zip(arg_list, saved):
-                    a.arg_value = v
+            out = self._write(arg_list, ai, fixed, lambda x: all(holds(e, x) for e in active))
+            if out is None:
                 return None
             out.origin["repaired"] = True
             if count:
