@@ -47,6 +47,14 @@ APIS = [
     "tf.raw_ops.LoadAndRemapMatrix", "tf.raw_ops.RFFT", "tf.raw_ops.GatherV2", "tf.raw_ops.OneHot",
 ]
 BIG_BUDGET = 10 ** 6  # the time budget decides
+#: seconds into each API's campaign at which the signatures found so far are counted
+CHECKPOINTS = (1.0, 2.0, 3.0, 5.0, 10.0)
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
 
 
 def _acetest_apis(data: str) -> set[str]:
@@ -95,6 +103,27 @@ def _campaign(args, api, by_api, out, seed, time_budget, executors, **kw) -> dic
     return run_campaign(cfg, show_progress=False, executor_factory=executors)
 
 
+def first_seen(out: str, api: str) -> dict[str, float]:
+    """Seconds from the start of ``api``'s campaign in ``out`` to the first run
+    of each crash signature (rows are written when their run has finished;
+    the start is the earliest row's time less its run's duration)."""
+    import sqlite3
+    path = os.path.join(out, "runs.sqlite")
+    if not os.path.exists(path):
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (t0,) = db.execute("SELECT MIN(created - COALESCE(duration, 0)) FROM candidates WHERE api = ? "
+                           "AND outcome IS NOT NULL", (api,)).fetchone()
+        if t0 is None:
+            return {}
+        return {sig: round(max(0.0, t - t0), 3) for sig, t in db.execute(
+            "SELECT signature, MIN(created) FROM candidates WHERE api = ? AND signature IS NOT NULL "
+            "AND outcome IN ('crash', 'timeout') GROUP BY signature", (api,))}
+    finally:
+        db.close()
+
+
 class _Workers:
     """One worker per framework for the whole benchmark (restarted after a
     crash or timeout): every arm starts its clock on a running worker."""
@@ -120,6 +149,7 @@ def _row(v: dict) -> dict:
             "exec_per_s": round(float(v.get("exec_per_s") or 0.0), 2),
             "valid_exec_per_s": round(float(v.get("valid_exec_per_s") or 0.0), 2),
             "signatures": list(v.get("crash_signatures") or []),
+            "first_seen_s": dict(v.get("first_seen_s") or {}),
             "filter": {k: (v.get("filter") or {}).get(k) for k in
                        ("mode", "candidates", "discarded", "explored", "known_crash_skipped",
                         "crash_kept", "crash_class", "cheap_runs", "rate")} if v.get("filter") else None}
@@ -150,7 +180,19 @@ def overall_of(apis, arms, per_api: dict) -> dict:
                      - base.get(api, set()))
         executed = sum(per_api[api][arm]["executed"] for api in apis)
         passed = sum(per_api[api][arm]["passed"] for api in apis)
+        # discovery over time: the signatures an arm had found t seconds into
+        # each API's campaign (equal-time arms that all saturate by the end
+        # of the budget still differ in how soon they get there)
+        seen = [t for api in apis for sig, t in (per_api[api][arm].get("first_seen_s") or {}).items()
+                if sig in per_api[api][arm]["signatures"]]
+        budget = max((per_api[api][arm]["elapsed_s"] for api in apis), default=0.0)
+        by_time = {f"{c:g}": sum(1 for t in seen if t <= c) for c in CHECKPOINTS if c < budget}
         overall[arm] = {"signatures": len(pairs), "cpu_hours": cpu_s / 3600.0,
+                        "found_by_s": by_time,
+                        "found_by_s_per_cpu_hour": {c: n / (float(c) * len(apis) / 3600.0)
+                                                    for c, n in by_time.items()} if apis else {},
+                        "median_time_to_signature_s": _median(seen) if seen else None,
+                        "mean_time_to_signature_s": sum(seen) / len(seen) if seen else None,
                         "signatures_per_cpu_hour": len(pairs) / (cpu_s / 3600.0) if cpu_s else 0.0,
                         "executed": executed, "passed": passed,
                         "crashes": sum(per_api[api][arm]["crash"] for api in apis),
@@ -171,6 +213,11 @@ def resign(json_path: str) -> dict:
         for row in rows.values():
             if isinstance(row, dict) and "signatures" in row:
                 row["signatures"] = sorted({renormalise(x) for x in row["signatures"]})
+                firsts: dict[str, float] = {}
+                for x, t in (row.get("first_seen_s") or {}).items():
+                    k = renormalise(x)
+                    firsts[k] = min(t, firsts.get(k, t))
+                row["first_seen_s"] = firsts
     before = {arm: o["signatures"] for arm, o in res["overall"].items()}
     res["overall"] = overall_of(list(res["apis"]), res["arms"], res["apis"])
     recount = ("Signatures recounted with element type names and the sign of numbers normalised (`--resign`; "
@@ -227,6 +274,20 @@ def markdown(res: dict, command: str) -> str:
         lines.append(f"| {arm} | {o['signatures']} | {o['signatures_per_cpu_hour']:.0f} | {o['crashes']} | "
                      f"{o['executed']} | {o['pass_rate']:.1%} | {o['valid_exec_per_s']:.2f} | "
                      f"{len(o['lost_vs_baseline'])} | {len(o['new_vs_baseline'])} |")
+    marks = sorted({c for arm in arms for c in (res["overall"][arm].get("found_by_s") or {})}, key=float)
+    if marks:
+        lines += ["", "Discovery over time: unique signatures found within the first t seconds of each API's "
+                  "campaign, pooled over APIs (in brackets: per CPU-hour at that budget), and the median "
+                  "time from an API's start to each of its signatures.", "",
+                  "| arm | " + " | ".join(f"{c} s" for c in marks) + " | median time to signature |",
+                  "|---|" + "---|" * (len(marks) + 1)]
+        for arm in arms:
+            o = res["overall"][arm]
+            fb, ph = o.get("found_by_s") or {}, o.get("found_by_s_per_cpu_hour") or {}
+            med = o.get("median_time_to_signature_s")
+            lines.append(f"| {arm} | " + " | ".join(
+                f"{fb[c]} ({ph[c]:.0f})" if c in fb else "-" for c in marks) +
+                f" | {'-' if med is None else f'{med:.2f} s'} |")
     if res.get("not_run_apis"):
         lines += ["", "Not run (wall-time limit of this run): " +
                   ", ".join(a.replace("tf.raw_ops.", "") for a in res["not_run_apis"]) + "."]
@@ -353,8 +414,10 @@ def main(argv=None) -> int:
                 with open(r["model"]) as f:
                     r["crash_class"] = 2 in json.load(f).get("classes", [])
             for arm, kw in arm_cfgs.items():
-                s = _campaign(args, api, by_api, os.path.join(args.out, arm.replace("+", "_"), safe_name(api)),
-                              args.seed, args.time_budget, workers, **kw)
+                adir = os.path.join(args.out, arm.replace("+", "_"), safe_name(api))
+                s = _campaign(args, api, by_api, adir, args.seed, args.time_budget, workers, **kw)
+                if api in s["apis"]:
+                    s["apis"][api]["first_seen_s"] = first_seen(adir, api)
                 arms[arm]["apis"].update(s["apis"])
                 v = s["apis"].get(api, {})
                 _log(f"  {arm}: {v.get('executed', 0)} runs, {v.get('crash', 0)} crashes, "

@@ -75,26 +75,58 @@ def main() -> int:
     p.add_argument("--sample", type=int, default=None, help="APIs (default: every supported API)")
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=40,
+                   help="APIs per turn: the arms take turns chunk by chunk, so both meet the same load")
+    p.add_argument("--max-wall", type=float, default=None, metavar="SECONDS",
+                   help="start no new chunk after this many seconds; the report covers the chunks "
+                        "both arms finished (rerun to resume)")
     p.add_argument("--work", default=os.path.join(HERE, "results", "learned_coverage"))
+    p.add_argument("--report", default=None, help="report base path (default benchmarks/learned_coverage_<fw>)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
+    for name in ("sample", "budget", "jobs", "chunk"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            print(f"error: --{name} must be >= 1, got {v}", file=sys.stderr)
+            return 2
+    if os.path.isfile(a.work):
+        print(f"error: --work {a.work} is a file, not a folder", file=sys.stderr)
+        return 2
     apis, total = sample_apis(a.framework, a.sample)
     res = {"framework": a.framework, "supported_apis": total, "sampled": len(apis), "budget": a.budget,
-           "seed": a.seed, "arms": {}, "per_api": {}}
-    for arm, learn in ARMS:
-        out = os.path.join(a.work, f"{a.framework}-{arm}")
-        t = time.time()
-        cfg = CampaignConfig(apis=apis, out=out, budget=a.budget, seed=a.seed, framework=a.framework,
-                             jobs=a.jobs, resume=os.path.exists(os.path.join(out, "runs.sqlite")),
-                             learn_rules=learn)
-        summary = run_campaign(cfg, show_progress=not a.no_progress)
-        res["arms"][arm] = dict(arm_figures(summary), wall_s=time.time() - t)
+           "seed": a.seed, "jobs": a.jobs, "arms": {}, "per_api": {}}
+    t0 = time.time()
+    chunks = [apis[i:i + a.chunk] for i in range(0, len(apis), a.chunk)]
+    summaries: dict[str, dict] = {arm: {"apis": {}} for arm, _ in ARMS}
+    walls = {arm: 0.0 for arm, _ in ARMS}
+    done = 0
+    for c, chunk in enumerate(chunks, 1):
+        if a.max_wall is not None and time.time() - t0 > a.max_wall:
+            print(f"[coverage] --max-wall reached: {done} of {len(chunks)} chunks", flush=True)
+            break
+        for arm, learn in ARMS:
+            out = os.path.join(a.work, f"{a.framework}-{arm}")
+            print(f"[coverage {time.strftime('%H:%M:%S')}] chunk {c}/{len(chunks)} ({len(chunk)} APIs): {arm}",
+                  flush=True)
+            t = time.time()
+            cfg = CampaignConfig(apis=chunk, out=out, budget=a.budget, seed=a.seed, framework=a.framework,
+                                 jobs=a.jobs, resume=os.path.exists(os.path.join(out, "runs.sqlite")),
+                                 learn_rules=learn)
+            summary = run_campaign(cfg, show_progress=not a.no_progress)
+            walls[arm] += time.time() - t
+            summaries[arm]["apis"].update(summary["apis"])
+        done += 1
+    covered = [x for ch in chunks[:done] for x in ch]
+    res["covered"] = len(covered)
+    for arm, _ in ARMS:
+        summary = {"apis": {k: v for k, v in summaries[arm]["apis"].items() if k in set(covered)}}
+        res["arms"][arm] = dict(arm_figures(summary), wall_s=walls[arm])
         for api, v in summary["apis"].items():
             res["per_api"].setdefault(api, {})[arm] = {
                 "pass_rate": v.get("pass_rate", 0.0), "executed": v.get("executed", 0),
                 "valid_exec_per_s": v.get("valid_exec_per_s", 0.0), "status": v.get("status")}
-    base = os.path.join(HERE, f"learned_coverage_{a.framework}")
+    base = a.report or os.path.join(HERE, f"learned_coverage_{a.framework}")
     with open(base + ".json", "w") as f:
         json.dump(res, f, indent=1)
     with open(base + ".md", "w") as f:
@@ -109,7 +141,10 @@ def to_markdown(res: dict) -> str:
              f"{res['sampled']} of {res['supported_apis']} supported APIs (deterministic sample by name hash), "
              f"{res['budget']} runs per API, seed {res['seed']}, registry constraints, no classifier. "
              f"Command: `python benchmarks/learned_coverage.py --framework {res['framework']} "
-             f"--sample {res['sampled']} --budget {res['budget']}`", "",
+             f"--sample {res['sampled']} --budget {res['budget']} --jobs {res.get('jobs', 1)}` "
+             f"(the two arms take turns by chunks of APIs, so both meet the same load)."
+             + (f" **Partial**: the first {res['covered']} of the {res['sampled']} APIs (rerun to resume)."
+                if res.get("covered", res["sampled"]) < res["sampled"] else ""), "",
              "| arm | APIs with a valid run | pass rate >= 50% | pooled pass | mean pass | exec/s | valid exec/s "
              "| crash sigs | learned rules |",
              "|---|---|---|---|---|---|---|---|---|"]
