@@ -347,7 +347,8 @@ class ApiCampaign:
                             next_n = (self._batch_size(filt, cap, idx + 1)
                                       if executed < cfg.budget and idx + 1 < cap else 0)
                             resolved = stream.observe(ai, res.outcome, res.message,
-                                                      last=pos == len(batch) - 1, next_n=next_n)
+                                                      last=pos == len(batch) - 1, next_n=next_n,
+                                                      signature=res.signature)
                     idx += 1
                     # each executed run is committed with the discards before it
                     self.sink.rows(rows)

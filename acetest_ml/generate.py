@@ -107,7 +107,8 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             except (EOFError, OSError):
                 return
             if msg[0] == "observe":  # an executed run, for the rule learner
-                changed = sampler.observe(AbstractInput.loads(msg[1]), msg[2], msg[3])
+                changed = sampler.observe(AbstractInput.loads(msg[1]), msg[2], msg[3],
+                                          signature=msg[6] if len(msg) > 6 else None)
                 # the campaign's next take, drawn now when it is sure to come
                 # (the run ended its batch, or changed the rule set so the
                 # rest of the batch is dropped): one round trip, not two
@@ -260,7 +261,7 @@ class CandidateStream:
         return [GenerationError(msg[1])]
 
     def observe(self, ai: AbstractInput, outcome: str, message: Optional[str],
-                last: bool = False, next_n: int = 0) -> bool:
+                last: bool = False, next_n: int = 0, signature: Optional[str] = None) -> bool:
         """Feed an executed run to the learner (``--learn-rules``); True when
         it changed the rule set (the rest of a drawn batch is stale).
         ``next_n``: the size of the next ``take`` if it follows at once
@@ -268,7 +269,7 @@ class CandidateStream:
         same round trip whenever that take is sure to come, and that
         ``take(next_n)`` returns it."""
         try:
-            self.conn.send(("observe", ai.dumps(), str(outcome), message, bool(last), int(next_n)))
+            self.conn.send(("observe", ai.dumps(), str(outcome), message, bool(last), int(next_n), signature))
         except OSError as e:
             raise GenerationError(f"generator process gone: {e}") from None
         msg = self._recv()

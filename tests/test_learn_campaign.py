@@ -223,3 +223,33 @@ def test_rules_never_exclude_a_crash_input():
     assert learner.rules[-1].reason == "excludes a crash input"
     assert learner._propose(f"value.rank == {r}", "test")  # holds in the crash run
     assert learner.passing == [] and learner.crashing == [crash]
+
+
+def test_only_the_first_k_runs_of_a_crash_signature_guard_rules():
+    # with the campaign's known-crash k, a signature seen k times is known:
+    # its later runs neither reject a rule they break nor block a new one,
+    # while a new signature still does
+    spec = get_spec("tf.raw_ops.BiasAdd")
+    sampler = LearningSampler(spec, [RegistryProblem(spec)], seed=4)
+    first = sampler.next()
+    r = first.args["value"].rank
+    other = next(a for a in (sampler.next() for _ in range(200)) if a.args["value"].rank != r)
+    learner = RuleLearner(spec, registry_check(spec), window=10, sources=(), known_crash_k=2)
+    for _ in range(2):
+        learner.observe(first, "crash", None, signature="SIGABRT: a")
+    assert learner.crashing == [first, first]
+    assert not learner._propose(f"value.rank != {r}", "test")  # the first k runs guard
+    assert learner.rules[-1].reason == "excludes a crash input"
+    assert learner._propose(f"value.rank == {r}", "test")
+    rule = learner.rules[-1]
+    # a third run of the known signature that breaks the rule: no rejection
+    assert learner.observe(other, "crash", None, signature="SIGABRT: a") is False
+    assert rule.status != REJECTED and len(learner.crashing) == 2
+    # a new signature does reject it
+    assert learner.observe(other, "timeout", None, signature=None) is True
+    assert rule.status == REJECTED and rule.reason == "violated by timeout run 4"
+    # without k every crash run guards (the upstream hook's learner, offline learning)
+    plain = RuleLearner(spec, registry_check(spec), window=10, sources=())
+    for _ in range(5):
+        plain.observe(first, "crash", None, signature="SIGABRT: a")
+    assert len(plain.crashing) == 5

@@ -47,7 +47,8 @@ def learning_sampler(cfg, spec, problems, notes: dict, seed: int, models_per_set
 
     return LearningSampler(spec, problems, seed, source=source, base_rules=base,
                            models_per_set=models_per_set, on_change=persist,
-                           cheap=getattr(cfg, "cheap", True), prior=prior)
+                           cheap=getattr(cfg, "cheap", True), prior=prior,
+                           known_crash_k=int(getattr(cfg, "known_crash_k", 0) or 0))
 
 
 def learned_from_summary(summary: dict) -> dict[str, list[dict]]:

@@ -20,6 +20,11 @@ Crashing and hanging runs count as passing ones for these checks (a rule
 that excludes a crash input would steer the sampler away from a bug): a rule
 must hold in every crash/timeout run seen so far, and one that a later crash
 violates is rejected. They do not feed mining (not evidence of validity).
+With ``known_crash_k`` (the campaign's known-crash k), only the first k runs
+of each crash signature count so: once a signature is known, the filter
+deprioritises inputs that reproduce it, and a rule that steers away from
+where it lies saves the worker restarts its repeats cost (the sampler's
+outside share still draws there).
 
 Runs drawn without the learned rules (``outside``: the sampler's share of
 candidates that checks the rules from the other side) reject a rule they
@@ -71,7 +76,8 @@ class RuleLearner:
     def __init__(self, spec: ApiSpec, check_sat: Callable[[Sequence[str]], Optional[str]], *,
                  window: int = 10, mine_every: int = 10, pre_window: int = 40,
                  offline: bool = False, max_active: int = 24,
-                 sources: tuple = ("message", "mined"), prior: Sequence[str] = ()):
+                 sources: tuple = ("message", "mined"), prior: Sequence[str] = (),
+                 known_crash_k: int = 0):
         """``check_sat(rules)`` returns None when ``rules`` compile and are
         satisfiable for the spec, else a short reason. ``offline``: the runs
         were not generated with the rules (learning from a finished store),
@@ -91,7 +97,9 @@ class RuleLearner:
         self.max_active = max_active
         self.rules: list[LearnedRule] = []
         self.passing: list[AbstractInput] = []
-        self.crashing: list[AbstractInput] = []   # crash / timeout runs
+        self.crashing: list[AbstractInput] = []   # crash / timeout runs that guard rules
+        self.known_crash_k = int(known_crash_k)
+        self.crash_counts: Counter = Counter()   # runs per crash signature
         self.invalid: list[AbstractInput] = []
         self.invalid_keys: list[Optional[str]] = []
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
@@ -122,9 +130,10 @@ class RuleLearner:
 
     # -- observing ----------------------------------------------------------------
     def observe(self, ai: AbstractInput, outcome: str, message: Optional[str],
-                outside: bool = False) -> bool:
+                outside: bool = False, signature: Optional[str] = None) -> bool:
         """Record one executed run; True when the set of active rules changed.
-        ``outside``: the run was drawn without the learned rules."""
+        ``outside``: the run was drawn without the learned rules;
+        ``signature``: a crash's signature (with ``known_crash_k``)."""
         self.n += 1
         key = message_key(message) if outcome == "invalid" else None
         if outside:
@@ -137,7 +146,7 @@ class RuleLearner:
                 if r.status != REJECTED and not holds(r.expr, ai):
                     self._reject(r, f"violated by passing run {self.n}")
                     changed = True
-        elif outcome in ("crash", "timeout"):
+        elif outcome in ("crash", "timeout") and self._guards(signature or outcome):
             self.crashing.append(ai)
             for r in self.rules:
                 if r.status != REJECTED and not holds(r.expr, ai):
@@ -202,6 +211,12 @@ class RuleLearner:
             rule.status, rule.decided_at = KEPT, self.n
             rule.reason = "offline: agrees with every passing run"
         return True
+
+    def _guards(self, sig: str) -> bool:
+        """Does this crash run guard the rules (all do without
+        ``known_crash_k``; else the first k runs of its signature)?"""
+        self.crash_counts[sig] += 1
+        return self.known_crash_k <= 0 or self.crash_counts[sig] <= self.known_crash_k
 
     def _agrees(self, expr: str) -> bool:
         return all(holds(expr, p) for p in self.passing)

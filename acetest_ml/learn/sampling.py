@@ -92,7 +92,7 @@ class LearningSampler:
                  base_rules: Sequence[str] = (), models_per_set: Optional[int] = None,
                  on_change: Optional[Callable[[dict], None]] = None, window: int = 10,
                  cheap: bool = True, prior: Sequence[str] = (),
-                 outside_share: float = OUTSIDE_SHARE):
+                 outside_share: float = OUTSIDE_SHARE, known_crash_k: int = 0):
         if not 0.0 <= outside_share < 1.0:
             raise ValueError(f"outside_share must be in [0, 1), got {outside_share}")
         self.spec = spec
@@ -104,7 +104,7 @@ class LearningSampler:
         self.on_change = on_change
         self.cheap = cheap
         self.learner = RuleLearner(spec, registry_check(spec, base_rules if source == "registry" else ()),
-                                   window=window, prior=prior)
+                                   window=window, prior=prior, known_crash_k=known_crash_k)
         self.epoch = 0
         self.epochs: list[dict] = []
         self.drawn = 0
@@ -201,10 +201,12 @@ class LearningSampler:
         self._new_epoch()
         return True
 
-    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str]) -> bool:
+    def observe(self, ai: AbstractInput, outcome: str, message: Optional[str],
+                signature: Optional[str] = None) -> bool:
         """Feed one executed run; True when the rule set changed (the caller
         drops the rest of a batch drawn from the old one)."""
-        if self.learner.observe(ai, outcome, message, outside=ai.origin.get("rules") == "outside"):
+        if self.learner.observe(ai, outcome, message, outside=ai.origin.get("rules") == "outside",
+                                signature=signature):
             self._new_epoch()
             return True
         return False
@@ -222,7 +224,7 @@ class LearningSampler:
             if k + 1 < len(recs):
                 self._skip_to(recs[k + 1].input.origin.get("pos"))
             if rec.outcome in EXECUTED_OUTCOMES:
-                self.observe(rec.input, rec.outcome, rec.message)
+                self.observe(rec.input, rec.outcome, rec.message, signature=rec.signature)
 
     def _skip_to(self, pos) -> None:
         if isinstance(pos, int):
