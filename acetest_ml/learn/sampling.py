@@ -224,7 +224,7 @@ class LearningSampler:
             if k + 1 < len(recs):
                 self._skip_to(recs[k + 1].input.origin.get("pos"))
             if rec.outcome in EXECUTED_OUTCOMES:
-                self.observe(rec.input, rec.outcome, rec.message, signature=rec.signature)
+                self.observe(rec.input, rec.outcome, rec.message, signature=getattr(rec, "signature", None))
 
     def _skip_to(self, pos) -> None:
         if isinstance(pos, int):
