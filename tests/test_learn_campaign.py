@@ -225,29 +225,34 @@ def test_rules_never_exclude_a_crash_input():
     assert learner.passing == [] and learner.crashing == [crash]
 
 
-def test_only_the_first_k_runs_of_a_crash_signature_guard_rules():
+def test_a_known_crash_signature_no_longer_guards_rules():
     # with the campaign's known-crash k, a signature seen k times is known:
-    # its later runs neither reject a rule they break nor block a new one,
-    # while a new signature still does
+    # its runs then neither block a rule nor reject one they break, and a
+    # rule refused for one of its inputs can be adopted on its next proposal;
+    # a new signature still guards
     spec = get_spec("tf.raw_ops.BiasAdd")
     sampler = LearningSampler(spec, [RegistryProblem(spec)], seed=4)
     first = sampler.next()
     r = first.args["value"].rank
-    other = next(a for a in (sampler.next() for _ in range(200)) if a.args["value"].rank != r)
-    learner = RuleLearner(spec, registry_check(spec), window=10, sources=(), known_crash_k=2)
+    learner = RuleLearner(spec, registry_check(spec), window=10, sources=(), known_crash_k=3)
     for _ in range(2):
         learner.observe(first, "crash", None, signature="SIGABRT: a")
     assert learner.crashing == [first, first]
-    assert not learner._propose(f"value.rank != {r}", "test")  # the first k runs guard
+    assert not learner._propose(f"value.rank != {r}", "test")  # not known yet: it guards
     assert learner.rules[-1].reason == "excludes a crash input"
-    assert learner._propose(f"value.rank == {r}", "test")
-    rule = learner.rules[-1]
-    # a third run of the known signature that breaks the rule: no rejection
-    assert learner.observe(other, "crash", None, signature="SIGABRT: a") is False
-    assert rule.status != REJECTED and len(learner.crashing) == 2
+    assert not learner._propose(f"value.rank != {r}", "test") and len(learner.rules) == 1
+    learner.observe(first, "crash", None, signature="SIGABRT: a")  # the third: known
+    assert learner.crashing == []
+    assert learner._propose(f"value.rank != {r}", "test") and len(learner.rules) == 1
+    rule = learner.rules[0]
+    assert rule.status == "probation"
+    # a run of the known signature that breaks the rule: no rejection
+    assert learner.observe(first, "crash", None, signature="SIGABRT: a") is False
+    assert rule.status == "probation"
     # a new signature does reject it
-    assert learner.observe(other, "timeout", None, signature=None) is True
-    assert rule.status == REJECTED and rule.reason == "violated by timeout run 4"
+    assert learner.observe(first, "timeout", None, signature=None) is True
+    assert rule.status == REJECTED and rule.reason == "violated by timeout run 5"
+    assert learner.crashing == [first]
     # without k every crash run guards (the upstream hook's learner, offline learning)
     plain = RuleLearner(spec, registry_check(spec), window=10, sources=())
     for _ in range(5):

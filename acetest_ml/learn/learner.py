@@ -20,11 +20,12 @@ Crashing and hanging runs count as passing ones for these checks (a rule
 that excludes a crash input would steer the sampler away from a bug): a rule
 must hold in every crash/timeout run seen so far, and one that a later crash
 violates is rejected. They do not feed mining (not evidence of validity).
-With ``known_crash_k`` (the campaign's known-crash k), only the first k runs
-of each crash signature count so: once a signature is known, the filter
-deprioritises inputs that reproduce it, and a rule that steers away from
-where it lies saves the worker restarts its repeats cost (the sampler's
-outside share still draws there).
+With ``known_crash_k`` (the campaign's known-crash k), a crash counts so
+only while its signature has been seen fewer than k times: once it is known,
+the filter deprioritises inputs that reproduce it, and a rule that steers
+away from where it lies saves the worker restarts its repeats cost (the
+sampler's outside share still draws there). A rule refused because it
+excluded a crash input may then be proposed again.
 
 Runs drawn without the learned rules (``outside``: the sampler's share of
 candidates that checks the rules from the other side) reject a rule they
@@ -52,6 +53,7 @@ LOWERED = 0.75
 #: ... and the invalid rate did not rise by more than this
 RAISED = 0.15
 PROBATION = "probation"
+EXCLUDES_CRASH = "excludes a crash input"
 KEPT = "kept"
 REJECTED = "rejected"
 
@@ -97,7 +99,7 @@ class RuleLearner:
         self.max_active = max_active
         self.rules: list[LearnedRule] = []
         self.passing: list[AbstractInput] = []
-        self.crashing: list[AbstractInput] = []   # crash / timeout runs that guard rules
+        self.crash_runs: list[tuple[AbstractInput, str]] = []   # crash / timeout runs, signature
         self.known_crash_k = int(known_crash_k)
         self.crash_counts: Counter = Counter()   # runs per crash signature
         self.invalid: list[AbstractInput] = []
@@ -146,8 +148,7 @@ class RuleLearner:
                 if r.status != REJECTED and not holds(r.expr, ai):
                     self._reject(r, f"violated by passing run {self.n}")
                     changed = True
-        elif outcome in ("crash", "timeout") and self._guards(signature or outcome):
-            self.crashing.append(ai)
+        elif outcome in ("crash", "timeout") and self._guards(ai, signature or outcome):
             for r in self.rules:
                 if r.status != REJECTED and not holds(r.expr, ai):
                     self._reject(r, f"violated by {outcome} run {self.n}")
@@ -190,15 +191,24 @@ class RuleLearner:
             # attribute value of the failing run
             return any(self._propose(c, source + "+condition", key=key)
                        for c in self._conditioned(expr, failing))
-        if expr in self._known():
+        blocked = [r for r in self.rules if r.expr == expr and r.reason == EXCLUDES_CRASH]
+        if blocked:
+            # refused for a crash input earlier: again once that crash's
+            # signature is known (the same entry, not a new one)
+            if not all(holds(expr, c) for c in self.crashing):
+                return False
+            rule = blocked[0]
+            rule.status, rule.reason, rule.decided_at = PROBATION, None, None
+        elif expr in self._known():
             return False
-        rule = LearnedRule(expr, source, key=key)
-        self.rules.append(rule)
+        else:
+            rule = LearnedRule(expr, source, key=key)
+            self.rules.append(rule)
         if not self._agrees(expr):
             self._reject(rule, "contradicts a passing run")
             return False
         if not all(holds(expr, c) for c in self.crashing):
-            self._reject(rule, "excludes a crash input")
+            self._reject(rule, EXCLUDES_CRASH)
             return False
         why = self.check_sat(self.active())
         if why is not None:
@@ -212,23 +222,39 @@ class RuleLearner:
             rule.reason = "offline: agrees with every passing run"
         return True
 
-    def _guards(self, sig: str) -> bool:
-        """Does this crash run guard the rules (all do without
-        ``known_crash_k``; else the first k runs of its signature)?"""
+    def _guards(self, ai: AbstractInput, sig: str) -> bool:
+        """Record a crash run; does it guard the rules (every one does
+        without ``known_crash_k``; else one whose signature is not known)?"""
         self.crash_counts[sig] += 1
-        return self.known_crash_k <= 0 or self.crash_counts[sig] <= self.known_crash_k
+        self.crash_runs.append((ai, sig))
+        return self._unknown(sig)
+
+    def _unknown(self, sig: str) -> bool:
+        return self.known_crash_k <= 0 or self.crash_counts[sig] < self.known_crash_k
+
+    @property
+    def crashing(self) -> list[AbstractInput]:
+        """The crash runs that guard the rules now (their signature not known)."""
+        return [ai for ai, sig in self.crash_runs if self._unknown(sig)]
 
     def _agrees(self, expr: str) -> bool:
         return all(holds(expr, p) for p in self.passing)
 
     def _conditioned(self, expr: str, failing: Optional[AbstractInput]) -> list[str]:
         """``expr`` restricted to the failing run's value of each string-enum
-        or bool attribute: ``attr != 'v' or (expr)``."""
+        or bool attribute: ``attr != 'v' or (expr)``; a length rule on a list
+        that passing runs left empty: ``len(attr) == 0 or (expr)``."""
         if failing is None:
             return []
         out = []
         for a in self.spec.args:
             v = failing.args.get(a.name)
+            if (isinstance(v, (list, tuple)) and v and f"len({a.name})" in expr
+                    and any(isinstance(p.args.get(a.name), (list, tuple)) and not p.args.get(a.name)
+                            for p in self.passing)):
+                # an empty list passes (the attribute's default is taken): the
+                # length a message states holds for the lists that are given
+                out.append(f"len({a.name}) == 0 or ({expr})")
             if a.kind == "str" and a.allowed and isinstance(v, str):
                 out.append(f"{a.name} != {v!r} or ({expr})")
             elif a.kind == "bool" and isinstance(v, bool):
