@@ -138,10 +138,12 @@ def main() -> int:
 def to_markdown(res: dict) -> str:
     r = res["arms"]
     lines = [f"# Coverage with learned rules: {res['framework']}", "",
-             f"{res['sampled']} of {res['supported_apis']} supported APIs (deterministic sample by name hash), "
+             (f"Every supported API ({res['supported_apis']}, in name order), " if res["sampled"] >= res["supported_apis"]
+              else f"{res['sampled']} of {res['supported_apis']} supported APIs (deterministic sample by name hash), ") +
              f"{res['budget']} runs per API, seed {res['seed']}, registry constraints, no classifier. "
              f"Command: `python benchmarks/learned_coverage.py --framework {res['framework']} "
-             f"--sample {res['sampled']} --budget {res['budget']} --jobs {res.get('jobs', 1)}` "
+             + ("" if res["sampled"] >= res["supported_apis"] else f"--sample {res['sampled']} ") +
+             f"--budget {res['budget']} --jobs {res.get('jobs', 1)}` "
              f"(the two arms take turns by chunks of APIs, so both meet the same load)."
              + (f" **Partial**: the first {res['covered']} of the {res['sampled']} APIs (rerun to resume)."
                 if res.get("covered", res["sampled"]) < res["sampled"] else ""), "",
