@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 
@@ -49,12 +50,6 @@ APIS = [
 BIG_BUDGET = 10 ** 6  # the time budget decides
 #: seconds into each API's campaign at which the signatures found so far are counted
 CHECKPOINTS = (1.0, 2.0, 3.0, 5.0, 10.0)
-
-
-def _median(xs: list[float]) -> float:
-    ys = sorted(xs)
-    n = len(ys)
-    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
 
 
 def _acetest_apis(data: str) -> set[str]:
@@ -191,8 +186,8 @@ def overall_of(apis, arms, per_api: dict) -> dict:
                         "found_by_s": by_time,
                         "found_by_s_per_cpu_hour": {c: n / (float(c) * len(apis) / 3600.0)
                                                     for c, n in by_time.items()} if apis else {},
-                        "median_time_to_signature_s": _median(seen) if seen else None,
-                        "mean_time_to_signature_s": sum(seen) / len(seen) if seen else None,
+                        "median_time_to_signature_s": statistics.median(seen) if seen else None,
+                        "mean_time_to_signature_s": statistics.mean(seen) if seen else None,
                         "signatures_per_cpu_hour": len(pairs) / (cpu_s / 3600.0) if cpu_s else 0.0,
                         "executed": executed, "passed": passed,
                         "crashes": sum(per_api[api][arm]["crash"] for api in apis),

@@ -117,10 +117,10 @@ def main() -> int:
             walls[arm] += time.time() - t
             summaries[arm]["apis"].update(summary["apis"])
         done += 1
-    covered = [x for ch in chunks[:done] for x in ch]
+    covered = {x for ch in chunks[:done] for x in ch}
     res["covered"] = len(covered)
     for arm, _ in ARMS:
-        summary = {"apis": {k: v for k, v in summaries[arm]["apis"].items() if k in set(covered)}}
+        summary = {"apis": {k: v for k, v in summaries[arm]["apis"].items() if k in covered}}
         res["arms"][arm] = dict(arm_figures(summary), wall_s=walls[arm])
         for api, v in summary["apis"].items():
             res["per_api"].setdefault(api, {})[arm] = {
