@@ -304,6 +304,11 @@ class ApiCampaign:
                                 and explorable(decision, score, filt.threshold, cfg.explore_band)):
                             decision = Decision.EXPLORE
                             self.explored += 1
+                        elif (decision == Decision.REJECT and cfg.lift_check
+                              and filt.lift.none):
+                            # discarding buys nothing here (see filter.Lift)
+                            decision = Decision.BYPASS
+                            filt.lift.bypassed += 1
                         elif (decision == Decision.REJECT and gate is not None
                               and gate.worth(score, time.time() - t0)):
                             decision = Decision.CHEAP
@@ -341,6 +346,7 @@ class ApiCampaign:
                         executed += 1
                         if filt is not None:
                             filt.observe(ai, res.outcome, res.signature)
+                            filt.tally(decision, score, res.outcome)
                         if cfg.learn_rules:
                             # the next take's size, as the loop will compute it
                             # (0: the budget is spent, no take follows)

@@ -100,6 +100,9 @@ def _add_campaign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cheap", action="store_true",
                    help="solve every registry candidate with Z3 (the old, slower scheme) instead of "
                    "deriving most of them from checked mutations of pooled Z3 models")
+    p.add_argument("--no-lift-check", action="store_true",
+                   help="filter: always discard predicted-invalid inputs, even where the runs "
+                   "show they pass about as often as the accepted ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # measuring switch: cold worker restarts instead of the warm spare
     p.add_argument("--no-warm-spare", action="store_true", help=argparse.SUPPRESS)
@@ -158,6 +161,7 @@ def _campaign_config(args, apis: list[str]):
                           retrain_every=args.retrain_every, mem_limit_mb=args.mem_limit_mb,
                           learn_rules=args.learn_rules, prior_rules=getattr(args, "prior_rules", None),
                           cheap=not getattr(args, "no_cheap", False),
+                          lift_check=not getattr(args, "no_lift_check", False),
                           crash_threshold=args.crash_threshold, known_crash_k=args.known_crash_k,
                           known_crash_floor=getattr(args, "known_crash_floor", 16),
                           explore_band=args.explore_band, time_budget=args.time_budget,

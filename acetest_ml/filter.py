@@ -33,6 +33,14 @@ Crash-aware filtering (the model keeps crash/timeout as a class of its own):
   next predicted-invalid one runs (a model that rejects nearly everything,
   e.g. after learned rules moved the inputs away from its training runs,
   cannot starve the API).
+- lift check (``lift_check``): the filter's predicted-invalid inputs that
+  ran anyway (exploration, cheap and bypass runs) are compared with its
+  accepted ones (:class:`Lift`); while the accepted ones do not pass
+  clearly more often, discarding buys no pass rate and only costs
+  candidates, so predicted-invalid inputs run (recorded as ``bypass``). A
+  model trained before learned rules moved the inputs can reject nearly
+  every input that now passes (ResizeNearestNeighbor: 72 of 74 explored
+  rejects passed); an API whose inputs never pass gains nothing either.
 """
 from __future__ import annotations
 
@@ -166,6 +174,75 @@ class KnownCrashes:
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 
+class Lift:
+    """Does discarding predicted-invalid inputs buy pass rate on this API?
+
+    Tallies the executed runs the model accepted and the executed runs it
+    had scored below its threshold (explored, cheap or bypass runs), and
+    compares their pass rates as posterior means under a Beta prior of
+    ``PRIOR`` pseudo-runs centred on the API's pooled pass rate (so two
+    tallies without a pass both sit near zero instead of at the prior's
+    0.5). The filter has lift while ``m_accepted - m_rejected`` exceeds
+    ``MARGIN_SHARE`` of ``m_accepted`` plus ``MARGIN``. Without lift the
+    loop runs predicted-invalid inputs instead of discarding them; the
+    runs it then makes are tallied too, so a lift that shows up later (or
+    was hidden by the exploration band's higher scores) switches the
+    discards back on. The verdict waits for ``MIN_ACCEPTED`` accepted runs
+    and ``MIN_REJECTED`` rejected ones, except that accepted runs that
+    never pass (``MIN_ACCEPTED_ZERO`` of them) are enough on their own.
+    Tallies come from stored decisions and scores, so a resumed campaign
+    rebuilds the same verdict."""
+
+    PRIOR = 2.0
+    MARGIN = 0.02
+    MARGIN_SHARE = 0.1
+    MIN_ACCEPTED = 3
+    MIN_REJECTED = 6
+    MIN_ACCEPTED_ZERO = 16
+    #: stored decisions whose runs count as rejected when scored below the threshold
+    REJECT_RUNS = ("explore", "cheap", "bypass")
+
+    def __init__(self):
+        self.n = {True: 0, False: 0}
+        self.p = {True: 0, False: 0}
+        self.bypassed = 0
+
+    def tally(self, decision: str, score: Optional[float], threshold: float, outcome) -> None:
+        """One executed run with its stored decision and score."""
+        from .outcome import Outcome
+        if decision == "accept" and score is not None and score >= threshold:
+            key = True  # (a predicted crash accepted below the threshold is neither)
+        elif decision in self.REJECT_RUNS and score is not None and score < threshold:
+            key = False
+        else:
+            return
+        self.n[key] += 1
+        self.p[key] += int(outcome == Outcome.PASS)
+
+    def means(self) -> tuple[float, float]:
+        n, p = self.n, self.p
+        q = (p[True] + p[False] + 1.0) / (n[True] + n[False] + 2.0)
+        return tuple((p[k] + self.PRIOR * q) / (n[k] + self.PRIOR) for k in (True, False))  # type: ignore[return-value]
+
+    @property
+    def none(self) -> bool:
+        """True when the runs so far show the filter buys no pass rate."""
+        na, nr = self.n[True], self.n[False]
+        if self.p[True] == 0 and na >= self.MIN_ACCEPTED_ZERO:
+            return True
+        if na < self.MIN_ACCEPTED or nr < self.MIN_REJECTED:
+            return False
+        m_acc, m_rej = self.means()
+        return m_acc - m_rej <= self.MARGIN_SHARE * m_acc + self.MARGIN
+
+    def info(self) -> dict:
+        m_acc, m_rej = self.means()
+        return {"accepted_runs": self.n[True], "accepted_passes": self.p[True],
+                "rejected_runs": self.n[False], "rejected_passes": self.p[False],
+                "accepted_mean": round(m_acc, 4), "rejected_mean": round(m_rej, 4),
+                "no_lift": self.none, "bypass_runs": self.bypassed}
+
+
 def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -> bool:
     """Does an integer argument or list item lie outside [lo, hi]? With
     ``tensors``, also a tensor's dimensions and explicit integer elements,
@@ -218,6 +295,7 @@ class _Filter:
         self.known_crash_floor = int(known_crash_floor)
         self.counts = {"crash_kept": 0, "known": 0, "int32_kept": 0, "floor_runs": 0,
                        "reject_floor_runs": 0}
+        self.lift = Lift()
 
     @property
     def crash_cut(self) -> float:
@@ -261,8 +339,12 @@ class _Filter:
     def observe(self, ai: AbstractInput, outcome, signature: Optional[str] = None) -> None:
         self.crashes.observe(ai, outcome, signature)
 
+    def tally(self, decision: str, score: Optional[float], outcome) -> None:
+        """An executed run's stored decision and score (the lift check)."""
+        self.lift.tally(decision, score, self.threshold, outcome)
+
     def info(self) -> dict:
-        return {"mode": self.mode, "score_us_per_candidate": self.timing.us_per_candidate,
+        return {"mode": self.mode, "lift": self.lift.info(), "score_us_per_candidate": self.timing.us_per_candidate,
                 "crash_threshold": self.crash_threshold, "known_crash_k": self.crashes.k,
                 "known_crash_floor": self.known_crash_floor,
                 "crash_cut": self.crash_cut if self.model is not None else None,
@@ -455,6 +537,7 @@ def make_filter(cfg, spec: ApiSpec, store):
         f.crashes.observe(r.input, r.outcome, r.signature)
         if isinstance(f, OnlineFilter):
             f.learner.add(r.input, r.outcome)
+        f.tally(r.decision, r.score, r.outcome)
     if isinstance(f, OnlineFilter):
         f.learner.maybe_train()
     return f

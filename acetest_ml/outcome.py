@@ -64,6 +64,9 @@ class Decision(_StrEnum):
     #: predicted invalid, executed because at the API's measured valid rate
     #: and invalid-run time its score is worth the run (filter policy ``rate``)
     CHEAP = "cheap"
+    #: predicted invalid, executed because on this API the filter shows no
+    #: lift: its rejected inputs pass about as often as its accepted ones
+    BYPASS = "bypass"
     #: predicted to crash or hang: never discarded (becomes ACCEPT or KNOWN; never stored)
     CRASH = "crash"
     #: predicted to reproduce a crash signature already seen known_crash_k times: not executed

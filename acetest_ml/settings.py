@@ -120,6 +120,9 @@ class CampaignConfig:
     #: exploration draws predicted-invalid inputs scoring within this distance
     #: below the threshold (1.0: any score)
     explore_band: float = 0.25
+    #: run predicted-invalid inputs instead of discarding them while the
+    #: API's runs show the filter buys no pass rate (filter.Lift)
+    lift_check: bool = True
     #: wall-clock seconds per API, counted once its worker is up (None: no
     #: limit; the budget still applies)
     time_budget: Optional[float] = None
@@ -192,8 +195,9 @@ class CampaignConfig:
         _int_at_least("retrain_every", self.retrain_every, 1)
         if self.mem_limit_mb is not None:
             _int_at_least("mem_limit_mb", self.mem_limit_mb, 1)
-        if not isinstance(self.cheap, bool):
-            raise SettingError("cheap", f"must be true or false (got {self.cheap!r})")
+        for flag in ("cheap", "lift_check"):
+            if not isinstance(getattr(self, flag), bool):
+                raise SettingError(flag, f"must be true or false (got {getattr(self, flag)!r})")
         if not isinstance(self.learn_rules, bool):
             raise SettingError("learn_rules", f"must be true or false (got {self.learn_rules!r})")
         for name in ("crash_threshold", "explore_band"):

@@ -83,6 +83,9 @@ def api_summary(store: Store, api: str, status: dict | None = None) -> dict:
             "explored": decisions.get(Decision.EXPLORE, 0),
             # predicted invalid, run because they were worth it (filter policy rate)
             "cheap_runs": decisions.get(Decision.CHEAP, 0),
+            # predicted invalid, run because the filter showed no lift on the API
+            "bypass_runs": decisions.get(Decision.BYPASS, 0),
+            "lift": f.get("lift"),
             "policy": (f.get("rate") or {}).get("policy", "score"),
             "rate": f.get("rate"),
             # the share of executed runs spent on exploration (bounded by --exploration)
@@ -195,6 +198,8 @@ def format_table(summary: dict) -> str:
             fnote = f"filter {f.get('mode')}: cand {f['candidates']}, disc {f['discarded']}"
             if apr is not None:
                 fnote += f", accepted pass {apr:.0%}"
+            if f.get("bypass_runs"):
+                fnote += f", bypass {f['bypass_runs']} (no lift)"
             if f.get("note"):
                 fnote += f" ({f['note']})"
             notes.append(fnote)

@@ -301,3 +301,70 @@ def test_reject_floor_runs_a_predicted_invalid_input_when_nothing_ran(tmp_path):
                  "--jobs", "1", "--ml-filter", "--models", str(models), "--exploration", "0",
                  "--known-crash-floor", "0"]) == 0
     assert not [r for r in candidates(out2, "outcome") if r[0] is not None]
+
+
+def test_lift_verdicts():
+    from acetest_ml.filter import Lift
+
+    def lift(acc, acc_pass, rej, rej_pass):
+        lt = Lift()
+        for i in range(acc):
+            lt.tally("accept", 0.9, 0.5, "pass" if i < acc_pass else "invalid")
+        for i in range(rej):
+            lt.tally("explore", 0.3, 0.5, "pass" if i < rej_pass else "invalid")
+        return lt
+
+    assert lift(46, 41, 74, 72).none          # rejects pass as often: the model is wrong here
+    assert lift(20, 0, 0, 0).none             # accepted inputs never pass: nothing to buy
+    assert not lift(12, 0, 0, 0).none         # too few runs for that verdict
+    assert not lift(114, 101, 6, 3).none      # a real lift (group_norm under learned rules)
+    assert not lift(114, 31, 6, 0).none       # 27% against 0 of 6 (binary_cross_entropy)
+    assert not lift(114, 13, 5, 0).none       # too few rejected runs to judge
+    lt = lift(20, 20, 10, 10)
+    assert lt.none
+    # runs that are neither count for nothing: warm-up, no filter, a predicted
+    # crash accepted below the threshold, an explored known crash above it
+    for d, s in (("warmup", None), ("none", None), ("accept", 0.2), ("explore", 0.7)):
+        lt.tally(d, s, 0.5, "invalid")
+    assert lt.info()["accepted_runs"] == 20 and lt.info()["rejected_runs"] == 10
+    # bypass runs that fail bring the discards back
+    for _ in range(30):
+        lt.tally("bypass", 0.1, 0.5, "invalid")
+    assert not lt.none
+
+
+def test_a_filter_without_lift_runs_what_it_would_discard(tmp_path):
+    # a model trained on coin-flip labels for Add rejects about half of its
+    # inputs at random: once the explored rejects pass about as often as the
+    # accepted inputs, predicted-invalid inputs run (bypass)
+    # instead of being discarded; --no-lift-check keeps discarding
+    from acetest_ml.campaign import CampaignConfig, resolve
+    from acetest_ml.solve.sampler import Sampler
+    from acetest_ml.store import Store
+    api = "tf.raw_ops.Add"
+    spec, problems, _ = resolve(CampaignConfig(apis=[api], out=str(tmp_path / "t")), api)
+    sampler = Sampler(problems, 7)
+    xs = [sampler.next() for _ in range(120)]
+    ys = [int(v) for v in np.random.RandomState(0).randint(0, 2, size=120)]
+    train_model(spec, xs, ys, "lightgbm", {"num_threads": 1, "min_data_in_leaf": 3}, 0.5).save(tmp_path / "m")
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models_dir": "m", "apis": {api: {"threshold": 0.5}}}))
+    args = ["campaign", "--api", api, "--budget", "80", "--seed", "3", "--no-progress", "--jobs", "1",
+            "--ml-filter", "--models", str(models), "--exploration", "0.12", "--explore-band", "1"]
+    on, off = str(tmp_path / "on"), str(tmp_path / "off")
+    assert main(args + ["--out", on]) == 0
+    assert main(args + ["--out", off, "--no-lift-check"]) == 0
+    rows = candidates(on, "idx, decision, outcome", order="idx")
+    first = min(i for i, d, o in rows if d == "bypass")
+    assert all(d != "discard" for i, d, o in rows if i > first)
+    s_on = json.load(open(os.path.join(on, "summary.json")))["apis"][api]
+    s_off = json.load(open(os.path.join(off, "summary.json")))["apis"][api]
+    assert s_on["filter"]["bypass_runs"] > 10 and s_on["filter"]["lift"]["no_lift"] is True
+    assert s_off["filter"]["bypass_runs"] == 0 and s_off["filter"]["discarded"] > 10
+    assert s_on["filter"]["candidates_per_exec"] < s_off["filter"]["candidates_per_exec"]
+    # the verdict is rebuilt from the store (a resumed campaign starts where it stopped)
+    from acetest_ml.filter import make_filter
+    cfg = CampaignConfig(apis=[api], out=on, ml_filter="offline", models=str(models), seed=3)
+    with Store(on, create=False) as st:
+        f = make_filter(cfg, spec, st)
+    assert f.lift.none and f.lift.info()["accepted_runs"] == s_on["filter"]["lift"]["accepted_runs"]
