@@ -92,6 +92,18 @@ class Assessment:
     crash: np.ndarray
 
 
+#: features beyond this magnitude (huge dims and values, inf) are clipped
+#: for the nearest-crash distance: an inf or float32 overflow there made
+#: every distance NaN, and argmin then named the first recorded crash
+_FEATURE_CLIP = 1e12
+
+
+def _finite(m) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.clip(np.nan_to_num(m, nan=-1.0, posinf=_FEATURE_CLIP, neginf=-_FEATURE_CLIP),
+                   -_FEATURE_CLIP, _FEATURE_CLIP)
+
+
 class KnownCrashes:
     """The crash inputs of a campaign and their signatures; predicts the
     signature a candidate would reproduce as that of its nearest recorded
@@ -140,7 +152,7 @@ class KnownCrashes:
         if not self.rows or not batch:
             return [None] * len(batch)
         ref, groups = self._reference()
-        X = np.nan_to_num(self.schema().matrix(batch), nan=-1.0)
+        X = _finite(self.schema().matrix(batch))
         span = np.maximum(ref.max(axis=0), X.max(axis=0)) - np.minimum(ref.min(axis=0), X.min(axis=0))
         span[span == 0] = 1.0
         d = (np.abs(X[:, None, :] - ref[None, :, :]) / span).sum(axis=2)
@@ -160,7 +172,7 @@ class KnownCrashes:
             groups: dict[tuple, list[int]] = {}
             for j, f in enumerate(self.flags):
                 groups.setdefault(f, []).append(j)
-            self._ref = (np.nan_to_num(np.vstack(self.rows), nan=-1.0),
+            self._ref = (_finite(np.vstack(self.rows)),
                          {f: np.array(ix) for f, ix in groups.items()})
         return self._ref
 

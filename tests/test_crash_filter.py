@@ -124,6 +124,21 @@ def test_known_signature_is_the_nearest_crash():
     assert KnownCrashes(SPEC, 0).known([_ai(1, 1)]).tolist() == [False]  # k = 0: off
 
 
+def test_known_signature_survives_huge_float_features():
+    # float attributes near the float64 limits made the distance's span
+    # overflow to inf: every distance was NaN or 0 and argmin named the
+    # first recorded crash, so a crash of another signature passed for known
+    spec = ApiSpec("tf.raw_ops.Fake3", "tf", [ArgSpec("x", "tensor", dtypes=["float32"]),
+                                              ArgSpec("alpha", "float")])
+
+    def ai(rank, alpha):
+        return AbstractInput(spec.name, {"x": TensorDesc("float32", (2,) * rank), "alpha": alpha}, value_seed=0)
+    kc = KnownCrashes(spec, 1)
+    kc.observe(ai(1, -1.7e308), "crash", "A")
+    kc.observe(ai(4, 1.7e308), "crash", "B")
+    assert kc.predict([ai(4, 1.6e308), ai(1, -1.6e308), ai(4, float("inf"))]) == ["B", "A", "B"]
+
+
 def test_known_signature_tells_which_attribute_overflows_int32():
     """The features clip huge integers, so a strides overflow and a
     dilations overflow look alike to them; a crash input is matched only

@@ -482,15 +482,19 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
                 # number may be a relation ("start must have length 2": as
                 # long as shape)
                 # ({term_n1}: equal to n - 1, "rank should be >= 7": one more than a length)
+                # ({dimterm_n}: dims only, "cs_prev.dims(0) != batch_size: 1 vs. 2")
                 n1 = "{term_n1}" in tmpl
-                if "{term_n}" in tmpl or n1:
+                dims_only = "{dimterm_n}" in tmpl
+                if "{term_n}" in tmpl or n1 or dims_only:
                     n = e.get("n")
                     terms: list[Optional[str]] = list(
                         _terms_equal(spec, ai, None if n is None else n - n1, exclude=(a, b)))
+                    if dims_only:
+                        terms = [t for t in terms if t is not None and ".dim[" in t]
                 else:
                     terms = [None]
                 for term in terms:
-                    expr = _expand(tmpl, dict(e, term_n=term, term_n1=term))
+                    expr = _expand(tmpl, dict(e, term_n=term, term_n1=term, dimterm_n=term))
                     if expr is None or expr in seen:
                         continue
                     if holds(expr, ai):
