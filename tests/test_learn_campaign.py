@@ -17,7 +17,7 @@ from acetest_ml.learn.evaluate import holds
 from acetest_ml.learn.learner import KEPT, REJECTED, RuleLearner
 from acetest_ml.learn.patterns import message_key
 from acetest_ml.learn.sampling import registry_check
-from acetest_ml.model import AbstractInput
+from acetest_ml.model import AbstractInput, TensorDesc
 from acetest_ml.solve.registry import RegistryProblem
 from acetest_ml.solve.rules import load_rules_file
 from acetest_ml.spec import get_spec
@@ -258,3 +258,28 @@ def test_a_known_crash_signature_no_longer_guards_rules():
     for _ in range(5):
         plain.observe(first, "crash", None, signature="SIGABRT: a")
     assert len(plain.crashing) == 5
+
+
+def test_a_rule_set_that_passes_less_often_than_no_rules_loses_its_newest_rule():
+    from acetest_ml.learn.learner import GUARD_RUNS
+    spec = get_spec("tf.raw_ops.BiasAdd")
+
+    def ai(rank):
+        return AbstractInput(spec.name, {"value": TensorDesc("float32", (2,) * rank),
+                                         "bias": TensorDesc("float32", (2,))}, value_seed=0)
+
+    def learner(fail_every):
+        lr = RuleLearner(spec, registry_check(spec), window=10, sources=(), prior=["value.rank >= 2"])
+        for _ in range(12):  # the sampler's outside share: drawn without the rules, passing
+            lr.observe(ai(3), "pass", None, outside=True)
+        changed = []
+        for i in range(GUARD_RUNS):
+            ok = i % fail_every != 0
+            changed.append(lr.observe(ai(2), "pass" if ok else "invalid", None if ok else "boom"))
+        return lr, changed
+
+    lr, changed = learner(1)  # nothing passes with the rule, everything without it
+    assert lr.rules[0].status == REJECTED and "passed less often than no learned rules" in lr.rules[0].reason
+    assert changed[-1] and not any(changed[:-1])  # judged once, at GUARD_RUNS runs of the set
+    lr, changed = learner(10)  # 27 of 30 against 12 of 12: no clear drop
+    assert lr.rules[0].status == KEPT and not any(changed)

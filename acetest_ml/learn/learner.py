@@ -14,7 +14,16 @@ Life of a rule:
    or more (the share of runs failing with its message; a mined rule: the
    message most of the invalid runs it excludes failed with) without
    raising the invalid rate by more than ``RAISED``, else ``rejected``;
-4. a kept rule that a later passing run violates is ``rejected`` too.
+4. a kept rule that a later passing run violates is ``rejected`` too;
+5. the active set as a whole must not pass less often than no learned
+   rules do: once it has run ``GUARD_RUNS`` times since it last changed,
+   and there are ``GUARD_BASE`` runs without learned rules (before the first
+   adoption, and the sampler's outside share), a set whose pass rate is more
+   than ``GUARD_DROP`` and two standard errors below theirs (posterior
+   means, judged every ``GUARD_RUNS`` runs of the set) loses its most
+   recently adopted rule (each rule can be right and their joint solution
+   still narrow the inputs into a worse region: BroadcastTo's non-negative
+   ``shape`` values took its pass rate from 53% to 33%).
 
 Crashing and hanging runs count as passing ones for these checks (a rule
 that excludes a crash input would steer the sampler away from a bug): a rule
@@ -52,6 +61,10 @@ from .patterns import candidates_from_message, message_key
 LOWERED = 0.75
 #: ... and the invalid rate did not rise by more than this
 RAISED = 0.15
+#: the whole-set guard (point 5 above)
+GUARD_RUNS = 30
+GUARD_BASE = 10
+GUARD_DROP = 0.15
 PROBATION = "probation"
 EXCLUDES_CRASH = "excludes a crash input"
 KEPT = "kept"
@@ -107,6 +120,8 @@ class RuleLearner:
         self.history: list[tuple[str, Optional[str]]] = []   # (outcome, message key)
         self.outside: set[int] = set()   # history indices of runs drawn without the rules
         self.n = 0
+        self._set_at = 0                 # history index at which the active set last changed
+        self._first_at: Optional[int] = None   # history index of the first learned adoption
         for expr in prior:
             self._seed(expr)
 
@@ -178,9 +193,38 @@ class RuleLearner:
                     break
         if not self.offline:
             changed |= self._review()
+            changed |= self._guard()
         if self.n % self.mine_every == 0 and "mined" in self.sources:
             changed |= self._mine()
+        if changed:
+            self._set_at = len(self.history)
+            if self._first_at is None and any(r.adopted_at for r in self.rules):
+                self._first_at = len(self.history)
         return changed
+
+    def _guard(self) -> bool:
+        """Point 5: drop the newest active rule while the active set passes
+        clearly less often than runs without learned rules."""
+        live = [r for r in self.rules if r.status in (PROBATION, KEPT)]
+        if not live:
+            return False
+        with_rules = [o for i, (o, _) in enumerate(self.history[self._set_at:], self._set_at)
+                      if i not in self.outside]
+        first = 0 if any(r.source == "prior" for r in live) else (self._first_at or 0)
+        base = [o for i, (o, _) in enumerate(self.history) if i in self.outside or i < first]
+        # judged every GUARD_RUNS runs of the set (not after each run: fewer
+        # looks, fewer false alarms), on a drop both large and clear
+        if not with_rules or len(with_rules) % GUARD_RUNS or len(base) < GUARD_BASE:
+            return False
+        p_rules = (sum(o == "pass" for o in with_rules) + 1) / (len(with_rules) + 2)
+        p_base = (sum(o == "pass" for o in base) + 1) / (len(base) + 2)
+        sd = (p_base * (1 - p_base) / len(base) + p_rules * (1 - p_rules) / len(with_rules)) ** 0.5
+        if p_base - p_rules <= max(GUARD_DROP, 2.0 * sd):
+            return False
+        newest = max(live, key=lambda r: (r.adopted_at or 0, self.rules.index(r)))
+        self._reject(newest, f"the rule set passed less often than no learned rules "
+                             f"({p_base:.0%} -> {p_rules:.0%})")
+        return True
 
     def _propose(self, expr: str, source: str, key: Optional[str] = None,
                  failing: Optional[AbstractInput] = None, conditioned: bool = False) -> bool:
