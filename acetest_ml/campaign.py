@@ -308,7 +308,6 @@ class ApiCampaign:
                               and filt.lift.none):
                             # discarding buys nothing here (see filter.Lift)
                             decision = Decision.BYPASS
-                            filt.lift.bypassed += 1
                         elif (decision == Decision.REJECT and gate is not None
                               and gate.worth(score, time.time() - t0)):
                             decision = Decision.CHEAP

@@ -52,7 +52,7 @@ import numpy as np
 
 from .learner import Label, OnlineLearner, label_of
 from .model import AbstractInput, ApiSpec, TensorDesc
-from .outcome import Decision
+from .outcome import Decision, Outcome
 
 
 def check_models_config(path: str, models_dir: str | None = None, apis: Sequence[str] = ()) -> None:
@@ -212,17 +212,15 @@ class Lift:
     MIN_REJECTED = 6
     MIN_ACCEPTED_ZERO = 16
     #: stored decisions whose runs count as rejected when scored below the threshold
-    REJECT_RUNS = ("explore", "cheap", "bypass")
+    REJECT_RUNS = (Decision.EXPLORE, Decision.CHEAP, Decision.BYPASS)
 
     def __init__(self):
         self.n = {True: 0, False: 0}
         self.p = {True: 0, False: 0}
-        self.bypassed = 0
 
     def tally(self, decision: str, score: Optional[float], threshold: float, outcome) -> None:
         """One executed run with its stored decision and score."""
-        from .outcome import Outcome
-        if decision == "accept" and score is not None and score >= threshold:
+        if decision == Decision.ACCEPT and score is not None and score >= threshold:
             key = True  # (a predicted crash accepted below the threshold is neither)
         elif decision in self.REJECT_RUNS and score is not None and score < threshold:
             key = False
@@ -252,7 +250,7 @@ class Lift:
         return {"accepted_runs": self.n[True], "accepted_passes": self.p[True],
                 "rejected_runs": self.n[False], "rejected_passes": self.p[False],
                 "accepted_mean": round(m_acc, 4), "rejected_mean": round(m_rej, 4),
-                "no_lift": self.none, "bypass_runs": self.bypassed}
+                "no_lift": self.none}
 
 
 def int_outside(ai: AbstractInput, lo: int, hi: int, *, tensors: bool = False) -> bool:
@@ -356,7 +354,8 @@ class _Filter:
         self.lift.tally(decision, score, self.threshold, outcome)
 
     def info(self) -> dict:
-        return {"mode": self.mode, "lift": self.lift.info(), "score_us_per_candidate": self.timing.us_per_candidate,
+        return {"mode": self.mode, "lift": self.lift.info(),
+                "score_us_per_candidate": self.timing.us_per_candidate,
                 "crash_threshold": self.crash_threshold, "known_crash_k": self.crashes.k,
                 "known_crash_floor": self.known_crash_floor,
                 "crash_cut": self.crash_cut if self.model is not None else None,
@@ -439,7 +438,6 @@ class RateGate:
         return self._t[True]
 
     def observe(self, outcome, wall_s: float, accepted: bool = False) -> None:
-        from .outcome import Outcome
         if outcome == Outcome.PASS:
             self.passes += 1
         elif outcome == Outcome.INVALID:

@@ -126,7 +126,12 @@ def main() -> int:
     p.add_argument("--late", type=int, default=50)
     p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     a = p.parse_args()
-    res = classify(a.runs, a.low, a.late)
+    from acetest_ml.errors import UserError
+    try:
+        res = classify(a.runs, a.low, a.late)
+    except UserError as e:  # a folder without a store: one line, exit 2
+        print(f"learned_blockers.py: {e}", file=sys.stderr)
+        return 2
     md = to_markdown(res)
     if a.out:
         with open(a.out + ".json", "w") as f:

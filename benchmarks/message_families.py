@@ -88,7 +88,12 @@ def main() -> int:
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "message_families"))
     a = p.parse_args()
-    res = count(a.runs)
+    from acetest_ml.errors import UserError
+    try:
+        res = count(a.runs)
+    except UserError as e:  # a folder without a store: one line, exit 2
+        print(f"message_families.py: {e}", file=sys.stderr)
+        return 2
     with open(a.out + ".json", "w") as f:
         json.dump(res, f, indent=1)
     md = to_markdown(res)

@@ -121,6 +121,7 @@ class RuleLearner:
         self.outside: set[int] = set()   # history indices of runs drawn without the rules
         self.n = 0
         self._set_at = 0                 # history index at which the active set last changed
+        self._set_runs = 0               # runs drawn with the rules since then
         self._first_at: Optional[int] = None   # history index of the first learned adoption
         for expr in prior:
             self._seed(expr)
@@ -155,6 +156,8 @@ class RuleLearner:
         key = message_key(message) if outcome == "invalid" else None
         if outside:
             self.outside.add(len(self.history))
+        else:
+            self._set_runs += 1
         self.history.append((outcome, key))
         changed = False
         if outcome == "pass":
@@ -197,7 +200,7 @@ class RuleLearner:
         if self.n % self.mine_every == 0 and "mined" in self.sources:
             changed |= self._mine()
         if changed:
-            self._set_at = len(self.history)
+            self._set_at, self._set_runs = len(self.history), 0
             if self._first_at is None and any(r.adopted_at for r in self.rules):
                 self._first_at = len(self.history)
         return changed
@@ -205,6 +208,10 @@ class RuleLearner:
     def _guard(self) -> bool:
         """Point 5: drop the newest active rule while the active set passes
         clearly less often than runs without learned rules."""
+        # judged every GUARD_RUNS runs of the set (not after each run: fewer
+        # looks, fewer false alarms), on a drop both large and clear
+        if not self._set_runs or self._set_runs % GUARD_RUNS:
+            return False
         live = [r for r in self.rules if r.status in (PROBATION, KEPT)]
         if not live:
             return False
@@ -212,9 +219,7 @@ class RuleLearner:
                       if i not in self.outside]
         first = 0 if any(r.source == "prior" for r in live) else (self._first_at or 0)
         base = [o for i, (o, _) in enumerate(self.history) if i in self.outside or i < first]
-        # judged every GUARD_RUNS runs of the set (not after each run: fewer
-        # looks, fewer false alarms), on a drop both large and clear
-        if not with_rules or len(with_rules) % GUARD_RUNS or len(base) < GUARD_BASE:
+        if len(base) < GUARD_BASE:
             return False
         p_rules = (sum(o == "pass" for o in with_rules) + 1) / (len(with_rules) + 2)
         p_base = (sum(o == "pass" for o in base) + 1) / (len(base) + 2)
