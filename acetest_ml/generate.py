@@ -20,8 +20,10 @@ consumer, ``take(n)`` hands out the next ``n`` in order, and a draw that
 fails (no solution left, our error) is raised by the ``take`` whose ``n``
 candidates it falls into, with the candidates before it in that call
 dropped, as without prefetch. Candidates drawn but never taken are not
-recorded, so a resumed campaign draws them again. Off with ``learn_rules``:
-there each run can change the stream.
+recorded, so a resumed campaign draws them again. With ``learn_rules`` each
+run can change the stream, so the campaign asks for each take after the
+runs before it are observed; the child then draws the current rule set's
+next candidates ahead between requests instead (learn/sampling.py).
 """
 from __future__ import annotations
 
@@ -101,7 +103,17 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             conn.send(("skip", f"{spec.name}: {e}"))
             return
         conn.send(("ready", spec, notes))
+        # learned rules: the rule set's next candidates drawn while the
+        # campaign runs the last ones (the stream is unchanged: see
+        # learn/sampling.py), at most ``ahead`` of them, and only while no
+        # request waits
+        ahead = int(getattr(cfg, "prefetch", 0) or 0)
+        draw_ahead = getattr(sampler, "prefetch", None) if ahead > 0 else None
         while True:
+            if draw_ahead is not None:
+                from .solve.registry import spare_context
+                while not conn.poll() and (spare_context() or draw_ahead(ahead)):
+                    pass
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
@@ -113,13 +125,15 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                 # (the run ended its batch, or changed the rule set so the
                 # rest of the batch is dropped): one round trip, not two
                 last, n = (msg[4], msg[5]) if len(msg) > 5 else (False, 0)
-                ahead: Any = None
+                drawn: Any = None
                 if n and (changed or last):
                     try:
-                        ahead = ("ok", [sampler.next().dumps() for _ in range(n)])
+                        drawn = ("ok", [sampler.next().dumps() for _ in range(n)])
                     except NoSolutionError as e:
-                        ahead = ("nosolution", str(e))
-                conn.send(("observed", changed, ahead))
+                        drawn = ("nosolution", str(e))
+                    if draw_ahead is not None:
+                        ahead = max(ahead, n)
+                conn.send(("observed", changed, drawn))
                 continue
             if msg[0] == "learned":
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
@@ -129,6 +143,8 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             # the next n candidates, up to the failure that stopped the draw, if any
             got: list = []
             failure: Any = None
+            if draw_ahead is not None:
+                ahead = max(ahead, int(msg[1]))
             try:
                 for _ in range(msg[1]):
                     got.append(sampler.next().dumps())

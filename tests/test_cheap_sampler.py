@@ -112,6 +112,34 @@ def test_checker_agrees_with_z3_on_random_assignments():
         Checker([z3.Real("r", ctx) > 0])
 
 
+def test_checker_reuses_closures_across_contexts():
+    """A rule set's problem repeats the API's own formulas in a context of
+    its own: they are compiled once per process, and the reused closures
+    judge exactly like freshly compiled ones."""
+    from acetest_ml.solve import check
+    spec = get_spec("torch.ops.aten.mm")
+    first = RegistryProblem(spec, MM_RULES)
+    check._COMPILED.clear()
+    Checker(first.formulas())
+    n = len(check._COMPILED)
+    again = RegistryProblem(spec, MM_RULES)  # new context, the same formulas
+    assert again.ctx is not first.ctx
+    reused = Checker(again.formulas())
+    assert len(check._COMPILED) == n
+    check._COMPILED.clear()
+    fresh = Checker(again.formulas())
+    s = z3.Solver(ctx=again.ctx)
+    s.add(*again.formulas())
+    assert s.check() == z3.sat
+    good = again.model_values(s.model())
+    rng = random.Random(3)
+    for _ in range(200):
+        env = {k: (v + rng.randint(-2, 2) if isinstance(v, int) and not isinstance(v, bool) else v)
+               for k, v in good.items()}
+        assert reused.failing(env) == fresh.failing(env)
+    assert reused.by_var == fresh.by_var
+
+
 def test_checker_covers_registry_and_learned_formulas():
     p = RegistryProblem(get_spec("torch.ops.aten.mm"), MM_RULES)
     chk = Checker(p.formulas())

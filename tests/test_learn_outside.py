@@ -116,3 +116,30 @@ def test_replay_redraws_the_dropped_rest_of_a_batch():
     rest, _ = _campaign(resumed, 60 - len(first))
     got = [r.input.dumps() for r in first + rest]
     assert got == [r.input.dumps() for r in whole]
+
+
+def test_drawing_ahead_leaves_the_stream_as_it_was():
+    """The generator process draws the rule set's next candidates (and the
+    outside stream's next one) while runs execute: however many it drew
+    ahead between runs, rule changes included, the records are the same."""
+    import random
+    spec = get_spec("tf.raw_ops.BiasAdd")
+    make = lambda: LearningSampler(spec, [RegistryProblem(spec)], seed=11, window=4)  # noqa: E731
+    plain, changes = _campaign(make(), 60)
+    assert changes >= 1
+    ahead = make()
+    rng = random.Random(5)
+    drawn_ahead = 0
+    real_observe = ahead.observe
+
+    def observe(ai, outcome, message, **kw):
+        nonlocal drawn_ahead
+        changed = real_observe(ai, outcome, message, **kw)
+        for _ in range(rng.randrange(6)):  # as many as the idle time allowed
+            drawn_ahead += ahead.prefetch(4)
+        return changed
+    ahead.observe = observe
+    got, _ = _campaign(ahead, 60)
+    assert drawn_ahead > 20
+    assert [r.input.dumps() for r in got] == [r.input.dumps() for r in plain]
+    assert any(r.input.origin["rules"] == "outside" for r in got)

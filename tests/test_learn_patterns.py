@@ -408,6 +408,12 @@ def test_mined_dtype_rule_from_real_runs(executors):
     assert invalid and all(a.args["self"].dtype == "complex64" for a in invalid)
     rule, excluded = mine(spec, passing, invalid)[0]
     assert rule == "self.dtype in ('float32', 'float64', 'int32')" and excluded == len(invalid)
+    # rows kept between calls (the learner mines the growing history again
+    # and again): the same answer, from the cache on the second call
+    cache: dict = {}
+    assert mine(spec, passing[:-1], invalid, cache=cache) == mine(spec, passing[:-1], invalid)
+    assert len(cache) == len(passing) - 1 + len(invalid)
+    assert mine(spec, passing, invalid, cache=cache) == mine(spec, passing, invalid)
     nxt = Sampler([RegistryProblem(spec, [rule])], seed=2)
     assert all(nxt.next().args["self"].dtype != "complex64" for _ in range(15))
 

@@ -112,6 +112,7 @@ class RuleLearner:
         self.max_active = max_active
         self.rules: list[LearnedRule] = []
         self.passing: list[AbstractInput] = []
+        self._mine_rows: dict = {}  # rows of the runs mined so far (mine.py)
         self.crash_runs: list[tuple[AbstractInput, str]] = []   # crash / timeout runs, signature
         self.known_crash_k = int(known_crash_k)
         self.crash_counts: Counter = Counter()   # runs per crash signature
@@ -351,7 +352,8 @@ class RuleLearner:
                   if all(holds(e, ai) for e in active)]
         if len(recent) < 3:
             return False
-        for expr, _ in mine(self.spec, self.passing, [ai for ai, _ in recent], exclude=self._known())[:1]:
+        for expr, _ in mine(self.spec, self.passing, [ai for ai, _ in recent], exclude=self._known(),
+                            cache=self._mine_rows)[:1]:
             # it targets the message most of the runs it excludes fail with
             keys = Counter(k for ai, k in recent if not holds(expr, ai))
             key = keys.most_common(1)[0][0] if keys else None

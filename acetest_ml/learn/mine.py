@@ -57,47 +57,59 @@ def _dim(t: TensorDesc, i: int) -> int:
 
 
 class _Table:
-    """Term values per run (NaN = unknown)."""
+    """Term values per run (NaN = unknown). ``cache``: rows computed before,
+    by id of the run (the learner mines the same runs again and again; the
+    cache keeps each run alive beside its row)."""
 
-    def __init__(self, spec: ApiSpec, runs: Sequence[AbstractInput]):
+    def __init__(self, spec: ApiSpec, runs: Sequence[AbstractInput],
+                 cache: Optional[dict] = None):
         self.tensors = [a.name for a in spec.args if a.kind in (TENSOR, TENSOR_LIST)]
         self.lists = [a.name for a in spec.args if a.kind in (INT_LIST, SHAPE)]
         self.ints = [a.name for a in spec.args if a.kind == INT]
-        cols: dict[str, list] = {}
-        self.valued: set[str] = set()
-
-        def put(name, i, v):
-            cols.setdefault(name, [math.nan] * len(runs))[i] = v
-
-        for i, ai in enumerate(runs):
-            for t in self.tensors:
-                d = _tensor(ai.args.get(t))
-                if d is None:
-                    continue
-                put(f"{t}.rank", i, d.rank)
-                put(f"{t}.dtype", i, DTYPE_CODE.get(d.dtype, math.nan))
-                for k in DIM_INDEX:
-                    put(f"{t}.dim[{k}]", i, _dim(d, k))
-                vals = _elements(ai.args.get(t), ai.value_seed, t)
-                if vals is not None and len(vals) == 1 and isinstance(vals[0], int):
-                    put(f"{t}.value", i, vals[0])
-                    self.valued.add(t)
-            for j, t in enumerate(self.tensors):
-                d = _tensor(ai.args.get(t))
-                for u in self.tensors[j + 1:]:
-                    e = _tensor(ai.args.get(u))
-                    if d is not None and e is not None:
-                        put(f"same({t},{u})", i, float(tuple(d.shape) == tuple(e.shape)))
-            for l in self.lists:
-                v = ai.args.get(l)
-                if isinstance(v, list):
-                    put(f"len({l})", i, len(v))
-            for n in self.ints:
-                v = ai.args.get(n)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    put(n, i, v)
-        self.cols = {k: np.array(v, dtype=float) for k, v in cols.items()}
+        rows = []
+        for ai in runs:
+            hit = cache.get(id(ai)) if cache is not None else None
+            if hit is None or hit[0] is not ai:
+                hit = (ai, self._row(ai))
+                if cache is not None:
+                    cache[id(ai)] = hit
+            rows.append(hit[1])
+        names: dict[str, None] = {}
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        nan = math.nan
+        self.cols = {k: np.array([row.get(k, nan) for row in rows], dtype=float) for k in names}
+        self.valued = {k[: -len(".value")] for k in names if k.endswith(".value")}
         self.n = len(runs)
+
+    def _row(self, ai: AbstractInput) -> dict:
+        row: dict = {}
+        for t in self.tensors:
+            d = _tensor(ai.args.get(t))
+            if d is None:
+                continue
+            row[f"{t}.rank"] = d.rank
+            row[f"{t}.dtype"] = DTYPE_CODE.get(d.dtype, math.nan)
+            for k in DIM_INDEX:
+                row[f"{t}.dim[{k}]"] = _dim(d, k)
+            vals = _elements(ai.args.get(t), ai.value_seed, t)
+            if vals is not None and len(vals) == 1 and isinstance(vals[0], int):
+                row[f"{t}.value"] = vals[0]
+        for j, t in enumerate(self.tensors):
+            d = _tensor(ai.args.get(t))
+            for u in self.tensors[j + 1:]:
+                e = _tensor(ai.args.get(u))
+                if d is not None and e is not None:
+                    row[f"same({t},{u})"] = float(tuple(d.shape) == tuple(e.shape))
+        for name in self.lists:
+            v = ai.args.get(name)
+            if isinstance(v, list):
+                row[f"len({name})"] = len(v)
+        for n in self.ints:
+            v = ai.args.get(n)
+            if isinstance(v, int) and not isinstance(v, bool):
+                row[n] = v
+        return row
 
     def get(self, term: str) -> np.ndarray:
         c = self.cols.get(term)
@@ -187,12 +199,13 @@ def _candidates(table_pass: _Table) -> list[tuple[str, Callable[..., Any]]]:
 
 
 def mine(spec: ApiSpec, passing: Sequence[AbstractInput], invalid: Sequence[AbstractInput],
-         exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, int]]:
+         exclude: AbstractSet[str] = frozenset(), cache: Optional[dict] = None) -> list[tuple[str, int]]:
     """Predicates true in every passing run and false in many invalid runs,
-    best first: [(expression, invalid runs it excludes)]."""
+    best first: [(expression, invalid runs it excludes)]. ``cache``: a dict
+    kept between calls (rows of runs seen before, see _Table)."""
     if len(passing) < MIN_PASSING or not invalid:
         return []
-    P, I = _Table(spec, passing), _Table(spec, invalid)
+    P, I = _Table(spec, passing, cache), _Table(spec, invalid, cache)
     need = max(MIN_EXCLUDED, int(math.ceil(MIN_EXCLUDED_SHARE * len(invalid))))
     scored = []
     for order, (expr, test) in enumerate(_candidates(P)):

@@ -22,9 +22,21 @@ outcomes, which rebuilds the same epochs (``--resume``). Each candidate
 carries its place in the stream (``origin["pos"]``), so the draws a campaign
 dropped unrecorded (the rest of a batch after a rule change) are drawn
 again at the same point of the replay.
+
+Drawing ahead (``prefetch``): a rule set's own draws do not depend on the
+runs observed while it is active (only a change of the active rules does,
+and a change starts a new Sampler), so the campaign's generator process
+draws the current set's next candidates while the last one executes, and
+``next`` takes them from that queue in order; the stream is the same as
+drawn on demand. The queue belongs to the Sampler it was drawn from and
+goes with it. Draw-ahead touches only that Sampler's Z3 contexts: samplers
+made later (the outside stream, a rule set back to no learned rules) get
+problems of their own, so how far ahead a set was drawn leaves no trace in
+them.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import random
 from typing import Callable, Iterable, Optional, Sequence
@@ -34,7 +46,7 @@ import z3
 from ..model import AbstractInput, ApiSpec
 from ..solve.registry import RegistryProblem
 from ..solve.rules import RuleError, compile_rule
-from ..solve.sampler import NoSolutionError, Sampler
+from ..solve.sampler import WARM_MODELS, NoSolutionError, Sampler
 from .evaluate import holds
 from .learner import RuleLearner
 from .repair import repair_all
@@ -44,6 +56,10 @@ MAX_REDRAWS = 64
 #: share of candidates drawn without the learned rules once some are active
 OUTSIDE_SHARE = 1 / 16
 SAT_TIMEOUT_MS = 5000
+#: Z3 models a learned rule set pools before mutating them (the first set:
+#: the Sampler's default); a set's warm-up is most of the cost of a rule
+#: change on fast APIs, and its Z3 draws (one in Z3_EVERY) keep coming
+EPOCH_WARM_MODELS = 2
 
 
 def registry_check(spec: ApiSpec, base_rules: Sequence[str] = ()) -> Callable[[Sequence[str]], Optional[str]]:
@@ -112,13 +128,18 @@ class LearningSampler:
         self.outside_drawn = 0
         self._outside_rng = random.Random((seed * 7919 + 17) % (2 ** 31))
         self._outside_sampler: Optional[Sampler] = None
+        #: the current Sampler's draws made ahead (AbstractInput, or the
+        #: NoSolutionError that stopped it), taken in order by ``_draw``
+        self._ahead: collections.deque = collections.deque()
+        self._outside_ahead: collections.deque = collections.deque()
+        self._outside_dry = False  # the outside stream has no solution left
         self._build()
 
     # -- rule sets --------------------------------------------------------------
     def _build(self) -> None:
         rules = self.learner.active()
         self.enforced = list(rules) if self.source != "registry" else []
-        if rules and self.source == "registry":
+        if self.source == "registry" and (rules or self.epoch > 0):
             problems = [RegistryProblem(self.spec, self.base_rules + rules, rules_source="learned")]
         else:
             problems = self.problems
@@ -126,7 +147,9 @@ class LearningSampler:
         if self.source == "registry" or self.epoch == 0:
             # registry: a new Sampler per rule set, its Z3 problem and checker
             # compiled with the learned rules
-            self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap)
+            self.sampler = Sampler(problems, seed, models_per_set=self.models_per_set, cheap=self.cheap,
+                                   warm_models=WARM_MODELS if self.epoch == 0 else EPOCH_WARM_MODELS)
+            self._ahead.clear()
         # (enforced rules leave the problems as they are: the sampler and the
         # models it solved so far are kept, instead of solving them again)
         # enforced rules: a draw that breaks one is first edited to meet them (repair.py)
@@ -156,7 +179,7 @@ class LearningSampler:
                 return ai
         while True:
             try:
-                ai = self.sampler.next()
+                ai = self._draw()
             except NoSolutionError:
                 if not self._drop_newest("no solution with this rule set"):
                     raise
@@ -168,7 +191,7 @@ class LearningSampler:
                     fixed.origin["repaired"] = True
                     ai = fixed
                     break
-                ai = self.sampler.next()
+                ai = self._draw()
                 tries += 1
             if self.enforced and not all(holds(r, ai) for r in self.enforced):
                 if self._drop_newest(f"no input in {MAX_REDRAWS} draws satisfies it"):
@@ -183,14 +206,48 @@ class LearningSampler:
         """A candidate from the API's own constraint sets, without learned rules."""
         if self.source != "registry":
             # ACETest sets: the rules are only enforced on the decoded draw
-            return self.sampler.next()
+            return self._draw()
         if self._outside_sampler is None:
-            self._outside_sampler = Sampler(self.problems, (self.seed * 7919 + 17) % (2 ** 31),
+            # problems of its own (see the module docstring: draw-ahead)
+            own = [RegistryProblem(self.spec, self.base_rules, rules_source="learned")]
+            self._outside_sampler = Sampler(own, (self.seed * 7919 + 17) % (2 ** 31),
                                             models_per_set=self.models_per_set, cheap=self.cheap)
+        if self._outside_ahead:
+            return self._outside_ahead.popleft()
         try:
             return self._outside_sampler.next()
         except NoSolutionError:
             return None
+
+    def _draw(self) -> AbstractInput:
+        """The current Sampler's next draw (from the queue drawn ahead, if any)."""
+        if self._ahead:
+            x = self._ahead.popleft()
+            if isinstance(x, NoSolutionError):
+                raise x
+            return x
+        return self.sampler.next()
+
+    def prefetch(self, depth: int) -> bool:
+        """Draw one more of the current Sampler's candidates ahead, unless
+        ``depth`` are queued already (or the queue ends in a failure); True
+        when one was drawn."""
+        if len(self._ahead) >= depth or (self._ahead and isinstance(self._ahead[-1], NoSolutionError)):
+            # the outside stream (its own Sampler, the same whatever the
+            # rule set): one draw ahead once it is in use
+            if (self._outside_sampler is not None and not self._outside_ahead
+                    and not self._outside_dry):
+                try:
+                    self._outside_ahead.append(self._outside_sampler.next())
+                except NoSolutionError:
+                    self._outside_dry = True
+                return True
+            return False
+        try:
+            self._ahead.append(self.sampler.next())
+        except NoSolutionError as e:
+            self._ahead.append(e)
+        return True
 
     def _drop_newest(self, reason: str) -> bool:
         """An unreachable rule set: reject the most recently adopted rule."""

@@ -257,6 +257,11 @@ _OPS: dict[int, Callable] = {
 }
 
 
+#: compiled formulas of this process by their text (see Checker)
+_COMPILED: dict[str, tuple[Fn, frozenset]] = {}
+_COMPILED_MAX = 50000
+
+
 class Checker:
     """The conjunction of ``formulas`` as Python closures.
 
@@ -270,8 +275,19 @@ class Checker:
         self.fns: list[Fn] = []
         self.by_var: dict[str, list[int]] = {}
         for i, f in enumerate(formulas):
-            self.fns.append(comp.compile(f))
-            for name in comp.names(f):
+            # a formula's closure depends on its text only (variable names and
+            # constants), not on its Z3 context: a learned rule set's problem
+            # repeats the API's own formulas in a new context, compiled once
+            key = f.sexpr()
+            hit = _COMPILED.get(key)
+            if hit is None:
+                fn = comp.compile(f)
+                hit = (fn, frozenset(comp.names(f)))
+                if len(_COMPILED) >= _COMPILED_MAX:
+                    _COMPILED.clear()
+                _COMPILED[key] = hit
+            self.fns.append(hit[0])
+            for name in hit[1]:
                 self.by_var.setdefault(name, []).append(i)
         self.names = set(self.by_var)
 

@@ -103,12 +103,28 @@ def _dim_cap(rank_var: z3.ArithRef, d: z3.ArithRef) -> list[z3.BoolRef]:
             z3.Implies(rank_var >= 5, d <= 5)]
 
 
+#: Z3 contexts made ahead, unused (``spare_context``)
+_SPARE_CONTEXTS: list = []
+
+
+def spare_context() -> bool:
+    """Make a Z3 context for the next RegistryProblem now (a context costs
+    ~8 ms, and one that was never used is as good as a new one); False when
+    one is waiting already. The generator process calls it while idle, so a
+    rule change does not wait for it."""
+    if _SPARE_CONTEXTS:
+        return False
+    _SPARE_CONTEXTS.append(z3.Context())
+    return True
+
+
 class RegistryProblem(Problem, Terms):
     """Constraints for one ApiSpec. ``rules`` are extra expressions (rules.py)."""
 
     def __init__(self, spec: ApiSpec, rules: Sequence[str] = (), *, rules_source: str = "rules"):
         self.spec = spec
-        self.ctx = z3.Context()  # own context: sampling is deterministic per (problem, seed)
+        # own context: sampling is deterministic per (problem, seed)
+        self.ctx = _SPARE_CONTEXTS.pop() if _SPARE_CONTEXTS else z3.Context()
         self.set_id = "registry" + ("+rules" if rules else "")
         self.rules = list(rules)
         self._vars: dict[str, z3.ExprRef] = {}

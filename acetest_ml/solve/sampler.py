@@ -84,14 +84,16 @@ class NoSolutionError(Exception):
 
 class Sampler:
     def __init__(self, problems: Sequence[Problem], seed: int, *, timeout_ms: int = 2000,
-                 max_blocked: int = 5000, models_per_set: int | None = None, cheap: bool = True):
+                 max_blocked: int = 5000, models_per_set: int | None = None, cheap: bool = True,
+                 warm_models: int = WARM_MODELS):
         """``models_per_set``: solve at most this many distinct models per
         constraint set and afterwards reuse a random one of them for each
         draw (decode fills the open parts anew every time) — ACETest's own
         scheme, which draws a few models per set up front. None: a new
         model for every draw. ``cheap``: derive most candidates from pooled
         models of problems that support it (``Problem.cheap``); False: the
-        old scheme."""
+        old scheme. ``warm_models``: Z3 models a cheap set pools before it
+        mutates them."""
         if not problems:
             raise NoSolutionError("no constraint sets")
         self.rng = random.Random(seed)
@@ -116,6 +118,7 @@ class Sampler:
                     self.stats.cheap_off.append(p.set_id)
             self._sets.append(st)
         self.cheap = cheap
+        self.warm_models = max(1, int(warm_models))
         self.np_rng = np.random.default_rng([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, 0x5EED]) \
             if any(st.checker is not None for st in self._sets) else None
         self.index = 0
@@ -229,7 +232,7 @@ class Sampler:
         """The assignment of the next candidate of a cheap set: a checked
         mutation of a pooled model, or a Z3 model (then pooled). None when
         the set changed state (unsat, reset): the caller draws again."""
-        if len(st.cheap_pool) >= WARM_MODELS and st.since_z3 < Z3_EVERY - 1:
+        if len(st.cheap_pool) >= self.warm_models and st.since_z3 < Z3_EVERY - 1:
             values = self._mutation(st)
             if values is not None:
                 st.since_z3 += 1
