@@ -83,6 +83,10 @@ CASES = {
                      "groups > 0"),
     "axis_in_rank": ("torch.ops.aten.softmax.int", dict(self=T("float32", 2, 3), dim=4),
                      "-self.rank <= dim and dim < self.rank"),
+    # no argument holds the index: the 1-d tensor needs a third dimension
+    "rank_for_index": ("torch.ops.aten.addbmm",
+                       dict(self=T("float32", 2, 2), batch1=T("float32", 2, 3, 4), batch2=T("float32", 5)),
+                       "batch2.rank >= 3"),
     # values of small int tensors, decided by the solver once a rule names them
     "value_le_rows": ("tf.raw_ops.MatrixBandPart",
                       dict(input=T("float32", 2, 3), num_lower=T("int64", values=(5,)),

@@ -445,6 +445,9 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
         for g in ("n", "m"):
             if g in groups:
                 env[g] = _WORD_NUMBERS.get(groups[g]) or int(groups[g])
+        if "got" in groups:
+            g = int(groups["got"])
+            env["got_rank"] = g + 1 if g >= 0 else -g
         if "set" in groups:
             vals = sorted(set(_ints(groups["set"].replace("D", " "))))
             if len(vals) < 2:
@@ -470,6 +473,10 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
             for a, b in itertools.product(opts1, opts2):
                 if a is not None and a == b:
                     continue
+                if "{got_rank}" in tmpl and env.get("n") is not None:
+                    t = ai.args.get(a) if a is not None else None
+                    if not isinstance(t, TensorDesc) or t.rank != env["n"]:
+                        continue  # the index was out of range of a tensor of rank n
                 e = dict(env, arg=a, arg2=b)
                 others = [t for t in tensors if t != a]
                 e["data"] = others[0] if others else None      # the tensor {arg} relates to
