@@ -72,6 +72,26 @@ def models_per_set(cfg, notes: dict, n_problems: int) -> Optional[int]:
     return max(2, cfg.budget // (2 * n_problems))
 
 
+def lagged(cfg) -> bool:
+    """LAG: a ``--learn-rules`` campaign without a classifier runs one run
+    behind the learner. Its candidates come one at a time; candidate ``j``
+    is handed out before run ``j - 1`` is fed to the learner (and after
+    every run before it), so the learner's work on a run overlaps the next
+    run's execution instead of waiting between them; a rule learned from
+    run ``j - 1`` applies from candidate ``j + 1`` on. The order is fixed by
+    the positions alone, so the stream stays a function of the seed and
+    the outcomes, and ``replay(lag=True)`` rebuilds it (``--resume``). With
+    a classifier the campaign scores batches and drops the rest of a batch
+    a rule change makes stale, which needs the learner's answer at once."""
+    return bool(getattr(cfg, "learn_rules", False)) and not getattr(cfg, "ml_filter", None)
+
+
+def _feed(sampler, run: tuple) -> None:
+    """Feed a run held back one candidate (LAG) to the learner."""
+    ai, outcome, message, signature = run
+    sampler.observe(ai, outcome, message, signature=signature)
+
+
 def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
     from .campaign import api_seed, resolve
     from .solve.sampler import NoSolutionError, Sampler
@@ -93,9 +113,12 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             sampler = learning_sampler(cfg, spec, problems, notes, seed, per_set, store)
         else:
             sampler = Sampler(problems, seed, models_per_set=per_set, cheap=getattr(cfg, "cheap", True))
+        # one run behind (``lag``): see LAG
+        lag = store is not None and lagged(cfg)
+        pending: Optional[tuple] = None  # a run fed to the learner after the next hand-out
         try:
             if store is not None:
-                sampler.replay(store.records(spec.name, seed=seed))
+                pending = sampler.replay(store.records(spec.name, seed=seed), lag=lag)
             else:
                 for _ in range(start):  # replay what is recorded (a resumed campaign)
                     sampler.next()
@@ -118,6 +141,24 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                 msg = conn.recv()
             except (EOFError, OSError):
                 return
+            if msg[0] == "observe" and lag:
+                # hand out the next candidate first, then feed this run to
+                # the learner while the campaign executes that candidate
+                if pending is not None:
+                    _feed(sampler, pending)
+                pending = (AbstractInput.loads(msg[1]), msg[2], msg[3], msg[6] if len(msg) > 6 else None)
+                n = msg[5] if len(msg) > 5 else 0
+                given: Any = None
+                if n:
+                    try:
+                        given = ("ok", [sampler.next().dumps() for _ in range(n)])
+                    except NoSolutionError as e:
+                        given = ("nosolution", str(e))
+                conn.send(("observed", False, given))
+                if n:
+                    _feed(sampler, pending)
+                    pending = None
+                continue
             if msg[0] == "observe":  # an executed run, for the rule learner
                 changed = sampler.observe(AbstractInput.loads(msg[1]), msg[2], msg[3],
                                           signature=msg[6] if len(msg) > 6 else None)
@@ -136,6 +177,9 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                 conn.send(("observed", changed, drawn))
                 continue
             if msg[0] == "learned":
+                if pending is not None:  # the summary counts every run
+                    _feed(sampler, pending)
+                    pending = None
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
                 continue
             if msg[0] != "draw":
@@ -151,6 +195,9 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             except NoSolutionError as e:
                 failure = ("nosolution", str(e))
             conn.send(("some", got, failure))
+            if pending is not None:
+                _feed(sampler, pending)
+                pending = None
     except (BrokenPipeError, EOFError):
         return
     except Exception as e:  # our bug: reported against this API, never a traceback

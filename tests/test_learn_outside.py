@@ -143,3 +143,36 @@ def test_drawing_ahead_leaves_the_stream_as_it_was():
     assert drawn_ahead > 20
     assert [r.input.dumps() for r in got] == [r.input.dumps() for r in plain]
     assert any(r.input.origin["rules"] == "outside" for r in got)
+
+
+def _lag_campaign(sampler, n_runs, pending=None):
+    """The generator process of a campaign without a classifier: each
+    candidate is handed out before the run before it reaches the learner."""
+    from types import SimpleNamespace
+    records = []
+    for _ in range(n_runs):
+        ai = sampler.next()
+        if pending is not None:
+            sampler.observe(*pending)
+        outcome, message = _oracle(ai)
+        records.append(SimpleNamespace(input=ai, outcome=outcome, message=message))
+        pending = (ai, outcome, message)
+    return records, pending
+
+
+def test_replay_one_run_behind_resumes_the_same_stream():
+    spec = get_spec("tf.raw_ops.BiasAdd")
+    make = lambda: LearningSampler(spec, [RegistryProblem(spec)], seed=11, window=4)  # noqa: E731
+    whole_sampler = make()
+    whole, _ = _lag_campaign(whole_sampler, 60)
+    assert whole_sampler.epoch >= 1  # rules changed on the way
+    first, _ = _lag_campaign(make(), 23)
+    resumed = make()
+    pending = resumed.replay(first, lag=True)
+    assert pending is not None and pending[0] is first[-1].input  # the last run waits for the next draw
+    rest, _ = _lag_campaign(resumed, 60 - len(first), pending=pending[:3])
+    assert [r.input.dumps() for r in first + rest] == [r.input.dumps() for r in whole]
+    # replayed in the order of a campaign with a classifier, the stream differs
+    other = make()
+    other.replay(first)
+    assert [other.next().dumps() for _ in range(len(rest))] != [r.input.dumps() for r in rest]

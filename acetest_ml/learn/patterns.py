@@ -446,8 +446,8 @@ def candidates_from_message(spec: ApiSpec, ai: AbstractInput, message: Optional[
             if g in groups:
                 env[g] = _WORD_NUMBERS.get(groups[g]) or int(groups[g])
         if "got" in groups:
-            g = int(groups["got"])
-            env["got_rank"] = g + 1 if g >= 0 else -g
+            got = int(groups["got"])
+            env["got_rank"] = got + 1 if got >= 0 else -got
         if "set" in groups:
             vals = sorted(set(_ints(groups["set"].replace("D", " "))))
             if len(vals) < 2:

@@ -268,13 +268,27 @@ class LearningSampler:
             return True
         return False
 
-    def replay(self, records: Iterable) -> None:
-        """Redraw the recorded candidates and feed their outcomes (resume)."""
+    def replay(self, records: Iterable, lag: bool = False) -> Optional[tuple]:
+        """Redraw the recorded candidates and feed their outcomes (resume).
+
+        ``lag``: the campaign ran one run behind (see ``LAG`` in generate.py:
+        each candidate was handed out before the run before it was fed to
+        the learner); the last executed run is then not fed yet, and is
+        returned as ``(input, outcome, message, signature)`` to be fed after
+        the next candidate is drawn."""
         from ..outcome import EXECUTED as EXECUTED_OUTCOMES
         recs = list(records)
+        pending: Optional[tuple] = None
         for k, rec in enumerate(recs):
             self._skip_to(rec.input.origin.get("pos"))
             self.next()
+            if lag:
+                if pending is not None:
+                    p_ai, p_outcome, p_message, p_signature = pending
+                    self.observe(p_ai, p_outcome, p_message, signature=p_signature)
+                pending = ((rec.input, rec.outcome, rec.message, getattr(rec, "signature", None))
+                           if rec.outcome in EXECUTED_OUTCOMES else None)
+                continue
             # a gap before the next record: the campaign drew a batch and
             # dropped its rest when this run changed the rule set, so those
             # draws came before this run was observed
@@ -282,6 +296,7 @@ class LearningSampler:
                 self._skip_to(recs[k + 1].input.origin.get("pos"))
             if rec.outcome in EXECUTED_OUTCOMES:
                 self.observe(rec.input, rec.outcome, rec.message, signature=getattr(rec, "signature", None))
+        return pending
 
     def _skip_to(self, pos) -> None:
         if isinstance(pos, int):
