@@ -83,6 +83,11 @@ CASES = {
                      "groups > 0"),
     "axis_in_rank": ("torch.ops.aten.softmax.int", dict(self=T("float32", 2, 3), dim=4),
                      "-self.rank <= dim and dim < self.rank"),
+    # contents: the range a float tensor is filled from
+    "values_between": ("torch.ops.aten.binary_cross_entropy",
+                       dict(self=TensorDesc("float32", (2, 3), -1.0, 1.0),
+                            target=TensorDesc("float32", (2, 3), 0.0, 1.0)),
+                       "self.low >= 0 and self.high <= 1"),
     # no argument holds the index: the 1-d tensor needs a third dimension
     "rank_for_index": ("torch.ops.aten.addbmm",
                        dict(self=T("float32", 2, 2), batch1=T("float32", 2, 3, 4), batch2=T("float32", 5)),

@@ -89,6 +89,41 @@ def test_unsatisfiable_rules_raise():
         Sampler([p], seed=0).next()
 
 
+def test_fill_range_rules_decide_a_float_tensors_range():
+    """``x.low`` / ``x.high``: the solver picks among the fill ranges those
+    that satisfy the rule (either side of the comparison), the evaluator
+    reads them off the AbstractInput, and anything but a number is refused."""
+    from acetest_ml.learn.evaluate import holds
+    from acetest_ml.solve.registry import FLOAT_RANGES
+    for rule in ("input.low >= 0 and input.high <= 1", "0 <= input.low and 1 >= input.high",
+                 "input.high > 5", "-1 < input.low"):
+        s = Sampler([RegistryProblem(conv_spec(), ["T == 'float32'", rule])], seed=2)
+        seen = set()
+        for _ in range(12):
+            ai = s.next()
+            t = ai.args["input"]
+            assert holds(rule, ai) and (t.low, t.high) in FLOAT_RANGES
+            seen.add((t.low, t.high))
+        want = {r for r in FLOAT_RANGES if eval_range(rule, r)}
+        assert seen <= want
+    assert not holds("input.low >= 0", _with_range(-1.0, 1.0))
+    assert holds("input.low >= 0 and input.high <= 1", _with_range(0.0, 1.0))
+    with pytest.raises(NoSolutionError):  # no fill range is this narrow
+        Sampler([RegistryProblem(conv_spec(), ["input.high < -20"])], seed=0).next()
+    with pytest.raises(ConfigError, match="compares with a number"):
+        RegistryProblem(conv_spec(), ["input.low >= filter.rank"])
+
+
+def eval_range(rule, r):
+    from acetest_ml.learn.evaluate import holds
+    return holds(rule, _with_range(*r))
+
+
+def _with_range(low, high):
+    from acetest_ml.model import AbstractInput
+    return AbstractInput("tf.raw_ops.Conv2D", {"input": TensorDesc("float32", (2, 2), low, high)}, 0)
+
+
 def test_rule_errors_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown argument"):
         RegistryProblem(conv_spec(), ["nosuch.rank == 1"])

@@ -130,6 +130,9 @@ class _Eval:
             return _UNKNOWN if t is None else t.dtype
         if attr in ("dim", "shape"):
             return ("dims", t)
+        if attr in ("low", "high"):  # the fill range of a float tensor
+            end = None if t is None else (t.low if attr == "low" else t.high)
+            return _UNKNOWN if end is None else end
         raise _Unsupported(attr)
 
     def v_Subscript(self, n):

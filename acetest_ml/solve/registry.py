@@ -103,6 +103,10 @@ def _dim_cap(rank_var: z3.ArithRef, d: z3.ArithRef) -> list[z3.BoolRef]:
             z3.Implies(rank_var >= 5, d <= 5)]
 
 
+#: the ranges a float tensor's elements are drawn from (one at random, or
+#: the one a rule on ``x.low`` / ``x.high`` leaves: rules.py)
+FLOAT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0))
+
 #: Z3 contexts made ahead, unused (``spare_context``)
 _SPARE_CONTEXTS: list = []
 
@@ -456,7 +460,9 @@ class RegistryProblem(Problem, Terms):
                 low, high = -4, 4
             return TensorDesc(dtype, shape, low, high)
         if k in ("f", "c"):
-            flow, fhigh = rng.choice([(-1.0, 1.0), (0.0, 1.0), (-10.0, 10.0), (0.5, 2.0)])
+            flow, fhigh = rng.choice(FLOAT_RANGES)
+            if iv is not None and f"{a.name}.range" in self._vars:  # a rule names the range
+                flow, fhigh = FLOAT_RANGES[min(max(iv(f"{a.name}.range"), 0), len(FLOAT_RANGES) - 1)]
             return TensorDesc(dtype, shape, flow, fhigh)
         return TensorDesc(dtype, shape)
 
@@ -769,6 +775,21 @@ class RegistryProblem(Problem, Terms):
             self._hard += [v >= lo, v <= hi]
             self._value_vars[arg] = i + 1
         return self._vars[f"{arg}.v{index}"]
+
+    def fill_range(self, arg, end, cmp, c):
+        """``arg.low`` / ``arg.high`` compared with ``c``: the fill ranges of
+        FLOAT_RANGES that satisfy it (a variable picks one for the tensor)."""
+        from .rules import RuleError
+        if self._arg(arg).kind != TENSOR:
+            raise RuleError(f"{arg} is not a tensor")
+        name = f"{arg}.range"
+        if name not in self._vars:
+            v = self._int(name)
+            self._hard += [v >= 0, v < len(FLOAT_RANGES)]
+        v = self._vars[name]
+        k = 0 if end == "low" else 1
+        ok = [v == i for i, r in enumerate(FLOAT_RANGES) if cmp(r[k], c)]
+        return z3.Or(*ok) if ok else z3.BoolVal(False, self.ctx)
 
     def item(self, arg, index):
         if self._arg(arg).kind == TENSOR:

@@ -13,7 +13,9 @@ node into Z3 terms; nothing is ever evaluated as Python. Supported terms:
 ``x.rank``, ``x.dim[i]`` / ``x.shape[i]`` (constant ``i``, negative counts from
 the end), ``len(x)``, ``x[i]`` (list item; for a tensor: its i-th element, of
 the first few), ``x.value`` (the element of a one-element tensor, e.g. a 0-d
-int tensor), ``x`` (int / bool / enum value;
+int tensor), ``x.low`` / ``x.high`` (the range a float tensor's elements are
+drawn from, compared with a number: ``input.low >= 0 and input.high <= 1``),
+``x`` (int / bool / enum value;
 compare an enum or dtype with a string constant), ``x.dtype``, ``x.present``,
 integer constants, ``+ - * // %``, comparisons (chained), ``and or not`` and
 ``in (a, b, ...)``.
@@ -81,6 +83,7 @@ class Terms:
     def dtype(self, arg: str) -> z3.ArithRef: ...
     def dtype_code(self, arg: str, name: str) -> int | None: ...
     def present(self, arg: str) -> z3.BoolRef: ...
+    def fill_range(self, arg: str, end: str, cmp: Callable, c: float) -> z3.BoolRef: ...
 
 
 def compile_rule(expr: str, terms: Terms, where: str = "rule") -> z3.BoolRef:
@@ -154,6 +157,8 @@ class _Compiler:
             return ("dtype", arg)
         if n.attr in ("dim", "shape"):
             return ("dims", arg)
+        if n.attr in ("low", "high"):
+            return ("range", arg, n.attr)
         raise RuleError(f"unknown property .{n.attr}")
 
     def v_Subscript(self, n: ast.Subscript):
@@ -209,6 +214,15 @@ class _Compiler:
 
     def _pair(self, left_node, right_node, fn):
         a, b = self.visit(left_node), self.visit(right_node)
+        if _is_range(a) or _is_range(b):
+            # x.low / x.high (a float tensor's fill range) against a number
+            if _is_range(b):
+                a, b, left_node, right_node = b, a, right_node, left_node
+                fn = _FLIPPED[fn]
+            c = _const_number(right_node)
+            if c is None:
+                raise RuleError(f"{a[1]}.{a[2]} compares with a number only")
+            return self.t.fill_range(a[1], a[2], fn, c)
         a, b = self._resolve_literal(a, b, left_node), self._resolve_literal(b, a, right_node)
         return fn(a, b)
 
@@ -238,6 +252,29 @@ class _Compiler:
         if not z3.is_bool(v):
             raise RuleError("expected a condition")
         return v
+
+
+def _is_range(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 3 and x[0] == "range"
+
+
+#: a comparison with its sides swapped (``c < x.low`` is ``x.low > c``)
+_FLIPPED: dict[Callable, Callable] = {
+    _CMPS[ast.Eq]: _CMPS[ast.Eq], _CMPS[ast.NotEq]: _CMPS[ast.NotEq],
+    _CMPS[ast.Lt]: _CMPS[ast.Gt], _CMPS[ast.Gt]: _CMPS[ast.Lt],
+    _CMPS[ast.LtE]: _CMPS[ast.GtE], _CMPS[ast.GtE]: _CMPS[ast.LtE],
+}
+
+
+def _const_number(node) -> float | None:
+    """An int or float literal (optionally negated), else None."""
+    neg = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+    if neg:
+        node = node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+            and not isinstance(node.value, bool):
+        return -node.value if neg else node.value
+    return None
 
 
 def _arg_of(x) -> str | None:
