@@ -340,7 +340,7 @@ class ApiCampaign:
                     self.idle = 0
                     rows.append((name, seed, idx, ai.dumps(), score, decision, res.outcome,
                                  res.exc_type, res.message, res.signature, res.duration))
-                    resolved = False
+                    resolved = sent = False
                     if Outcome(res.outcome).executed:
                         executed += 1
                         if filt is not None:
@@ -351,13 +351,17 @@ class ApiCampaign:
                             # (0: the budget is spent, no take follows)
                             next_n = (self._batch_size(filt, cap, idx + 1)
                                       if executed < cfg.budget and idx + 1 < cap else 0)
-                            resolved = stream.observe(ai, res.outcome, res.message,
-                                                      last=pos == len(batch) - 1, next_n=next_n,
-                                                      signature=res.signature)
+                            stream.observe_send(ai, res.outcome, res.message,
+                                                last=pos == len(batch) - 1, next_n=next_n,
+                                                signature=res.signature)
+                            sent = True
                     idx += 1
                     # each executed run is committed with the discards before it
+                    # (while the learner works on it)
                     self.sink.rows(rows)
                     rows = []
+                    if sent:
+                        resolved = stream.observe_result()
                     if res.outcome in CRASH_OUTCOMES:
                         crashes += 1
                         self._file_bug(spec, ai, res, seed, idx - 1, executor)

@@ -230,6 +230,7 @@ class CandidateStream:
         self._closing = False
         self._thread: Optional[threading.Thread] = None
         self._ahead: Optional[tuple] = None  # (n, reply) drawn with the last observe
+        self._observing: Optional[int] = None  # an observe sent, its reply not read yet (next_n)
         msg = self._recv()
         self.status = msg[0]
         if self.status == "ready":
@@ -330,11 +331,24 @@ class CandidateStream:
         ``next_n``: the size of the next ``take`` if it follows at once
         (``last``: this run ends its batch); the child then draws it in the
         same round trip whenever that take is sure to come, and that
-        ``take(next_n)`` returns it."""
+        ``take(next_n)`` returns it. ``observe_send`` + ``observe_result``
+        do the same in two steps, so the caller can do its own work (commit
+        the run) while the learner works."""
+        self.observe_send(ai, outcome, message, last=last, next_n=next_n, signature=signature)
+        return self.observe_result()
+
+    def observe_send(self, ai: AbstractInput, outcome: str, message: Optional[str],
+                     last: bool = False, next_n: int = 0, signature: Optional[str] = None) -> None:
         try:
             self.conn.send(("observe", ai.dumps(), str(outcome), message, bool(last), int(next_n), signature))
         except OSError as e:
             raise GenerationError(f"generator process gone: {e}") from None
+        self._observing = int(next_n)
+
+    def observe_result(self) -> bool:
+        next_n, self._observing = self._observing, None
+        if next_n is None:
+            raise GenerationError("observe_result without observe_send")
         msg = self._recv()
         if msg[0] != "observed":
             raise GenerationError(str(msg[1]))

@@ -442,3 +442,18 @@ def test_message_number_read_as_a_relation(executors):
     assert cands[0] == "start.rank == 1 and start.dim[0] == 2"
     assert "start.rank == 1 and start.dim[0] == shape.dim[0]" in cands
     assert all(not holds(c, ai) for c in cands)
+
+
+def test_mined_rules_compile_with_a_single_value():
+    """An int seen with one value in every passing run is mined as a set of
+    one, written so the rules language reads a tuple (``in (1,)``)."""
+    from acetest_ml.learn.mine import mine
+    spec = get_spec("torch.ops.aten.group_norm")
+    passing = [AbstractInput(api=spec.name, args=dict(input=T("float32", 2, k + 2), num_groups=1), value_seed=k)
+               for k in range(6)]
+    invalid = [AbstractInput(api=spec.name, args=dict(input=T("float32", 2, 3), num_groups=2 + k % 3), value_seed=k)
+               for k in range(8)]
+    got = [e for e, _ in mine(spec, passing, invalid)]
+    assert "num_groups in (1,)" in got
+    for e in got:
+        RegistryProblem(spec, [e])  # every mined rule compiles

@@ -191,7 +191,8 @@ def _candidates(table_pass: _Table) -> list[tuple[str, Callable[..., Any]]]:
             out.append((f"-{t}.rank <= {n} and {n} < {t}.rank",
                         lambda T, n=n, t=t: (-T.get(f"{t}.rank") <= T.get(n)) & (T.get(n) < T.get(f"{t}.rank"))))
         if len(vals) <= MAX_SET:
-            out.append((f"{n} in ({', '.join(map(str, vals))})",
+            # (one value: "x in (1,)", a tuple; "(1)" would be a number)
+            out.append((f"{n} in ({', '.join(map(str, vals))}{',' if len(vals) == 1 else ''})",
                         lambda T, n=n, vals=tuple(vals): np.isin(T.get(n), vals)))
         out.append((f"{n} >= {lo}", lambda T, n=n, lo=lo: T.get(n) >= lo))
         out.append((f"{n} <= {hi}", lambda T, n=n, hi=hi: T.get(n) <= hi))

@@ -31,8 +31,8 @@ draws the current set's next candidates while the last one executes, and
 drawn on demand. The queue belongs to the Sampler it was drawn from and
 goes with it. Draw-ahead touches only that Sampler's Z3 contexts: samplers
 made later (the outside stream, a rule set back to no learned rules) get
-problems of their own, so how far ahead a set was drawn leaves no trace in
-them.
+problems of their own, copied from a problem no solver uses, so how far
+ahead a set was drawn leaves no trace in them.
 """
 from __future__ import annotations
 
@@ -133,6 +133,7 @@ class LearningSampler:
         self._ahead: collections.deque = collections.deque()
         self._outside_ahead: collections.deque = collections.deque()
         self._outside_dry = False  # the outside stream has no solution left
+        self._base_problem: Optional[RegistryProblem] = None
         self._build()
 
     # -- rule sets --------------------------------------------------------------
@@ -140,7 +141,7 @@ class LearningSampler:
         rules = self.learner.active()
         self.enforced = list(rules) if self.source != "registry" else []
         if self.source == "registry" and (rules or self.epoch > 0):
-            problems = [RegistryProblem(self.spec, self.base_rules + rules, rules_source="learned")]
+            problems = [self._template().with_rules(rules, rules_source="learned")]
         else:
             problems = self.problems
         seed = self.seed if self.epoch == 0 else (self.seed * 1000003 + self.epoch) % (2 ** 31)
@@ -209,7 +210,7 @@ class LearningSampler:
             return self._draw()
         if self._outside_sampler is None:
             # problems of its own (see the module docstring: draw-ahead)
-            own = [RegistryProblem(self.spec, self.base_rules, rules_source="learned")]
+            own = [self._template().with_rules([], rules_source="learned")]
             self._outside_sampler = Sampler(own, (self.seed * 7919 + 17) % (2 ** 31),
                                             models_per_set=self.models_per_set, cheap=self.cheap)
         if self._outside_ahead:
@@ -218,6 +219,13 @@ class LearningSampler:
             return self._outside_sampler.next()
         except NoSolutionError:
             return None
+
+    def _template(self) -> RegistryProblem:
+        """The API's problem with its base rules, never solved: each later
+        rule set's problem is a copy of it (``with_rules``)."""
+        if self._base_problem is None:
+            self._base_problem = RegistryProblem(self.spec, self.base_rules, rules_source="learned")
+        return self._base_problem
 
     def _draw(self) -> AbstractInput:
         """The current Sampler's next draw (from the queue drawn ahead, if any)."""

@@ -140,6 +140,26 @@ class RegistryProblem(Problem, Terms):
         for i, r in enumerate(self.rules):
             self._hard.append(compile_rule(r, self, where=f"{rules_source}: {spec.name}[{i}]"))
 
+    def with_rules(self, rules: Sequence[str], *, rules_source: str = "rules") -> "RegistryProblem":
+        """This problem plus ``rules``, in a new context of its own: the
+        formulas are copied into it by Z3 (``translate``) instead of being
+        built again term by term, which is most of a rule change's cost on
+        a fast API. Use it on a problem no solver has used (its context is
+        then in the same state whoever copies it, so the copy is too)."""
+        new = object.__new__(RegistryProblem)
+        new.__dict__.update(self.__dict__)
+        new.ctx = _SPARE_CONTEXTS.pop() if _SPARE_CONTEXTS else z3.Context()
+        new._vars = {k: v.translate(new.ctx) for k, v in self._vars.items()}
+        new._hard = [f.translate(new.ctx) for f in self._hard]
+        new._dtype_sets = dict(self._dtype_sets)
+        new._tensor_dtype_var = dict(self._tensor_dtype_var)
+        new._value_vars = dict(self._value_vars)
+        new.rules = list(self.rules) + list(rules)
+        new.set_id = "registry" + ("+rules" if new.rules else "")
+        for i, r in enumerate(rules):
+            new._hard.append(compile_rule(r, new, where=f"{rules_source}: {self.spec.name}[{len(self.rules) + i}]"))
+        return new
+
     # -- variables ------------------------------------------------------------
     def _int(self, name: str) -> z3.ArithRef:
         v = self._vars.get(name)
