@@ -86,12 +86,6 @@ def lagged(cfg) -> bool:
     return bool(getattr(cfg, "learn_rules", False)) and not getattr(cfg, "ml_filter", None)
 
 
-def _feed(sampler, run: tuple) -> None:
-    """Feed a run held back one candidate (LAG) to the learner."""
-    ai, outcome, message, signature = run
-    sampler.observe(ai, outcome, message, signature=signature)
-
-
 def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
     from .campaign import api_seed, resolve
     from .solve.sampler import NoSolutionError, Sampler
@@ -132,9 +126,15 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
         # request waits
         ahead = int(getattr(cfg, "prefetch", 0) or 0)
         draw_ahead = getattr(sampler, "prefetch", None) if ahead > 0 else None
+        from .solve.registry import spare_context
+
+        def feed_pending() -> None:  # the run held back (LAG), after a hand-out
+            nonlocal pending
+            if pending is not None:
+                sampler.feed(pending)
+                pending = None
         while True:
             if draw_ahead is not None:
-                from .solve.registry import spare_context
                 while not conn.poll() and (spare_context() or draw_ahead(ahead)):
                     pass
             try:
@@ -144,8 +144,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             if msg[0] == "observe" and lag:
                 # hand out the next candidate first, then feed this run to
                 # the learner while the campaign executes that candidate
-                if pending is not None:
-                    _feed(sampler, pending)
+                feed_pending()
                 pending = (AbstractInput.loads(msg[1]), msg[2], msg[3], msg[6] if len(msg) > 6 else None)
                 n = msg[5] if len(msg) > 5 else 0
                 given: Any = None
@@ -156,8 +155,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                         given = ("nosolution", str(e))
                 conn.send(("observed", False, given))
                 if n:
-                    _feed(sampler, pending)
-                    pending = None
+                    feed_pending()
                 continue
             if msg[0] == "observe":  # an executed run, for the rule learner
                 changed = sampler.observe(AbstractInput.loads(msg[1]), msg[2], msg[3],
@@ -177,9 +175,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
                 conn.send(("observed", changed, drawn))
                 continue
             if msg[0] == "learned":
-                if pending is not None:  # the summary counts every run
-                    _feed(sampler, pending)
-                    pending = None
+                feed_pending()  # the summary counts every run
                 conn.send(("learned", sampler.info() if hasattr(sampler, "info") else {}))
                 continue
             if msg[0] != "draw":
@@ -195,9 +191,7 @@ def _serve(conn, cfg, api: str, spec: Optional[ApiSpec], start: int) -> None:
             except NoSolutionError as e:
                 failure = ("nosolution", str(e))
             conn.send(("some", got, failure))
-            if pending is not None:
-                _feed(sampler, pending)
-                pending = None
+            feed_pending()
     except (BrokenPipeError, EOFError):
         return
     except Exception as e:  # our bug: reported against this API, never a traceback

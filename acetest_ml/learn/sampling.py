@@ -240,21 +240,21 @@ class LearningSampler:
         """Draw one more of the current Sampler's candidates ahead, unless
         ``depth`` are queued already (or the queue ends in a failure); True
         when one was drawn."""
-        if len(self._ahead) >= depth or (self._ahead and isinstance(self._ahead[-1], NoSolutionError)):
-            # the outside stream (its own Sampler, the same whatever the
-            # rule set): one draw ahead once it is in use
-            if (self._outside_sampler is not None and not self._outside_ahead
-                    and not self._outside_dry):
-                try:
-                    self._outside_ahead.append(self._outside_sampler.next())
-                except NoSolutionError:
-                    self._outside_dry = True
-                return True
+        ended = bool(self._ahead) and isinstance(self._ahead[-1], NoSolutionError)
+        if len(self._ahead) < depth and not ended:
+            try:
+                self._ahead.append(self.sampler.next())
+            except NoSolutionError as e:
+                self._ahead.append(e)
+            return True
+        # then the outside stream (its own Sampler, the same whatever the
+        # rule set): one draw ahead once it is in use
+        if self._outside_sampler is None or self._outside_ahead or self._outside_dry:
             return False
         try:
-            self._ahead.append(self.sampler.next())
-        except NoSolutionError as e:
-            self._ahead.append(e)
+            self._outside_ahead.append(self._outside_sampler.next())
+        except NoSolutionError:
+            self._outside_dry = True
         return True
 
     def _drop_newest(self, reason: str) -> bool:
@@ -292,8 +292,7 @@ class LearningSampler:
             self.next()
             if lag:
                 if pending is not None:
-                    p_ai, p_outcome, p_message, p_signature = pending
-                    self.observe(p_ai, p_outcome, p_message, signature=p_signature)
+                    self.feed(pending)
                 pending = ((rec.input, rec.outcome, rec.message, getattr(rec, "signature", None))
                            if rec.outcome in EXECUTED_OUTCOMES else None)
                 continue
@@ -305,6 +304,12 @@ class LearningSampler:
             if rec.outcome in EXECUTED_OUTCOMES:
                 self.observe(rec.input, rec.outcome, rec.message, signature=getattr(rec, "signature", None))
         return pending
+
+    def feed(self, run: tuple) -> bool:
+        """``observe`` of a run held back one candidate: ``(input, outcome,
+        message, signature)`` as ``replay(lag=True)`` returns it."""
+        ai, outcome, message, signature = run
+        return self.observe(ai, outcome, message, signature=signature)
 
     def _skip_to(self, pos) -> None:
         if isinstance(pos, int):

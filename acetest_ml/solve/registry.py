@@ -122,23 +122,31 @@ def spare_context() -> bool:
     return True
 
 
+def _new_context() -> z3.Context:
+    """A context no solver has used: the spare one if made, else a new one."""
+    return _SPARE_CONTEXTS.pop() if _SPARE_CONTEXTS else z3.Context()
+
+
 class RegistryProblem(Problem, Terms):
     """Constraints for one ApiSpec. ``rules`` are extra expressions (rules.py)."""
 
     def __init__(self, spec: ApiSpec, rules: Sequence[str] = (), *, rules_source: str = "rules"):
         self.spec = spec
-        # own context: sampling is deterministic per (problem, seed)
-        self.ctx = _SPARE_CONTEXTS.pop() if _SPARE_CONTEXTS else z3.Context()
-        self.set_id = "registry" + ("+rules" if rules else "")
-        self.rules = list(rules)
+        self.ctx = _new_context()  # own context: sampling is deterministic per (problem, seed)
+        self.rules: list[str] = []
         self._vars: dict[str, z3.ExprRef] = {}
         self._hard: list[z3.BoolRef] = []
         self._dtype_sets: dict[str, list[str]] = {}   # dtype var name -> allowed list
         self._tensor_dtype_var: dict[str, str] = {}   # tensor arg -> dtype var name
         self._value_vars: dict[str, int] = {}         # tensor arg -> element vars made for rules
         self._build()
-        for i, r in enumerate(self.rules):
-            self._hard.append(compile_rule(r, self, where=f"{rules_source}: {spec.name}[{i}]"))
+        self._add_rules(rules, rules_source)
+
+    def _add_rules(self, rules: Sequence[str], rules_source: str) -> None:
+        for r in rules:
+            self._hard.append(compile_rule(r, self, where=f"{rules_source}: {self.spec.name}[{len(self.rules)}]"))
+            self.rules.append(r)
+        self.set_id = "registry" + ("+rules" if self.rules else "")
 
     def with_rules(self, rules: Sequence[str], *, rules_source: str = "rules") -> "RegistryProblem":
         """This problem plus ``rules``, in a new context of its own: the
@@ -148,16 +156,14 @@ class RegistryProblem(Problem, Terms):
         then in the same state whoever copies it, so the copy is too)."""
         new = object.__new__(RegistryProblem)
         new.__dict__.update(self.__dict__)
-        new.ctx = _SPARE_CONTEXTS.pop() if _SPARE_CONTEXTS else z3.Context()
+        new.ctx = _new_context()
         new._vars = {k: v.translate(new.ctx) for k, v in self._vars.items()}
         new._hard = [f.translate(new.ctx) for f in self._hard]
         new._dtype_sets = dict(self._dtype_sets)
         new._tensor_dtype_var = dict(self._tensor_dtype_var)
         new._value_vars = dict(self._value_vars)
-        new.rules = list(self.rules) + list(rules)
-        new.set_id = "registry" + ("+rules" if new.rules else "")
-        for i, r in enumerate(rules):
-            new._hard.append(compile_rule(r, new, where=f"{rules_source}: {self.spec.name}[{len(self.rules) + i}]"))
+        new.rules = list(self.rules)
+        new._add_rules(rules, rules_source)
         return new
 
     # -- variables ------------------------------------------------------------
